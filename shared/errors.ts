@@ -1,0 +1,133 @@
+/**
+ * One error type for the whole service. Every failure carries a stable `code` that clients
+ * switch on and an HTTP status that the HTTP layers map it to. The table below is the single
+ * place where codes are defined and documented; `test/shared/errors.test.ts` fails when a code
+ * is thrown somewhere but missing here, or listed here but missing from the README.
+ */
+
+export const ERROR_CODES = {
+  ERR_MALFORMED_JSON: { status: 400, doc: 'The body or message is not valid JSON.' },
+  ERR_VALIDATION: {
+    status: 400,
+    doc: 'A field is missing, has the wrong type or is out of range; `details.field` names it.',
+  },
+  ERR_BAD_BASE64: { status: 400, doc: 'A field that must be base64url is not canonical base64url.' },
+  ERR_BAD_LENGTH: { status: 400, doc: 'A byte string has the wrong length for its type.' },
+  ERR_INVALID_POINT: {
+    status: 400,
+    doc: 'Bytes that must encode a ristretto255 element do not (RFC 9496 section 4.3.1 decode fails, which also refuses non-canonical encodings).',
+  },
+  ERR_IDENTITY_POINT: {
+    status: 400,
+    doc: 'A group element is the identity, which RFC 9497 section 3.3 requires to be refused.',
+  },
+  ERR_INVALID_SCALAR: { status: 400, doc: 'A scalar is not canonical (not below the group order) or is zero.' },
+  ERR_BAD_IDENTIFIER: {
+    status: 400,
+    doc: 'A Shamir identifier is zero, out of range or duplicated.',
+  },
+  ERR_EMPTY_BATCH: { status: 400, doc: 'A batch of blinded elements is empty.' },
+  ERR_BATCH_TOO_LARGE: { status: 413, doc: 'A batch holds more blinded elements than allowed.' },
+  ERR_BODY_TOO_LARGE: { status: 413, doc: 'The request body exceeds the size limit.' },
+  ERR_BAD_THRESHOLD: {
+    status: 400,
+    doc: 'A threshold is below 2, above the committee size, or not a majority of it.',
+  },
+  ERR_UNAUTHORIZED: { status: 401, doc: 'The request carries no valid credential.' },
+  ERR_NOT_FOUND: { status: 404, doc: 'No such route.' },
+  ERR_UNKNOWN_TENANT: { status: 404, doc: 'The tenant does not exist.' },
+  ERR_UNKNOWN_KEY_VERSION: { status: 404, doc: 'The tenant has no key of that version.' },
+  ERR_UNKNOWN_JOB: { status: 404, doc: 'No job has that id.' },
+  ERR_TENANT_EXISTS: { status: 409, doc: 'A tenant with that name already exists.' },
+  ERR_CEREMONY_CONFLICT: {
+    status: 409,
+    doc: 'A node already holds a different key or ceremony under that tenant and version.',
+  },
+  ERR_UNKNOWN_CEREMONY: { status: 404, doc: 'A DKG round names a ceremony the node never started.' },
+  ERR_DKG_FAILED: {
+    status: 502,
+    doc: 'A distributed key generation failed; `details.culprits` names the nodes at fault when known.',
+  },
+  ERR_PROOF_INVALID: {
+    status: 502,
+    doc: 'A node returned an evaluation whose DLEQ proof does not verify; `details.node` names it.',
+  },
+  ERR_TOO_FEW_NODES: {
+    status: 503,
+    doc: 'Fewer than t nodes returned a valid answer within the deadline; `details` says how many were needed and which failed.',
+  },
+  ERR_NODE_UNAVAILABLE: { status: 503, doc: 'A node is not connected or did not answer in time.' },
+  ERR_UNSUPPORTED_VERSION: { status: 400, doc: 'A message names a protocol version this side does not speak.' },
+  ERR_UNKNOWN_MESSAGE: { status: 400, doc: 'A message has a type this side does not know.' },
+  ERR_KEY_PACKAGE_INVALID: {
+    status: 502,
+    doc: 'A key package is inconsistent: verification shares do not match the commitments, or the group key is not the commitment constant term.',
+  },
+  ERR_KEY_NOT_PINNED: {
+    status: 400,
+    doc: 'The client has no pinned group key for that tenant and version and was not told to trust on first use.',
+  },
+  ERR_PINNED_KEY_MISMATCH: {
+    status: 502,
+    doc: 'The key package served does not carry the group key the client has pinned.',
+  },
+  ERR_ENVELOPE_FORMAT: { status: 400, doc: 'An encrypted envelope is malformed or truncated.' },
+  ERR_DECRYPT_FAILED: {
+    status: 400,
+    doc: 'An envelope failed authentication: it was tampered with or the key is wrong.',
+  },
+  ERR_CONFIG: { status: 500, doc: 'A process was started with missing or invalid configuration.' },
+  ERR_WRONG_NODE_SECRET: {
+    status: 500,
+    doc: 'A node was started with a secret that does not open its existing database.',
+  },
+  ERR_INTERNAL: { status: 500, doc: 'An unexpected failure; the log has the details.' },
+} as const satisfies Record<string, { status: number; doc: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export type ErrorDetails = Record<string, unknown>;
+
+/** The serialised form that crosses HTTP and WebSocket boundaries. */
+export interface ErrorBody {
+  code: ErrorCode;
+  message: string;
+  details?: ErrorDetails;
+}
+
+export class KmaasError extends Error {
+  readonly code: ErrorCode;
+  readonly details: ErrorDetails | undefined;
+
+  constructor(code: ErrorCode, message: string, details?: ErrorDetails) {
+    super(message);
+    this.name = 'KmaasError';
+    this.code = code;
+    this.details = details;
+  }
+
+  get status(): number {
+    return ERROR_CODES[this.code].status;
+  }
+
+  toBody(): ErrorBody {
+    return this.details === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, details: this.details };
+  }
+
+  static fromBody(body: ErrorBody): KmaasError {
+    const code = isErrorCode(body.code) ? body.code : 'ERR_INTERNAL';
+    return new KmaasError(code, body.message, body.details);
+  }
+}
+
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && Object.hasOwn(ERROR_CODES, code);
+}
+
+/** Anything thrown becomes a KmaasError; unknown failures are hidden behind ERR_INTERNAL. */
+export function toKmaasError(err: unknown): KmaasError {
+  if (err instanceof KmaasError) return err;
+  return new KmaasError('ERR_INTERNAL', 'internal error');
+}

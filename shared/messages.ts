@@ -1,0 +1,149 @@
+/**
+ * Message schemas, one per message, for the coordinator <-> node WebSocket protocol and the
+ * coordinator's HTTP API. Both sides validate with these at the boundary; `parseMessage` turns a
+ * schema failure into ERR_VALIDATION naming the field.
+ *
+ * WebSocket protocol v1 (the coordinator connects to each node, authenticating the upgrade with
+ * `Authorization: Bearer <cluster credential>`):
+ *   coordinator -> node  { v: 1, id, type, body }
+ *   node -> coordinator  { v: 1, id, ok: true, body } | { v: 1, id, ok: false, error }
+ * `id` is the request id the reply echoes. Types: status, dkg.round1, dkg.round2, dkg.round3,
+ * evaluate. All byte strings are unpadded base64url.
+ */
+import { z } from 'zod';
+import { KmaasError, type ErrorBody } from './errors.ts';
+import { keyPackageSchema } from './key-package.ts';
+import { MAX_BATCH } from './suite.ts';
+import { TENANT_PATTERN } from './document.ts';
+
+export const PROTOCOL_VERSION = 1;
+
+const b64 = z.string().regex(/^[A-Za-z0-9_-]*$/, 'expected unpadded base64url').max(4096);
+const tenant = z.string().regex(TENANT_PATTERN, "1-63 characters of a-z, 0-9, '.', '_', '-'");
+const version = z.number().int().min(1).max(0xffffffff);
+const nodeId = z.number().int().min(1).max(0xffff);
+const ceremonyId = z.string().regex(/^[A-Za-z0-9_-]{8,64}$/);
+
+/** Blinded elements: the batch bounds are checked again where they are enforced, with their own codes. */
+export const blindedBatch = z.array(b64).max(MAX_BATCH * 4);
+
+// --- WebSocket requests (coordinator -> node) ---
+
+export const statusRequest = z.object({}).strict();
+
+export const dkgRound1Request = z
+  .object({
+    ceremonyId,
+    tenant,
+    version,
+    threshold: z.number().int().min(2),
+    participants: z.array(nodeId).min(2).max(64),
+  })
+  .strict();
+
+export const dkgRound1Package = z
+  .object({ node: nodeId, commitment: z.array(b64).min(1).max(64), proofOfKnowledge: b64 })
+  .strict();
+
+export const dkgRound2Request = z
+  .object({ ceremonyId, round1: z.array(dkgRound1Package).min(1).max(64) })
+  .strict();
+
+/** One round-2 package: the sender's polynomial evaluated at the recipient (secret!). */
+export const dkgRound2Package = z.object({ from: nodeId, to: nodeId, signingShare: b64 }).strict();
+
+export const dkgRound3Request = z
+  .object({ ceremonyId, round2: z.array(dkgRound2Package).min(1).max(64) })
+  .strict();
+
+export const evaluateRequest = z.object({ tenant, version, blinded: blindedBatch }).strict();
+
+export const nodeRequestBodies = {
+  status: statusRequest,
+  'dkg.round1': dkgRound1Request,
+  'dkg.round2': dkgRound2Request,
+  'dkg.round3': dkgRound3Request,
+  evaluate: evaluateRequest,
+} as const;
+
+export type NodeRequestType = keyof typeof nodeRequestBodies;
+
+export const nodeRequestEnvelope = z.object({
+  v: z.number().int(),
+  id: z.string().min(1).max(128),
+  type: z.string().min(1).max(64),
+  body: z.unknown(),
+});
+
+// --- WebSocket replies (node -> coordinator) ---
+
+export const statusReply = z.object({
+  node: nodeId,
+  keys: z.array(z.object({ tenant, version, groupKey: b64 })),
+});
+
+export const dkgRound1Reply = dkgRound1Package;
+
+export const dkgRound2Reply = z.object({ packages: z.array(dkgRound2Package) });
+
+export const dkgRound3Reply = z.object({ keyPackage: keyPackageSchema });
+
+export const evaluateReply = z.object({ node: nodeId, evaluated: z.array(b64), proof: b64 });
+
+export const errorBodySchema = z.object({
+  code: z.string(),
+  message: z.string(),
+  details: z.record(z.string(), z.unknown()).optional(),
+});
+
+export const nodeReplyEnvelope = z.union([
+  z.object({ v: z.number().int(), id: z.string(), ok: z.literal(true), body: z.unknown() }),
+  z.object({ v: z.number().int(), id: z.string(), ok: z.literal(false), error: errorBodySchema }),
+]);
+
+export interface NodeRequest {
+  v: number;
+  id: string;
+  type: NodeRequestType;
+  body: unknown;
+}
+
+export type NodeReply =
+  | { v: number; id: string; ok: true; body: unknown }
+  | { v: number; id: string; ok: false; error: ErrorBody };
+
+// --- HTTP API (client/operator -> coordinator) ---
+
+export const createTenantBody = z
+  .object({ tenant, threshold: z.number().int().min(2).optional() })
+  .strict();
+
+export const evaluateBody = z.object({ blinded: blindedBatch }).strict();
+
+/** Partial evaluations as the coordinator returns them to the client, who verifies each one. */
+export const evaluateResponse = z.object({
+  tenant,
+  version,
+  threshold: z.number().int(),
+  partials: z.array(evaluateReply),
+});
+
+export type EvaluateResponse = z.infer<typeof evaluateResponse>;
+
+/** Validate `input` against `schema`; failures become ERR_VALIDATION naming the first bad field. */
+export function parseMessage<T extends z.ZodType>(schema: T, input: unknown, what: string): z.infer<T> {
+  const r = schema.safeParse(input);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  const field = issue?.path.length ? issue.path.join('.') : what;
+  throw new KmaasError('ERR_VALIDATION', `${what}: ${field}: ${issue?.message ?? 'invalid'}`, { field });
+}
+
+/** JSON.parse with a coded error instead of a SyntaxError. */
+export function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new KmaasError('ERR_MALFORMED_JSON', 'body is not valid JSON');
+  }
+}
