@@ -57,7 +57,11 @@ export function verifyBatchProof(
   evaluated: readonly GroupElement[],
   proof: Uint8Array,
 ): boolean {
-  if (proof.length !== 2 * Fn.BYTES || blinded.length !== evaluated.length || blinded.length === 0) {
+  if (
+    proof.length !== 2 * Fn.BYTES ||
+    blinded.length !== evaluated.length ||
+    blinded.length === 0
+  ) {
     return false;
   }
   let c: bigint;

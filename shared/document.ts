@@ -18,7 +18,9 @@ export const MAX_DOCUMENT_ID_BYTES = 1024;
 
 export function checkTenant(tenant: string, field = 'tenant'): string {
   if (!TENANT_PATTERN.test(tenant)) {
-    throw new KmaasError('ERR_VALIDATION', `${field}: 1-63 characters of a-z, 0-9, '.', '_', '-'`, { field });
+    throw new KmaasError('ERR_VALIDATION', `${field}: 1-63 characters of a-z, 0-9, '.', '_', '-'`, {
+      field,
+    });
   }
   return tenant;
 }
@@ -26,16 +28,32 @@ export function checkTenant(tenant: string, field = 'tenant'): string {
 export function documentInput(tenant: string, version: number, documentId: string): Uint8Array {
   checkTenant(tenant);
   if (!Number.isInteger(version) || version < 1 || version > 0xffffffff) {
-    throw new KmaasError('ERR_VALIDATION', 'version: expected a positive 32-bit integer', { field: 'version' });
+    throw new KmaasError('ERR_VALIDATION', 'version: expected a positive 32-bit integer', {
+      field: 'version',
+    });
   }
   const doc = utf8Bytes(documentId);
   if (doc.length === 0 || doc.length > MAX_DOCUMENT_ID_BYTES) {
-    throw new KmaasError('ERR_VALIDATION', `documentId: 1-${MAX_DOCUMENT_ID_BYTES} bytes of UTF-8`, {
-      field: 'documentId',
-    });
+    throw new KmaasError(
+      'ERR_VALIDATION',
+      `documentId: 1-${MAX_DOCUMENT_ID_BYTES} bytes of UTF-8`,
+      {
+        field: 'documentId',
+      },
+    );
   }
-  const v = Uint8Array.of(version >>> 24, (version >>> 16) & 0xff, (version >>> 8) & 0xff, version & 0xff);
-  return concat(lengthPrefixed(INPUT_LABEL), lengthPrefixed(utf8Bytes(tenant)), v, lengthPrefixed(doc));
+  const v = Uint8Array.of(
+    version >>> 24,
+    (version >>> 16) & 0xff,
+    (version >>> 8) & 0xff,
+    version & 0xff,
+  );
+  return concat(
+    lengthPrefixed(INPUT_LABEL),
+    lengthPrefixed(utf8Bytes(tenant)),
+    v,
+    lengthPrefixed(doc),
+  );
 }
 
 /** 32 raw bytes for AES-256-GCM. The caller imports them as a non-extractable key where it can. */

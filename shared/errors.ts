@@ -11,7 +11,10 @@ export const ERROR_CODES = {
     status: 400,
     doc: 'A field is missing, has the wrong type or is out of range; `details.field` names it.',
   },
-  ERR_BAD_BASE64: { status: 400, doc: 'A field that must be base64url is not canonical base64url.' },
+  ERR_BAD_BASE64: {
+    status: 400,
+    doc: 'A field that must be base64url is not canonical base64url.',
+  },
   ERR_BAD_LENGTH: { status: 400, doc: 'A byte string has the wrong length for its type.' },
   ERR_INVALID_POINT: {
     status: 400,
@@ -21,7 +24,10 @@ export const ERROR_CODES = {
     status: 400,
     doc: 'A group element is the identity, which RFC 9497 section 3.3 requires to be refused.',
   },
-  ERR_INVALID_SCALAR: { status: 400, doc: 'A scalar is not canonical (not below the group order) or is zero.' },
+  ERR_INVALID_SCALAR: {
+    status: 400,
+    doc: 'A scalar is not canonical (not below the group order) or is zero.',
+  },
   ERR_BAD_IDENTIFIER: {
     status: 400,
     doc: 'A Shamir identifier is zero, out of range or duplicated.',
@@ -43,7 +49,10 @@ export const ERROR_CODES = {
     status: 409,
     doc: 'A node already holds a different key or ceremony under that tenant and version.',
   },
-  ERR_UNKNOWN_CEREMONY: { status: 404, doc: 'A DKG round names a ceremony the node never started.' },
+  ERR_UNKNOWN_CEREMONY: {
+    status: 404,
+    doc: 'A DKG round names a ceremony the node never started.',
+  },
   ERR_DKG_FAILED: {
     status: 502,
     doc: 'A distributed key generation failed; `details.culprits` names the nodes at fault when known.',
@@ -57,7 +66,10 @@ export const ERROR_CODES = {
     doc: 'Fewer than t nodes returned a valid answer within the deadline; `details` says how many were needed and which failed.',
   },
   ERR_NODE_UNAVAILABLE: { status: 503, doc: 'A node is not connected or did not answer in time.' },
-  ERR_UNSUPPORTED_VERSION: { status: 400, doc: 'A message names a protocol version this side does not speak.' },
+  ERR_UNSUPPORTED_VERSION: {
+    status: 400,
+    doc: 'A message names a protocol version this side does not speak.',
+  },
   ERR_UNKNOWN_MESSAGE: { status: 400, doc: 'A message has a type this side does not know.' },
   ERR_KEY_PACKAGE_INVALID: {
     status: 502,

@@ -10,10 +10,14 @@ export const MAX_IDENTIFIER = 0xffff;
 
 export function checkIdentifier(id: number, field = 'identifier'): number {
   if (!Number.isInteger(id) || id < 1 || id > MAX_IDENTIFIER) {
-    throw new KmaasError('ERR_BAD_IDENTIFIER', `${field}: expected an integer in 1..${MAX_IDENTIFIER}`, {
-      field,
-      value: id,
-    });
+    throw new KmaasError(
+      'ERR_BAD_IDENTIFIER',
+      `${field}: expected an integer in 1..${MAX_IDENTIFIER}`,
+      {
+        field,
+        value: id,
+      },
+    );
   }
   return id;
 }

@@ -64,26 +64,43 @@ export function buildKeyPackage(args: {
 export function parseKeyPackage(input: unknown, pinnedGroupKey?: string): ParsedKeyPackage {
   const parsed = keyPackageSchema.safeParse(input);
   if (!parsed.success) {
-    throw new KmaasError('ERR_KEY_PACKAGE_INVALID', `key package: ${parsed.error.issues[0]?.message}`, {
-      field: parsed.error.issues[0]?.path.join('.'),
-    });
+    throw new KmaasError(
+      'ERR_KEY_PACKAGE_INVALID',
+      `key package: ${parsed.error.issues[0]?.message}`,
+      {
+        field: parsed.error.issues[0]?.path.join('.'),
+      },
+    );
   }
   const pkg = parsed.data;
   const groupKey = decodeElementB64(pkg.groupKey, 'groupKey');
   const commitments = pkg.commitments.map((c, i) => decodeElementB64(c, `commitments[${i}]`));
   if (commitments.length !== pkg.threshold) {
-    throw new KmaasError('ERR_KEY_PACKAGE_INVALID', 'threshold does not match the commitment count');
+    throw new KmaasError(
+      'ERR_KEY_PACKAGE_INVALID',
+      'threshold does not match the commitment count',
+    );
   }
   if (!commitments[0]!.equals(groupKey)) {
-    throw new KmaasError('ERR_KEY_PACKAGE_INVALID', 'group key is not the constant-term commitment');
+    throw new KmaasError(
+      'ERR_KEY_PACKAGE_INVALID',
+      'group key is not the constant-term commitment',
+    );
   }
   if (pinnedGroupKey !== undefined && pinnedGroupKey !== pkg.groupKey) {
-    throw new KmaasError('ERR_PINNED_KEY_MISMATCH', 'key package does not carry the pinned group key', {
-      tenant: pkg.tenant,
-      version: pkg.version,
-    });
+    throw new KmaasError(
+      'ERR_PINNED_KEY_MISMATCH',
+      'key package does not carry the pinned group key',
+      {
+        tenant: pkg.tenant,
+        version: pkg.version,
+      },
+    );
   }
-  const ids = checkIdentifierSet(pkg.verificationShares.map((v) => v.id), 'verificationShares.id');
+  const ids = checkIdentifierSet(
+    pkg.verificationShares.map((v) => v.id),
+    'verificationShares.id',
+  );
   if (ids.length < pkg.threshold) {
     throw new KmaasError('ERR_KEY_PACKAGE_INVALID', 'fewer verification shares than the threshold');
   }
@@ -91,9 +108,13 @@ export function parseKeyPackage(input: unknown, pinnedGroupKey?: string): Parsed
   for (const { id, key } of pkg.verificationShares) {
     const share = decodeElementB64(key, `verificationShares[${id}]`);
     if (!evaluateCommitments(commitments, id).equals(share)) {
-      throw new KmaasError('ERR_KEY_PACKAGE_INVALID', `verification share of node ${id} does not match the commitments`, {
-        node: id,
-      });
+      throw new KmaasError(
+        'ERR_KEY_PACKAGE_INVALID',
+        `verification share of node ${id} does not match the commitments`,
+        {
+          node: id,
+        },
+      );
     }
     verificationShares.set(id, share);
   }

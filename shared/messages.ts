@@ -8,7 +8,7 @@
  *   coordinator -> node  { v: 1, id, type, body }
  *   node -> coordinator  { v: 1, id, ok: true, body } | { v: 1, id, ok: false, error }
  * `id` is the request id the reply echoes. Types: status, dkg.round1, dkg.round2, dkg.round3,
- * evaluate. All byte strings are unpadded base64url.
+ * evaluate, keyPackage. All byte strings are unpadded base64url.
  */
 import { z } from 'zod';
 import { KmaasError, type ErrorBody } from './errors.ts';
@@ -18,7 +18,10 @@ import { TENANT_PATTERN } from './document.ts';
 
 export const PROTOCOL_VERSION = 1;
 
-const b64 = z.string().regex(/^[A-Za-z0-9_-]*$/, 'expected unpadded base64url').max(4096);
+const b64 = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]*$/, 'expected unpadded base64url')
+  .max(4096);
 const tenant = z.string().regex(TENANT_PATTERN, "1-63 characters of a-z, 0-9, '.', '_', '-'");
 const version = z.number().int().min(1).max(0xffffffff);
 const nodeId = z.number().int().min(1).max(0xffff);
@@ -56,7 +59,20 @@ export const dkgRound3Request = z
   .object({ ceremonyId, round2: z.array(dkgRound2Package).min(1).max(64) })
   .strict();
 
-export const evaluateRequest = z.object({ tenant, version, blinded: blindedBatch }).strict();
+/**
+ * `auth` is the end user's credential, passed through untouched so that every node checks it
+ * itself (DESIGN.md section 4). Until OIDC + DPoP land it is the cluster's development token.
+ */
+export const evaluateRequest = z
+  .object({
+    tenant,
+    version,
+    blinded: blindedBatch,
+    auth: z.object({ token: z.string().max(8192) }).strict(),
+  })
+  .strict();
+
+export const keyPackageRequest = z.object({ tenant, version }).strict();
 
 export const nodeRequestBodies = {
   status: statusRequest,
@@ -64,6 +80,7 @@ export const nodeRequestBodies = {
   'dkg.round2': dkgRound2Request,
   'dkg.round3': dkgRound3Request,
   evaluate: evaluateRequest,
+  keyPackage: keyPackageRequest,
 } as const;
 
 export type NodeRequestType = keyof typeof nodeRequestBodies;
@@ -87,6 +104,8 @@ export const dkgRound1Reply = dkgRound1Package;
 export const dkgRound2Reply = z.object({ packages: z.array(dkgRound2Package) });
 
 export const dkgRound3Reply = z.object({ keyPackage: keyPackageSchema });
+
+export const keyPackageReply = z.object({ keyPackage: keyPackageSchema });
 
 export const evaluateReply = z.object({ node: nodeId, evaluated: z.array(b64), proof: b64 });
 
@@ -131,12 +150,18 @@ export const evaluateResponse = z.object({
 export type EvaluateResponse = z.infer<typeof evaluateResponse>;
 
 /** Validate `input` against `schema`; failures become ERR_VALIDATION naming the first bad field. */
-export function parseMessage<T extends z.ZodType>(schema: T, input: unknown, what: string): z.infer<T> {
+export function parseMessage<T extends z.ZodType>(
+  schema: T,
+  input: unknown,
+  what: string,
+): z.infer<T> {
   const r = schema.safeParse(input);
   if (r.success) return r.data;
   const issue = r.error.issues[0];
   const field = issue?.path.length ? issue.path.join('.') : what;
-  throw new KmaasError('ERR_VALIDATION', `${what}: ${field}: ${issue?.message ?? 'invalid'}`, { field });
+  throw new KmaasError('ERR_VALIDATION', `${what}: ${field}: ${issue?.message ?? 'invalid'}`, {
+    field,
+  });
 }
 
 /** JSON.parse with a coded error instead of a SyntaxError. */

@@ -41,7 +41,10 @@ export function split(
 ): { shares: Share[]; coefficients: bigint[] } {
   checkIdentifierSet(ids);
   if (!Number.isInteger(threshold) || threshold < 1 || threshold > ids.length) {
-    throw new KmaasError('ERR_BAD_THRESHOLD', `threshold ${threshold} does not fit ${ids.length} shares`);
+    throw new KmaasError(
+      'ERR_BAD_THRESHOLD',
+      `threshold ${threshold} does not fit ${ids.length} shares`,
+    );
   }
   const coefficients = [secret];
   for (let i = 1; i < threshold; i++) coefficients.push(randomScalar(rng));

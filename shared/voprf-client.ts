@@ -52,17 +52,28 @@ export function blind(inputs: readonly Uint8Array[], rng: Rng = randomBytes): Bl
 }
 
 /** Throws ERR_PROOF_INVALID naming the node when its answer does not prove k_j*B_i. */
-export function verifyPartial(pkg: ParsedKeyPackage, blinded: readonly GroupElement[], partial: PartialEvaluation): void {
+export function verifyPartial(
+  pkg: ParsedKeyPackage,
+  blinded: readonly GroupElement[],
+  partial: PartialEvaluation,
+): void {
   const key = pkg.verificationShares.get(partial.node);
   if (!key) {
     throw new KmaasError('ERR_PROOF_INVALID', `node ${partial.node} is not in the key package`, {
       node: partial.node,
     });
   }
-  if (partial.evaluated.length !== blinded.length || !verifyBatchProof(key, blinded, partial.evaluated, partial.proof)) {
-    throw new KmaasError('ERR_PROOF_INVALID', `node ${partial.node} returned an evaluation whose proof does not verify`, {
-      node: partial.node,
-    });
+  if (
+    partial.evaluated.length !== blinded.length ||
+    !verifyBatchProof(key, blinded, partial.evaluated, partial.proof)
+  ) {
+    throw new KmaasError(
+      'ERR_PROOF_INVALID',
+      `node ${partial.node} returned an evaluation whose proof does not verify`,
+      {
+        node: partial.node,
+      },
+    );
   }
 }
 
@@ -113,16 +124,21 @@ export function deriveOutputs(
       verifyPartial(pkg, state.blinded, p);
       valid.push(p);
     } catch (err) {
-      const e = err instanceof KmaasError ? err : new KmaasError('ERR_PROOF_INVALID', 'bad partial');
+      const e =
+        err instanceof KmaasError ? err : new KmaasError('ERR_PROOF_INVALID', 'bad partial');
       rejected.push({ node: p.node, code: e.code, message: e.message });
     }
   }
   if (valid.length < pkg.threshold) {
-    throw new KmaasError('ERR_TOO_FEW_NODES', `need ${pkg.threshold} valid node answers, got ${valid.length}`, {
-      needed: pkg.threshold,
-      valid: valid.length,
-      rejected,
-    });
+    throw new KmaasError(
+      'ERR_TOO_FEW_NODES',
+      `need ${pkg.threshold} valid node answers, got ${valid.length}`,
+      {
+        needed: pkg.threshold,
+        valid: valid.length,
+        rejected,
+      },
+    );
   }
   const outputs = finalize(state, combine(valid));
   return { outputs, used: valid.map((p) => p.node), rejected };

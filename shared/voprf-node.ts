@@ -18,7 +18,8 @@ export interface NodeEvaluation {
 }
 
 export function checkBatchSize(count: number, max = MAX_BATCH): void {
-  if (count === 0) throw new KmaasError('ERR_EMPTY_BATCH', 'at least one blinded element is required');
+  if (count === 0)
+    throw new KmaasError('ERR_EMPTY_BATCH', 'at least one blinded element is required');
   if (count > max) {
     throw new KmaasError('ERR_BATCH_TOO_LARGE', `at most ${max} blinded elements per request`, {
       max,
