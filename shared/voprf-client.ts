@@ -12,7 +12,7 @@
  */
 import { ristretto255_oprf } from '@noble/curves/ed25519.js';
 import { randomBytes } from '@noble/hashes/utils.js';
-import { decodeElement, encodeScalar, Fn, Point, type GroupElement } from './encoding.ts';
+import { decodeElement, Point, type GroupElement } from './encoding.ts';
 import { KmaasError, type ErrorCode } from './errors.ts';
 import { verifyBatchProof } from './dleq.ts';
 import type { ParsedKeyPackage } from './key-package.ts';
@@ -142,16 +142,4 @@ export function deriveOutputs(
   }
   const outputs = finalize(state, combine(valid));
   return { outputs, used: valid.map((p) => p.node), rejected };
-}
-
-/** Test helper: an rng whose bytes make @noble's RandomScalar return exactly `scalar`. */
-export function fixedScalarRng(scalars: readonly bigint[]): Rng {
-  let i = 0;
-  return (len = 32) => {
-    const s = scalars[i++ % scalars.length]!;
-    // @noble maps bytes b to (LE(b) mod (n-1)) + 1, so feeding LE(s - 1) yields s.
-    const out = new Uint8Array(len);
-    out.set(encodeScalar(Fn.sub(s, 1n)));
-    return out;
-  };
 }
