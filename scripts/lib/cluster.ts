@@ -1,0 +1,175 @@
+/**
+ * A local committee on loopback: n share nodes and a coordinator as real processes, with
+ * generated development secrets kept in a data folder (so a restarted cluster finds its nodes'
+ * databases again). Used by `npm run cluster`, `npm run demo`, the benchmark and the integration
+ * tests.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ServiceProcess, ROOT } from './child.ts';
+import { ensureRedis, deletePrefix, type RedisHandle } from './redis.ts';
+
+export interface ClusterOptions {
+  dataDir: string;
+  nodes?: number;
+  redisUrl?: string;
+  redisPrefix?: string;
+  nodeTimeoutMs?: number;
+  /** Delete the cluster's Redis keys on stop (tests); a dev cluster keeps them. */
+  cleanRedisOnStop?: boolean;
+  logLevel?: string;
+}
+
+interface Secrets {
+  clusterToken: string;
+  clientToken: string;
+  adminToken: string;
+  redisPrefix: string;
+  nodes: { id: number; secret: string; port: number }[];
+}
+
+/** What the CLI reads (cli --cluster): where to go and which development credentials to use. */
+export interface ClusterFile {
+  url: string;
+  token: string;
+  adminToken: string;
+  pins: string;
+}
+
+const hex = (n: number) => randomBytes(n).toString('hex');
+
+export class LocalCluster {
+  readonly nodes = new Map<number, ServiceProcess>();
+  coordinator!: ServiceProcess;
+  redis!: RedisHandle;
+  secrets!: Secrets;
+  private readonly dir: string;
+
+  constructor(private readonly opts: ClusterOptions) {
+    this.dir = opts.dataDir;
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.coordinator.port}`;
+  }
+
+  get clusterFile(): string {
+    return join(this.dir, 'cluster.json');
+  }
+
+  get pinsFile(): string {
+    return join(this.dir, 'pins.json');
+  }
+
+  private loadSecrets(count: number): Secrets {
+    const file = join(this.dir, 'secrets.json');
+    if (existsSync(file)) {
+      const s = JSON.parse(readFileSync(file, 'utf8')) as Secrets;
+      if (s.nodes.length === count) return s;
+    }
+    const s: Secrets = {
+      clusterToken: hex(32),
+      clientToken: hex(32),
+      adminToken: hex(32),
+      redisPrefix: this.opts.redisPrefix ?? `kmaas:dev:${hex(4)}:`,
+      nodes: Array.from({ length: count }, (_, i) => ({ id: i + 1, secret: hex(32), port: 0 })),
+    };
+    writeFileSync(file, JSON.stringify(s, null, 2), { mode: 0o600 });
+    return s;
+  }
+
+  private saveSecrets(): void {
+    writeFileSync(join(this.dir, 'secrets.json'), JSON.stringify(this.secrets, null, 2), { mode: 0o600 });
+  }
+
+  async start(): Promise<void> {
+    mkdirSync(join(this.dir, 'logs'), { recursive: true });
+    this.secrets = this.loadSecrets(this.opts.nodes ?? 5);
+    if (this.opts.redisPrefix) this.secrets.redisPrefix = this.opts.redisPrefix;
+    this.redis = await ensureRedis(this.opts.redisUrl);
+    for (const n of this.secrets.nodes) {
+      const dataDir = join(this.dir, `node-${n.id}`);
+      mkdirSync(dataDir, { recursive: true });
+      this.nodes.set(
+        n.id,
+        new ServiceProcess({
+          name: `node-${n.id}`,
+          entry: join(ROOT, 'nodes', 'main.ts'),
+          logFile: join(this.dir, 'logs', `node-${n.id}.log`),
+          env: {
+            KMAAS_NODE_ID: String(n.id),
+            KMAAS_NODE_HOST: '127.0.0.1',
+            KMAAS_NODE_DATA_DIR: dataDir,
+            KMAAS_NODE_SECRET: n.secret,
+            KMAAS_CLUSTER_TOKEN: this.secrets.clusterToken,
+            KMAAS_CLIENT_TOKEN: this.secrets.clientToken,
+            LOG_LEVEL: this.opts.logLevel ?? 'info',
+          },
+        }),
+      );
+    }
+    await Promise.all(this.secrets.nodes.map((n) => this.startNode(n.id, true)));
+    this.coordinator = new ServiceProcess({
+      name: 'coordinator',
+      entry: join(ROOT, 'coordinator', 'main.ts'),
+      logFile: join(this.dir, 'logs', 'coordinator.log'),
+      env: {
+        KMAAS_COORDINATOR_HOST: '127.0.0.1',
+        KMAAS_COORDINATOR_PORT: '0',
+        REDIS_URL: this.redis.url,
+        KMAAS_REDIS_PREFIX: this.secrets.redisPrefix,
+        KMAAS_NODES: JSON.stringify(this.secrets.nodes.map((n) => ({ id: n.id, url: `ws://127.0.0.1:${n.port}/v1/ws` }))),
+        KMAAS_CLUSTER_TOKEN: this.secrets.clusterToken,
+        KMAAS_CLIENT_TOKEN: this.secrets.clientToken,
+        KMAAS_ADMIN_TOKEN: this.secrets.adminToken,
+        KMAAS_NODE_TIMEOUT_MS: String(this.opts.nodeTimeoutMs ?? 2000),
+        LOG_LEVEL: this.opts.logLevel ?? 'info',
+      },
+    });
+    await this.coordinator.start();
+    const file: ClusterFile = {
+      url: this.url,
+      token: this.secrets.clientToken,
+      adminToken: this.secrets.adminToken,
+      pins: this.pinsFile,
+    };
+    writeFileSync(this.clusterFile, JSON.stringify(file, null, 2), { mode: 0o600 });
+  }
+
+  /**
+   * Start (or restart) a node; it keeps the port it had, so the coordinator finds it again. Before
+   * the coordinator runs (`mayMove`), a port taken by someone else since the last run is given up.
+   */
+  async startNode(id: number, mayMove = false): Promise<void> {
+    const entry = this.secrets.nodes.find((n) => n.id === id);
+    const proc = this.nodes.get(id);
+    if (!entry || !proc) throw new Error(`no node ${id}`);
+    let port: number;
+    try {
+      port = await proc.start({ KMAAS_NODE_PORT: String(entry.port) });
+    } catch (err) {
+      if (!mayMove || entry.port === 0) throw err;
+      port = await proc.start({ KMAAS_NODE_PORT: '0' });
+    }
+    if (entry.port !== port) {
+      entry.port = port;
+      this.saveSecrets();
+    }
+  }
+
+  async killNode(id: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    await this.nodes.get(id)?.kill(signal);
+  }
+
+  async stop(): Promise<void> {
+    const steps: Promise<unknown>[] = [this.coordinator?.stop(), ...[...this.nodes.values()].map((n) => n.stop())];
+    const results = await Promise.allSettled(steps);
+    if (this.opts.cleanRedisOnStop && this.redis) {
+      await deletePrefix(this.redis.url, this.secrets.redisPrefix).catch(() => 0);
+    }
+    await this.redis?.stop();
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed && failed.status === 'rejected') throw failed.reason;
+  }
+}
