@@ -1,0 +1,196 @@
+/**
+ * Share node configuration (docs/CONTRACTS.md, "Share node"). Settings come from the environment
+ * and, when KMAAS_NODE_CONFIG names one, from a JSON file with the same settings under camelCase
+ * keys (KMAAS_NODE_ID -> nodeId, KMAAS_CLUSTER_TOKEN -> clusterToken, LOG_LEVEL -> logLevel).
+ * The environment wins. Relative paths in the file are relative to the file itself.
+ *
+ * Every failure is ERR_CONFIG naming the setting; values of secret settings are never echoed.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { hexToBytes } from '@noble/hashes/utils.js';
+import { z } from 'zod';
+import { KmaasError } from '../shared/errors.ts';
+import { MAX_IDENTIFIER } from '../shared/identifiers.ts';
+import { Redacted } from './redacted.ts';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** The node secret feeds HKDF (sealing.ts); 32 bytes is the key-encryption key's own strength. */
+export const MIN_SECRET_BYTES = 32;
+/** Bearer tokens shorter than this are guessable; refuse them rather than run with them. */
+export const MIN_TOKEN_LENGTH = 16;
+
+export interface NodeConfig {
+  nodeId: number;
+  host: string;
+  port: number;
+  dataDir: string;
+  secret: Redacted<Uint8Array>;
+  clusterToken: Redacted<string>;
+  clientToken: Redacted<string>;
+  logLevel: LogLevel;
+}
+
+/** Setting name in the JSON file -> its environment variable. */
+const SETTINGS = {
+  nodeId: 'KMAAS_NODE_ID',
+  nodeHost: 'KMAAS_NODE_HOST',
+  nodePort: 'KMAAS_NODE_PORT',
+  nodeDataDir: 'KMAAS_NODE_DATA_DIR',
+  nodeSecret: 'KMAAS_NODE_SECRET',
+  nodeSecretFile: 'KMAAS_NODE_SECRET_FILE',
+  clusterToken: 'KMAAS_CLUSTER_TOKEN',
+  clientToken: 'KMAAS_CLIENT_TOKEN',
+  logLevel: 'LOG_LEVEL',
+} as const;
+
+type Setting = keyof typeof SETTINGS;
+type RawSettings = Partial<Record<Setting, string | number>>;
+
+const SECRET_SETTINGS: ReadonlySet<Setting> = new Set([
+  'nodeSecret',
+  'clusterToken',
+  'clientToken',
+]);
+
+const fileSchema = z
+  .object(
+    Object.fromEntries(
+      Object.keys(SETTINGS).map((k) => [k, z.union([z.string(), z.number()]).optional()]),
+    ) as Record<Setting, z.ZodOptional<z.ZodUnion<[z.ZodString, z.ZodNumber]>>>,
+  )
+  .strict();
+
+function integer(min: number, max: number) {
+  return z
+    .union([z.number(), z.string().regex(/^\d+$/, 'expected a decimal integer').transform(Number)])
+    .pipe(z.number().int().min(min).max(max));
+}
+
+const token = z
+  .string()
+  .min(MIN_TOKEN_LENGTH, `expected at least ${MIN_TOKEN_LENGTH} characters`)
+  .regex(/^\S+$/, 'expected no whitespace');
+
+const settingsSchema = z.object({
+  nodeId: integer(1, MAX_IDENTIFIER),
+  nodeHost: z.string().min(1).default('127.0.0.1'),
+  nodePort: integer(0, 65535).default(0),
+  nodeDataDir: z.string().min(1),
+  nodeSecret: z
+    .string()
+    .trim()
+    .regex(/^(?:[0-9a-fA-F]{2})+$/, 'expected hex')
+    .min(2 * MIN_SECRET_BYTES, `expected at least ${MIN_SECRET_BYTES} bytes of hex`),
+  clusterToken: token,
+  clientToken: token,
+  logLevel: z.enum(LOG_LEVELS).default('info'),
+});
+
+function configError(setting: Setting | 'KMAAS_NODE_CONFIG', problem: string): KmaasError {
+  const name = setting === 'KMAAS_NODE_CONFIG' ? setting : `${SETTINGS[setting]} (${setting})`;
+  return new KmaasError('ERR_CONFIG', `${name}: ${problem}`, { setting: name });
+}
+
+function readConfigFile(path: string): RawSettings {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw configError('KMAAS_NODE_CONFIG', `cannot read ${path}: ${(err as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw configError('KMAAS_NODE_CONFIG', `${path} is not valid JSON`);
+  }
+  const parsed = fileSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue?.path.join('.') || '(top level)';
+    const unknown = issue?.code === 'unrecognized_keys' ? `: ${issue.keys.join(', ')}` : '';
+    throw configError(
+      'KMAAS_NODE_CONFIG',
+      `${path}: ${where}: ${issue?.message ?? 'invalid'}${unknown}`,
+    );
+  }
+  const raw: RawSettings = {};
+  for (const [k, v] of Object.entries(parsed.data)) if (v !== undefined) raw[k as Setting] = v;
+  // Paths in the file are relative to the file, as an operator editing it would expect.
+  const base = dirname(resolve(path));
+  for (const k of ['nodeDataDir', 'nodeSecretFile'] as const) {
+    if (typeof raw[k] === 'string') raw[k] = resolve(base, raw[k]);
+  }
+  return raw;
+}
+
+function fromEnv(env: NodeJS.ProcessEnv): RawSettings {
+  const raw: RawSettings = {};
+  for (const [k, name] of Object.entries(SETTINGS) as [Setting, string][]) {
+    const v = env[name];
+    if (v !== undefined && v !== '') raw[k] = v;
+  }
+  return raw;
+}
+
+/**
+ * Env wins over the file, setting by setting, except that the secret is one setting given two
+ * ways: a secret in the environment (either form) replaces the file's secret (either form).
+ */
+function merge(file: RawSettings, env: RawSettings): RawSettings {
+  const merged: RawSettings = { ...file, ...env };
+  const envHasSecret = env.nodeSecret !== undefined || env.nodeSecretFile !== undefined;
+  const source = envHasSecret ? env : file;
+  delete merged.nodeSecret;
+  delete merged.nodeSecretFile;
+  if (source.nodeSecret !== undefined) merged.nodeSecret = source.nodeSecret;
+  if (source.nodeSecretFile !== undefined) merged.nodeSecretFile = source.nodeSecretFile;
+  return merged;
+}
+
+function resolveSecret(raw: RawSettings): void {
+  if (raw.nodeSecret !== undefined && raw.nodeSecretFile !== undefined) {
+    throw configError('nodeSecret', `set either ${SETTINGS.nodeSecret} or ${SETTINGS.nodeSecretFile}, not both`);
+  }
+  if (raw.nodeSecretFile === undefined) return;
+  const path = resolve(String(raw.nodeSecretFile));
+  try {
+    raw.nodeSecret = readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    throw configError('nodeSecretFile', `cannot read ${path}: ${(err as Error).message}`);
+  }
+  delete raw.nodeSecretFile;
+}
+
+/** Read and validate the configuration; throws ERR_CONFIG naming the first bad setting. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
+  const configPath = env.KMAAS_NODE_CONFIG;
+  const file = configPath ? readConfigFile(configPath) : {};
+  const raw = merge(file, fromEnv(env));
+  resolveSecret(raw);
+  const parsed = settingsSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const setting = issue.path[0] as Setting;
+    const missing = raw[setting] === undefined;
+    if (missing && setting === 'nodeSecret') {
+      throw configError(setting, `required: set ${SETTINGS.nodeSecret} or ${SETTINGS.nodeSecretFile}`);
+    }
+    const shown = SECRET_SETTINGS.has(setting) || missing ? '' : ` (got ${JSON.stringify(raw[setting])})`;
+    throw configError(setting, missing ? 'required but not set' : `${issue.message}${shown}`);
+  }
+  const s = parsed.data;
+  return {
+    nodeId: s.nodeId,
+    host: s.nodeHost,
+    port: s.nodePort,
+    dataDir: resolve(s.nodeDataDir),
+    secret: new Redacted(hexToBytes(s.nodeSecret), 'node secret'),
+    clusterToken: new Redacted(s.clusterToken, 'cluster token'),
+    clientToken: new Redacted(s.clientToken, 'client token'),
+    logLevel: s.logLevel,
+  };
+}

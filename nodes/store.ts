@@ -1,0 +1,350 @@
+/**
+ * The node's own database (DESIGN.md section 5): `node.db` in its data directory, SQLite in WAL
+ * mode with synchronous=FULL, so a SIGKILL at any point leaves either the old or the new state.
+ *
+ *   meta        node id, KEK salt, sealed check value, schema version
+ *   keys        (tenant, version) -> sealed share, public key package, ceremony that made it
+ *   ceremonies  ceremony id -> sealed DKG state between rounds (survives a restart)
+ *
+ * Shares and ceremony state are sealed (sealing.ts) before they reach SQLite; nothing secret is
+ * ever written in the clear. The check value is sealed at first start; a later start whose secret
+ * cannot open it stops with ERR_WRONG_NODE_SECRET before writing anything.
+ */
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import Database from 'better-sqlite3';
+import { decodeScalar, encodeScalar, utf8Bytes } from '../shared/encoding.ts';
+import { KmaasError } from '../shared/errors.ts';
+import type { KeyPackage } from '../shared/key-package.ts';
+import { secretShare, type Redacted, type SecretShare } from './redacted.ts';
+import { SALT_BYTES, Sealer, UnsealError, type SealContext } from './sealing.ts';
+
+export const DB_FILE = 'node.db';
+const SCHEMA_VERSION = 1;
+const CHECK_PLAINTEXT = utf8Bytes('KMaaS-v1 node secret check');
+
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value ANY NOT NULL
+  ) STRICT;
+  CREATE TABLE IF NOT EXISTS keys (
+    tenant       TEXT    NOT NULL,
+    version      INTEGER NOT NULL,
+    ceremony_id  TEXT    NOT NULL,
+    sealed_share BLOB    NOT NULL,
+    key_package  TEXT    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    PRIMARY KEY (tenant, version)
+  ) STRICT;
+  CREATE TABLE IF NOT EXISTS ceremonies (
+    ceremony_id  TEXT    PRIMARY KEY,
+    tenant       TEXT    NOT NULL,
+    version      INTEGER NOT NULL,
+    sealed_state BLOB    NOT NULL,
+    updated_at   INTEGER NOT NULL
+  ) STRICT;
+  CREATE INDEX IF NOT EXISTS ceremonies_by_key ON ceremonies (tenant, version);
+`;
+
+export interface StoredKey {
+  tenant: string;
+  version: number;
+  ceremonyId: string;
+  share: SecretShare;
+  keyPackage: KeyPackage;
+}
+
+export interface StoredCeremony {
+  ceremonyId: string;
+  tenant: string;
+  version: number;
+  /** The unsealed state; the caller parses it and then zeroes it. */
+  state: Uint8Array;
+}
+
+interface KeyRow {
+  tenant: string;
+  version: number;
+  ceremony_id: string;
+  sealed_share: Buffer;
+  key_package: string;
+}
+
+interface CeremonyRow {
+  ceremony_id: string;
+  tenant: string;
+  version: number;
+  sealed_state: Buffer;
+}
+
+function wrongSecret(path: string): KmaasError {
+  return new KmaasError(
+    'ERR_WRONG_NODE_SECRET',
+    `the node secret does not open ${path}: it was created with a different KMAAS_NODE_SECRET. ` +
+      'Nothing was changed; start the node again with the secret it was created with.',
+    { path },
+  );
+}
+
+function readMeta(db: Database.Database): Map<string, unknown> {
+  const table = db
+    .prepare(`SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'meta'`)
+    .get();
+  if (!table) return new Map();
+  const rows = db.prepare('SELECT name, value FROM meta').all() as {
+    name: string;
+    value: unknown;
+  }[];
+  return new Map(rows.map((r) => [r.name, r.value]));
+}
+
+/**
+ * Check an existing database against this node's id and secret on a read-only connection, so
+ * that a wrong secret or a wrong data directory cannot change a byte of it. Returns the KEK salt,
+ * or undefined when the database was never initialised (first start, or a crash during it).
+ */
+function verifyExisting(
+  path: string,
+  nodeId: number,
+  secret: Redacted<Uint8Array>,
+): Uint8Array | undefined {
+  const db = new Database(path, { readonly: true, fileMustExist: true });
+  try {
+    const meta = readMeta(db);
+    const check = meta.get('check');
+    if (check === undefined) return undefined;
+    const storedId = meta.get('node_id');
+    if (storedId !== nodeId) {
+      throw new KmaasError(
+        'ERR_CONFIG',
+        `KMAAS_NODE_ID (nodeId): ${path} belongs to node ${String(storedId)}, not node ${nodeId}`,
+        { setting: 'KMAAS_NODE_ID', path },
+      );
+    }
+    const salt = meta.get('kek_salt');
+    if (!(check instanceof Uint8Array) || !(salt instanceof Uint8Array)) {
+      throw new KmaasError('ERR_INTERNAL', `${path}: meta table is damaged`);
+    }
+    const sealer = new Sealer(secret, salt);
+    try {
+      sealer.open(check, checkContext(nodeId));
+    } catch (err) {
+      if (err instanceof UnsealError) throw wrongSecret(path);
+      throw err;
+    } finally {
+      sealer.destroy();
+    }
+    return new Uint8Array(salt);
+  } finally {
+    db.close();
+  }
+}
+
+function checkContext(nodeId: number): SealContext {
+  return { purpose: 'check', nodeId, tenant: '', version: 0 };
+}
+
+export class NodeStore {
+  readonly path: string;
+  readonly #db: Database.Database;
+  readonly #sealer: Sealer;
+  readonly #nodeId: number;
+  #closed = false;
+
+  private constructor(path: string, db: Database.Database, sealer: Sealer, nodeId: number) {
+    this.path = path;
+    this.#db = db;
+    this.#sealer = sealer;
+    this.#nodeId = nodeId;
+  }
+
+  /**
+   * Open (or create) the database of node `nodeId` in `dataDir`. Throws ERR_WRONG_NODE_SECRET
+   * when `secret` is not the one the database was created with, ERR_CONFIG when the database
+   * belongs to another node id; in both cases the file is left untouched.
+   */
+  static open(dataDir: string, nodeId: number, secret: Redacted<Uint8Array>): NodeStore {
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    const path = join(dataDir, DB_FILE);
+    const existingSalt = existsSync(path) ? verifyExisting(path, nodeId, secret) : undefined;
+    const db = new Database(path);
+    try {
+      chmodSync(path, 0o600);
+      db.pragma('journal_mode = WAL');
+      // FULL: a committed key survives power loss, not only a process crash. Writes are rare.
+      db.pragma('synchronous = FULL');
+      db.exec(SCHEMA);
+      const salt = existingSalt ?? NodeStore.#initialise(db, nodeId, secret);
+      return new NodeStore(path, db, new Sealer(secret, salt), nodeId);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  }
+
+  /** First start: salt and check value in one transaction, so a crash leaves no half state. */
+  static #initialise(db: Database.Database, nodeId: number, secret: Redacted<Uint8Array>) {
+    const salt = new Uint8Array(randomBytes(SALT_BYTES));
+    const sealer = new Sealer(secret, salt);
+    const check = sealer.seal(CHECK_PLAINTEXT, checkContext(nodeId));
+    sealer.destroy();
+    const insert = db.prepare('INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)');
+    db.transaction(() => {
+      insert.run('schema_version', SCHEMA_VERSION);
+      insert.run('node_id', nodeId);
+      insert.run('kek_salt', salt);
+      insert.run('check', check);
+    })();
+    return salt;
+  }
+
+  #shareContext(tenant: string, version: number): SealContext {
+    return { purpose: 'share', nodeId: this.#nodeId, tenant, version };
+  }
+
+  #ceremonyContext(ceremonyId: string, tenant: string, version: number): SealContext {
+    return { purpose: 'ceremony', nodeId: this.#nodeId, tenant, version, ceremonyId };
+  }
+
+  #unseal(sealed: Buffer, ctx: SealContext): Uint8Array {
+    try {
+      return this.#sealer.open(sealed, ctx);
+    } catch (err) {
+      if (!(err instanceof UnsealError)) throw err;
+      // The check value opened, so the key is right: the row itself was altered or moved.
+      throw new KmaasError(
+        'ERR_INTERNAL',
+        `sealed ${ctx.purpose} of ${ctx.tenant} v${ctx.version} in ${this.path} failed authentication`,
+        { tenant: ctx.tenant, version: ctx.version },
+      );
+    }
+  }
+
+  #toKey(row: KeyRow): StoredKey {
+    const bytes = this.#unseal(row.sealed_share, this.#shareContext(row.tenant, row.version));
+    try {
+      return {
+        tenant: row.tenant,
+        version: row.version,
+        ceremonyId: row.ceremony_id,
+        share: secretShare(decodeScalar(bytes, 'share')),
+        keyPackage: JSON.parse(row.key_package) as KeyPackage,
+      };
+    } finally {
+      bytes.fill(0);
+    }
+  }
+
+  listKeys(): StoredKey[] {
+    const rows = this.#db
+      .prepare('SELECT * FROM keys ORDER BY tenant, version')
+      .all() as KeyRow[];
+    return rows.map((r) => this.#toKey(r));
+  }
+
+  getKey(tenant: string, version: number): StoredKey | undefined {
+    const row = this.#db
+      .prepare('SELECT * FROM keys WHERE tenant = ? AND version = ?')
+      .get(tenant, version) as KeyRow | undefined;
+    return row && this.#toKey(row);
+  }
+
+  hasKey(tenant: string, version: number): boolean {
+    return (
+      this.#db.prepare('SELECT 1 FROM keys WHERE tenant = ? AND version = ?').get(tenant, version) !==
+      undefined
+    );
+  }
+
+  findKeyByCeremony(ceremonyId: string): StoredKey | undefined {
+    const row = this.#db.prepare('SELECT * FROM keys WHERE ceremony_id = ?').get(ceremonyId) as
+      | KeyRow
+      | undefined;
+    return row && this.#toKey(row);
+  }
+
+  /**
+   * Store a finished key and erase every ceremony state of that (tenant, version) in the same
+   * transaction: the polynomial coefficients are not needed once the share exists. Refuses to
+   * replace an existing key (ERR_CEREMONY_CONFLICT).
+   */
+  saveKey(key: StoredKey): void {
+    const shareBytes = encodeScalar(key.share.reveal());
+    const sealed = this.#sealer.seal(shareBytes, this.#shareContext(key.tenant, key.version));
+    shareBytes.fill(0);
+    const insert = this.#db.prepare(
+      `INSERT INTO keys (tenant, version, ceremony_id, sealed_share, key_package, created_at)
+       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+    );
+    const erase = this.#db.prepare('DELETE FROM ceremonies WHERE tenant = ? AND version = ?');
+    this.#db.transaction(() => {
+      const r = insert.run(
+        key.tenant,
+        key.version,
+        key.ceremonyId,
+        sealed,
+        JSON.stringify(key.keyPackage),
+        Date.now(),
+      );
+      if (r.changes !== 1) {
+        throw new KmaasError(
+          'ERR_CEREMONY_CONFLICT',
+          `a key for ${key.tenant} v${key.version} already exists`,
+          { tenant: key.tenant, version: key.version },
+        );
+      }
+      erase.run(key.tenant, key.version);
+    })();
+  }
+
+  loadCeremony(ceremonyId: string): StoredCeremony | undefined {
+    const row = this.#db
+      .prepare('SELECT * FROM ceremonies WHERE ceremony_id = ?')
+      .get(ceremonyId) as CeremonyRow | undefined;
+    if (!row) return undefined;
+    const ctx = this.#ceremonyContext(row.ceremony_id, row.tenant, row.version);
+    return {
+      ceremonyId: row.ceremony_id,
+      tenant: row.tenant,
+      version: row.version,
+      state: this.#unseal(row.sealed_state, ctx),
+    };
+  }
+
+  saveCeremony(c: StoredCeremony): void {
+    const sealed = this.#sealer.seal(
+      c.state,
+      this.#ceremonyContext(c.ceremonyId, c.tenant, c.version),
+    );
+    this.#db
+      .prepare(
+        `INSERT INTO ceremonies (ceremony_id, tenant, version, sealed_state, updated_at)
+         VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (ceremony_id) DO UPDATE SET
+           sealed_state = excluded.sealed_state, updated_at = excluded.updated_at
+         WHERE tenant = excluded.tenant AND version = excluded.version`,
+      )
+      .run(c.ceremonyId, c.tenant, c.version, sealed, Date.now());
+  }
+
+  countKeys(): number {
+    return (this.#db.prepare('SELECT count(*) AS n FROM keys').get() as { n: number }).n;
+  }
+
+  /** Idempotent. Closing checkpoints the WAL into node.db. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#db.close();
+    } finally {
+      this.#sealer.destroy();
+    }
+  }
+
+  toJSON(): string {
+    return `[NodeStore ${this.path}]`;
+  }
+}

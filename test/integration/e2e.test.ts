@@ -1,0 +1,148 @@
+/**
+ * The end-to-end path on real processes: 5 share node processes, a coordinator process, the real
+ * Redis under a prefix of this run's own, the SDK and the CLI. Faults are real SIGKILLs.
+ */
+import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { bytesToHex } from '@noble/hashes/utils.js';
+import { KmaasClient } from '../../client/index.ts';
+import { MemoryPinStore } from '../../client/pins.ts';
+import { KmaasError } from '../../shared/errors.ts';
+import { ROOT } from '../../scripts/lib/child.ts';
+import { LocalCluster } from '../../scripts/lib/cluster.ts';
+
+const DOCS = Array.from({ length: 50 }, (_, i) => `invoices/2026/${i}.pdf`);
+
+describe('end to end through real node and coordinator processes', function () {
+  this.timeout(180_000);
+  let dir: string;
+  let cluster: LocalCluster;
+  let client: KmaasClient;
+  let before: string[];
+
+  const derive = async () => (await client.deriveKeys('acme', 1, DOCS)).keys.map(bytesToHex);
+
+  function kmaas(...args: string[]) {
+    return spawnSync(process.execPath, [join(ROOT, 'cli', 'kmaas.mjs'), '--cluster', cluster.clusterFile, ...args], {
+      encoding: 'utf8',
+    });
+  }
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'kmaas-e2e-'));
+    cluster = new LocalCluster({
+      dataDir: dir,
+      redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+      redisPrefix: `kmaas:test:${randomBytes(6).toString('hex')}:`,
+      cleanRedisOnStop: true,
+      nodeTimeoutMs: 1500,
+    });
+    await cluster.start();
+    client = new KmaasClient({
+      baseUrl: cluster.url,
+      token: cluster.secrets.clientToken,
+      adminToken: cluster.secrets.adminToken,
+      pins: new MemoryPinStore(),
+    });
+  });
+
+  after(async () => {
+    await cluster?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('creates a tenant key by DKG through the CLI, which pins its group key', () => {
+    const r = kmaas('tenant', 'create', 'acme', '--threshold', '3');
+    expect(r.status, r.stderr).to.equal(0);
+    const pins = JSON.parse(readFileSync(cluster.pinsFile, 'utf8')) as Record<string, unknown>;
+    expect(JSON.stringify(pins)).to.match(/acme/);
+  });
+
+  it('derives 50 document keys, all distinct, and the same again', async () => {
+    const pins = JSON.parse(readFileSync(cluster.pinsFile, 'utf8')) as Record<string, Record<string, string>>;
+    const groupKey = Object.values(pins).length ? JSON.stringify(pins) : '';
+    expect(groupKey).to.not.equal('');
+    client = new KmaasClient({
+      baseUrl: cluster.url,
+      token: cluster.secrets.clientToken,
+      pins: new MemoryPinStore(),
+      trustOnFirstUse: true,
+    });
+    before = await derive();
+    expect(new Set(before).size).to.equal(50);
+    expect(await derive()).to.deep.equal(before);
+  });
+
+  it('with 2 of 5 nodes SIGKILLed, the keys are identical', async () => {
+    await cluster.killNode(2);
+    await cluster.killNode(5);
+    expect(await derive()).to.deep.equal(before);
+  });
+
+  it('restarted nodes serve the same keys from disk (the other two killed to force them in)', async () => {
+    await cluster.startNode(2);
+    await cluster.startNode(5);
+    await cluster.killNode(1);
+    await cluster.killNode(3);
+    // The coordinator reconnects with backoff; ask until the restarted nodes are back.
+    let keys: string[] | undefined;
+    let lastError: unknown;
+    for (let i = 0; i < 40 && !keys; i++) {
+      try {
+        keys = await derive();
+      } catch (err) {
+        lastError = err;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+    expect(keys, String(lastError)).to.deep.equal(before);
+  });
+
+  it('with 3 of 5 dead, a clear ERR_TOO_FEW_NODES within a bounded time, no hang', async () => {
+    await cluster.killNode(4);
+    const t0 = Date.now();
+    try {
+      await derive();
+      expect.fail('derived with only 2 of 5 nodes alive');
+    } catch (err) {
+      expect(err).to.be.instanceOf(KmaasError);
+      expect((err as KmaasError).code).to.equal('ERR_TOO_FEW_NODES');
+    }
+    // A bound on giving up (the node deadline is 1.5 s), not a speed measurement.
+    expect(Date.now() - t0).to.be.below(30_000);
+    for (const id of [1, 3, 4]) await cluster.startNode(id);
+  });
+
+  it('encrypts a real file with the CLI and decrypts it byte-identical; a tampered copy is refused', async () => {
+    // The coordinator reconnects with backoff: wait until all 5 are back before the CLI runs.
+    for (let i = 0; i < 40; i++) {
+      const status = (await (await fetch(`${cluster.url}/v1/status`)).json()) as { nodes: { connected: boolean }[] };
+      if (status.nodes.filter((n) => n.connected).length === 5) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const plain = join(dir, 'contract.pdf');
+    writeFileSync(plain, randomBytes(3 * 1024 * 1024 + 12345));
+    const enc = join(dir, 'contract.pdf.kmaas');
+    const dec = join(dir, 'contract.out.pdf');
+    let r = kmaas('encrypt', plain, '-o', enc, '--tenant', 'acme', '--doc', 'contracts/1');
+    expect(r.status, r.stderr).to.equal(0);
+    const ciphertext = readFileSync(enc);
+    expect(ciphertext.includes(readFileSync(plain).subarray(0, 64))).to.equal(false);
+    r = kmaas('decrypt', enc, '-o', dec);
+    expect(r.status, r.stderr).to.equal(0);
+    expect(readFileSync(dec).equals(readFileSync(plain))).to.equal(true);
+
+    ciphertext[ciphertext.length - 100]! ^= 0x01;
+    const bad = join(dir, 'tampered.kmaas');
+    writeFileSync(bad, ciphertext);
+    const badOut = join(dir, 'tampered.out');
+    r = kmaas('decrypt', bad, '-o', badOut);
+    expect(r.status).to.equal(1);
+    expect(r.stderr).to.match(/ERR_DECRYPT_FAILED/);
+    expect(existsSync(badOut)).to.equal(false);
+  });
+});
