@@ -114,7 +114,12 @@ function verifyExisting(
   try {
     const meta = readMeta(db);
     const check = meta.get('check');
-    if (check === undefined) return undefined;
+    if (check === undefined) {
+      // Initialisation is one transaction, so no check value means no data; keys without one
+      // mean the file was altered, and starting afresh would orphan them.
+      if (meta.size > 0) throw new KmaasError('ERR_INTERNAL', `${path}: meta table is damaged`);
+      return undefined;
+    }
     const storedId = meta.get('node_id');
     if (storedId !== nodeId) {
       throw new KmaasError(

@@ -43,7 +43,11 @@ interface CaseResult {
   p99ms: number;
 }
 
-async function runCase(client: KmaasClient, batch: number, concurrency: number): Promise<CaseResult> {
+async function runCase(
+  client: KmaasClient,
+  batch: number,
+  concurrency: number,
+): Promise<CaseResult> {
   const latencies: number[] = [];
   let errors = 0;
   let counter = 0;
@@ -99,10 +103,14 @@ try {
     for (const concurrency of [1, 32]) {
       const r = await runCase(client, batch, concurrency);
       results.push(r);
-      console.error(`batch ${batch} concurrency ${concurrency}: ${r.derivationsPerSecond} derivations/s`);
+      console.error(
+        `batch ${batch} concurrency ${concurrency}: ${r.derivationsPerSecond} derivations/s`,
+      );
     }
   }
-  console.log('\n| batch | concurrency | derivations/s | requests/s | p50 ms | p95 ms | p99 ms | errors |');
+  console.log(
+    '\n| batch | concurrency | derivations/s | requests/s | p50 ms | p95 ms | p99 ms | errors |',
+  );
   console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const r of results) {
     console.log(

@@ -26,10 +26,14 @@ const sha = (path: string) => createHash('sha256').update(readFileSync(path)).di
 
 function kmaas(...args: string[]): string {
   const t0 = performance.now();
-  const r = spawnSync(process.execPath, [join(ROOT, 'cli', 'kmaas.mjs'), '--cluster', cluster.clusterFile, ...args], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const r = spawnSync(
+    process.execPath,
+    [join(ROOT, 'cli', 'kmaas.mjs'), '--cluster', cluster.clusterFile, ...args],
+    {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   if (r.status !== 0) throw new Error(`kmaas ${args.join(' ')} failed (exit ${r.status})`);
   console.log(`  $ kmaas ${args.join(' ')}   (${Math.round(performance.now() - t0)} ms)`);
   return r.stdout;

@@ -55,7 +55,12 @@ export class ServiceProcess {
     const lines = createInterface({ input: proc.stdout! });
     const ready = new Promise<number>((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new Error(`${this.name} did not start within ${this.opts.startTimeoutMs ?? 30000} ms\n${this.tail.join('\n')}`)),
+        () =>
+          reject(
+            new Error(
+              `${this.name} did not start within ${this.opts.startTimeoutMs ?? 30000} ms\n${this.tail.join('\n')}`,
+            ),
+          ),
         this.opts.startTimeoutMs ?? 30000,
       );
       lines.on('line', (line) => {
@@ -74,7 +79,11 @@ export class ServiceProcess {
       });
       proc.once('exit', (code, signal) => {
         clearTimeout(timer);
-        reject(new Error(`${this.name} exited (${signal ?? code}) before listening\n${this.tail.join('\n')}`));
+        reject(
+          new Error(
+            `${this.name} exited (${signal ?? code}) before listening\n${this.tail.join('\n')}`,
+          ),
+        );
       });
     });
     this.port = await ready;

@@ -80,7 +80,9 @@ export class LocalCluster {
   }
 
   private saveSecrets(): void {
-    writeFileSync(join(this.dir, 'secrets.json'), JSON.stringify(this.secrets, null, 2), { mode: 0o600 });
+    writeFileSync(join(this.dir, 'secrets.json'), JSON.stringify(this.secrets, null, 2), {
+      mode: 0o600,
+    });
   }
 
   async start(): Promise<void> {
@@ -119,7 +121,9 @@ export class LocalCluster {
         KMAAS_COORDINATOR_PORT: '0',
         REDIS_URL: this.redis.url,
         KMAAS_REDIS_PREFIX: this.secrets.redisPrefix,
-        KMAAS_NODES: JSON.stringify(this.secrets.nodes.map((n) => ({ id: n.id, url: `ws://127.0.0.1:${n.port}/v1/ws` }))),
+        KMAAS_NODES: JSON.stringify(
+          this.secrets.nodes.map((n) => ({ id: n.id, url: `ws://127.0.0.1:${n.port}/v1/ws` })),
+        ),
         KMAAS_CLUSTER_TOKEN: this.secrets.clusterToken,
         KMAAS_CLIENT_TOKEN: this.secrets.clientToken,
         KMAAS_ADMIN_TOKEN: this.secrets.adminToken,
@@ -163,7 +167,10 @@ export class LocalCluster {
   }
 
   async stop(): Promise<void> {
-    const steps: Promise<unknown>[] = [this.coordinator?.stop(), ...[...this.nodes.values()].map((n) => n.stop())];
+    const steps: Promise<unknown>[] = [
+      this.coordinator?.stop(),
+      ...[...this.nodes.values()].map((n) => n.stop()),
+    ];
     const results = await Promise.allSettled(steps);
     if (this.opts.cleanRedisOnStop && this.redis) {
       await deletePrefix(this.redis.url, this.secrets.redisPrefix).catch(() => 0);

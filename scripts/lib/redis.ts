@@ -10,7 +10,12 @@ import { Redis } from 'ioredis';
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 
 export async function redisAnswers(url: string): Promise<boolean> {
-  const client = new Redis(url, { lazyConnect: true, connectTimeout: 1500, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const client = new Redis(url, {
+    lazyConnect: true,
+    connectTimeout: 1500,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
   client.on('error', () => undefined);
   try {
     await client.connect();
@@ -28,7 +33,9 @@ export async function freePort(): Promise<number> {
     srv.once('error', reject);
     srv.listen(0, '127.0.0.1', () => {
       const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+      srv.close(() =>
+        typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port')),
+      );
     });
   });
 }
@@ -42,7 +49,9 @@ export async function ensureRedis(url = process.env.REDIS_URL): Promise<RedisHan
   const wanted = url ?? DEFAULT_REDIS_URL;
   if (await redisAnswers(wanted)) return { url: wanted, stop: async () => undefined };
   if (url !== undefined) {
-    throw new Error(`Redis at REDIS_URL=${url} does not answer. Start it, or unset REDIS_URL to let the cluster start its own redis-server.`);
+    throw new Error(
+      `Redis at REDIS_URL=${url} does not answer. Start it, or unset REDIS_URL to let the cluster start its own redis-server.`,
+    );
   }
   return startRedisServer();
 }
@@ -51,7 +60,11 @@ export async function startRedisServer(): Promise<RedisHandle> {
   const port = await freePort();
   let proc: ChildProcess;
   try {
-    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    proc = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      { stdio: 'ignore' },
+    );
     await new Promise<void>((resolve, reject) => {
       proc.once('error', reject);
       proc.once('spawn', () => resolve());
@@ -62,7 +75,8 @@ export async function startRedisServer(): Promise<RedisHandle> {
     );
   }
   const local = `redis://127.0.0.1:${port}`;
-  for (let i = 0; i < 50 && !(await redisAnswers(local)); i++) await new Promise((r) => setTimeout(r, 100));
+  for (let i = 0; i < 50 && !(await redisAnswers(local)); i++)
+    await new Promise((r) => setTimeout(r, 100));
   if (!(await redisAnswers(local))) throw new Error(`redis-server on port ${port} did not answer`);
   return {
     url: local,

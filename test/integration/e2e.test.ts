@@ -27,9 +27,13 @@ describe('end to end through real node and coordinator processes', function () {
   const derive = async () => (await client.deriveKeys('acme', 1, DOCS)).keys.map(bytesToHex);
 
   function kmaas(...args: string[]) {
-    return spawnSync(process.execPath, [join(ROOT, 'cli', 'kmaas.mjs'), '--cluster', cluster.clusterFile, ...args], {
-      encoding: 'utf8',
-    });
+    return spawnSync(
+      process.execPath,
+      [join(ROOT, 'cli', 'kmaas.mjs'), '--cluster', cluster.clusterFile, ...args],
+      {
+        encoding: 'utf8',
+      },
+    );
   }
 
   before(async () => {
@@ -63,7 +67,10 @@ describe('end to end through real node and coordinator processes', function () {
   });
 
   it('derives 50 document keys, all distinct, and the same again', async () => {
-    const pins = JSON.parse(readFileSync(cluster.pinsFile, 'utf8')) as Record<string, Record<string, string>>;
+    const pins = JSON.parse(readFileSync(cluster.pinsFile, 'utf8')) as Record<
+      string,
+      Record<string, string>
+    >;
     const groupKey = Object.values(pins).length ? JSON.stringify(pins) : '';
     expect(groupKey).to.not.equal('');
     client = new KmaasClient({
@@ -120,7 +127,9 @@ describe('end to end through real node and coordinator processes', function () {
   it('encrypts a real file with the CLI and decrypts it byte-identical; a tampered copy is refused', async () => {
     // The coordinator reconnects with backoff: wait until all 5 are back before the CLI runs.
     for (let i = 0; i < 40; i++) {
-      const status = (await (await fetch(`${cluster.url}/v1/status`)).json()) as { nodes: { connected: boolean }[] };
+      const status = (await (await fetch(`${cluster.url}/v1/status`)).json()) as {
+        nodes: { connected: boolean }[];
+      };
       if (status.nodes.filter((n) => n.connected).length === 5) break;
       await new Promise((r) => setTimeout(r, 250));
     }

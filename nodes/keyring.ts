@@ -1,0 +1,87 @@
+/**
+ * The in-memory view of this node's keys, filled from the store at startup and after each DKG.
+ * Evaluation (DESIGN.md section 7, the hot path) reads only this: no database access per request.
+ *
+ * Every key is checked on the way in: the package must be self-consistent (shared/key-package.ts)
+ * and name this node's verification share K_j = k_j*G for the share held, so a damaged or swapped
+ * row is refused at startup instead of producing evaluations that no client can verify.
+ */
+import { Point, type GroupElement } from '../shared/encoding.ts';
+import { KmaasError } from '../shared/errors.ts';
+import { parseKeyPackage, type KeyPackage } from '../shared/key-package.ts';
+import type { SecretShare } from './redacted.ts';
+
+export interface LoadedKey {
+  tenant: string;
+  version: number;
+  threshold: number;
+  share: SecretShare;
+  verificationShare: GroupElement;
+  keyPackage: KeyPackage;
+}
+
+export class Keyring {
+  readonly #nodeId: number;
+  readonly #tenants = new Map<string, Map<number, LoadedKey>>();
+
+  constructor(nodeId: number) {
+    this.#nodeId = nodeId;
+  }
+
+  add(key: { tenant: string; version: number; share: SecretShare; keyPackage: KeyPackage }) {
+    const pkg = parseKeyPackage(key.keyPackage);
+    const where = `${key.tenant} v${key.version}`;
+    if (pkg.tenant !== key.tenant || pkg.version !== key.version) {
+      throw new KmaasError('ERR_KEY_PACKAGE_INVALID', `key package stored under ${where} names another key`);
+    }
+    const verificationShare = pkg.verificationShares.get(this.#nodeId);
+    // The share is secret: constant-time multiply here, unlike the public checks elsewhere.
+    if (!verificationShare?.equals(Point.BASE.multiply(key.share.reveal()))) {
+      throw new KmaasError(
+        'ERR_KEY_PACKAGE_INVALID',
+        `key package of ${where} does not match the share node ${this.#nodeId} holds`,
+        { tenant: key.tenant, version: key.version },
+      );
+    }
+    const loaded: LoadedKey = {
+      tenant: key.tenant,
+      version: key.version,
+      threshold: pkg.threshold,
+      share: key.share,
+      verificationShare,
+      keyPackage: pkg.raw,
+    };
+    let versions = this.#tenants.get(key.tenant);
+    if (!versions) this.#tenants.set(key.tenant, (versions = new Map()));
+    versions.set(key.version, loaded);
+    return loaded;
+  }
+
+  /** ERR_UNKNOWN_TENANT or ERR_UNKNOWN_KEY_VERSION when absent. */
+  get(tenant: string, version: number): LoadedKey {
+    const versions = this.#tenants.get(tenant);
+    if (!versions) {
+      throw new KmaasError('ERR_UNKNOWN_TENANT', `tenant ${tenant} does not exist`, { tenant });
+    }
+    const key = versions.get(version);
+    if (!key) {
+      throw new KmaasError('ERR_UNKNOWN_KEY_VERSION', `tenant ${tenant} has no key version ${version}`, {
+        tenant,
+        version,
+      });
+    }
+    return key;
+  }
+
+  list(): LoadedKey[] {
+    return [...this.#tenants.values()]
+      .flatMap((versions) => [...versions.values()])
+      .sort((a, b) => (a.tenant === b.tenant ? a.version - b.version : a.tenant < b.tenant ? -1 : 1));
+  }
+
+  get size(): number {
+    let n = 0;
+    for (const versions of this.#tenants.values()) n += versions.size;
+    return n;
+  }
+}
