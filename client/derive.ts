@@ -234,7 +234,11 @@ export type TenantInfo = z.infer<typeof tenantInfoSchema>;
  */
 export async function tenantInfo(http: CoordinatorHttp, tenant: string): Promise<TenantInfo> {
   checkTenant(tenant);
-  const info = parseMessage(tenantInfoSchema, await http.get(`/v1/tenants/${seg(tenant)}`), 'tenant');
+  const info = parseMessage(
+    tenantInfoSchema,
+    await http.get(`/v1/tenants/${seg(tenant)}`),
+    'tenant',
+  );
   if (info.tenant !== tenant) {
     throw new KmaasError('ERR_VALIDATION', `tenant: asked for ${tenant}, got ${info.tenant}`, {
       field: 'tenant',

@@ -10,7 +10,7 @@
  * Only `fetch` and `AbortSignal` are used, so the module runs in browsers as well as in Node.
  * Credentials travel in the Authorization header only and never appear in an error.
  */
-import { KmaasError, type ErrorCode } from '../shared/errors.ts';
+import { isErrorCode, KmaasError, type ErrorCode } from '../shared/errors.ts';
 import { errorBodySchema, parseJson } from '../shared/messages.ts';
 
 /** The part of the fetch signature the client uses; tests and browsers may pass their own. */
@@ -131,20 +131,25 @@ export class CoordinatorHttp {
     } catch {
       body = undefined;
     }
-    const parsed = errorBodySchema.safeParse((body as { error?: unknown } | undefined)?.error);
-    if (parsed.success) {
-      return KmaasError.fromBody({
-        code: parsed.data.code as ErrorCode,
-        message: parsed.data.message,
-        ...(parsed.data.details ? { details: parsed.data.details } : {}),
-      });
-    }
+    const coded = errorFromBody((body as { error?: unknown } | undefined)?.error);
+    if (coded) return coded;
     return new KmaasError(
       codeForStatus(status),
       `coordinator answered ${method} ${path} with HTTP ${status}`,
       { status, method, path },
     );
   }
+}
+
+/**
+ * `{ code, message, details? }` as a KmaasError (codes this client does not know become
+ * ERR_INTERNAL), or undefined when `body` does not have that shape.
+ */
+export function errorFromBody(body: unknown): KmaasError | undefined {
+  const parsed = errorBodySchema.safeParse(body);
+  if (!parsed.success) return undefined;
+  const { code, message, details } = parsed.data;
+  return new KmaasError(isErrorCode(code) ? code : 'ERR_INTERNAL', message, details);
 }
 
 /** A path segment, escaped. Tenants and ids are validated elsewhere; this only keeps URLs sound. */

@@ -50,7 +50,10 @@ export class KeyPackages {
     if (!entry) {
       entry = this.load(tenant, version);
       this.cache.set(key, entry);
-      entry.catch(() => this.cache.delete(key));
+      const mine = entry;
+      mine.catch(() => {
+        if (this.cache.get(key) === mine) this.cache.delete(key);
+      });
     }
     return entry;
   }

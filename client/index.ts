@@ -1,0 +1,363 @@
+/**
+ * The KMaaS SDK: document keys derived by the share nodes through the coordinator, and documents
+ * encrypted under them in a streaming envelope. Runs in browsers and in Node 20 (fetch, WebCrypto).
+ *
+ * Trust: the client believes a key package only when its group key equals the pinned one for
+ * that (tenant, version) (pins.ts). Every node's answer is checked against that package; the
+ * coordinator is trusted for nothing but liveness (DESIGN.md section 1).
+ *
+ * @example
+ *   const client = new KmaasClient({ baseUrl, token, pins: new MemoryPinStore() });
+ *   const sealed = await client.encrypt(file.stream(), { tenant: 'acme', documentId: 'a.pdf' });
+ *   for await (const bytes of sealed) upload(bytes);
+ *   const opened = await client.decrypt(download());
+ *   opened.documentId; // 'a.pdf'
+ *   for await (const bytes of opened) show(bytes);
+ */
+import { z } from 'zod';
+import { checkTenant } from '../shared/document.ts';
+import { KmaasError } from '../shared/errors.ts';
+import type { ParsedKeyPackage } from '../shared/key-package.ts';
+import { createTenantBody, parseMessage } from '../shared/messages.ts';
+import type { Rng } from '../shared/shamir.ts';
+import {
+  deriveKeys,
+  latestVersion,
+  tenantInfo,
+  type DeriveContext,
+  type DerivedKeys,
+  type TenantInfo,
+} from './derive.ts';
+import { decryptStream, encryptStream, readHeader, type EnvelopeHeader } from './envelope.ts';
+import type { EventHandler } from './events.ts';
+import { CoordinatorHttp, errorFromBody, seg, type FetchLike } from './http.ts';
+import { KeyPackages } from './key-packages.ts';
+import type { PinStore } from './pins.ts';
+
+export { KmaasError } from '../shared/errors.ts';
+export type { ErrorCode } from '../shared/errors.ts';
+export type { ClientEvent, EventHandler } from './events.ts';
+export type { FetchLike } from './http.ts';
+export { MemoryPinStore, type PinStore } from './pins.ts';
+export type { DerivedKeys, TenantInfo } from './derive.ts';
+export {
+  decryptStream,
+  encryptStream,
+  readHeader,
+  EnvelopeReader,
+  DEFAULT_CHUNK_SIZE,
+  type EnvelopeHeader,
+} from './envelope.ts';
+
+export interface KmaasClientOptions {
+  /** The coordinator, e.g. `https://kmaas.example.com`. */
+  baseUrl: string;
+  /** The end user's credential, sent on evaluate requests. */
+  token?: string;
+  /** The operator credential, sent on tenant creation and job queries. */
+  adminToken?: string;
+  pins: PinStore;
+  /** Pin the group key of a (tenant, version) seen for the first time instead of refusing it. */
+  trustOnFirstUse?: boolean;
+  fetch?: FetchLike;
+  /** Deadline for one HTTP request. Default 30 s. */
+  timeoutMs?: number;
+  onEvent?: EventHandler;
+  /** Source of the VOPRF blinds; tests pass a fixed one. */
+  rng?: Rng;
+  /** Evaluate batches in flight at once. Default 4. */
+  concurrency?: number;
+}
+
+export interface JobProgress {
+  phase?: string;
+  done?: number;
+  total?: number;
+}
+
+export interface Job {
+  id: string;
+  /** BullMQ's states: waiting, active, delayed, completed, failed, ... */
+  state: string;
+  progress: JobProgress;
+  result?: unknown;
+  error?: unknown;
+}
+
+export interface WaitOptions {
+  onProgress?: (job: Job) => void;
+  /** Give up after this long. Default 10 minutes. */
+  timeoutMs?: number;
+  /** Pause between polls. Default 500 ms. */
+  pollIntervalMs?: number;
+}
+
+/** An envelope on its way in or out: what it is, who helped, and the bytes when iterated. */
+export interface EnvelopeStream extends AsyncIterable<Uint8Array> {
+  tenant: string;
+  keyVersion: number;
+  documentId: string;
+  /** The nodes whose partial evaluations made the document key. */
+  nodes: number[];
+}
+
+const jobSchema = z.object({
+  id: z.union([z.string(), z.number()]),
+  state: z.string(),
+  progress: z.unknown().optional(),
+  result: z.unknown().optional(),
+  error: z.unknown().optional(),
+});
+
+const createTenantResponse = z.object({
+  jobId: z.union([z.string(), z.number()]),
+  tenant: z.string().optional(),
+  version: z.number().int().optional(),
+});
+
+const statusSchema = z
+  .object({ nodes: z.array(z.object({ id: z.number() }).passthrough()) })
+  .passthrough();
+
+export type Status = z.infer<typeof statusSchema>;
+
+function normalizeProgress(p: unknown): JobProgress {
+  if (typeof p === 'number') return { done: p, total: 100 };
+  if (typeof p !== 'object' || p === null) return {};
+  const o = p as Record<string, unknown>;
+  return {
+    ...(typeof o.phase === 'string' ? { phase: o.phase } : {}),
+    ...(typeof o.done === 'number' ? { done: o.done } : {}),
+    ...(typeof o.total === 'number' ? { total: o.total } : {}),
+  };
+}
+
+function jobFailure(job: Job): KmaasError {
+  const coded = errorFromBody(job.error);
+  if (coded) return coded;
+  const message = typeof job.error === 'string' ? job.error : 'no reason given';
+  return new KmaasError('ERR_DKG_FAILED', `job ${job.id} failed: ${message}`, { jobId: job.id });
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+function withInfo(
+  stream: AsyncIterable<Uint8Array>,
+  info: Omit<EnvelopeStream, typeof Symbol.asyncIterator>,
+  cleanup: () => void,
+): EnvelopeStream {
+  return {
+    ...info,
+    async *[Symbol.asyncIterator]() {
+      try {
+        yield* stream;
+      } finally {
+        cleanup();
+      }
+    },
+  };
+}
+
+export class KmaasClient {
+  readonly http: CoordinatorHttp;
+  private readonly packages: KeyPackages;
+  private readonly derive: DeriveContext;
+
+  constructor(private readonly opts: KmaasClientOptions) {
+    this.http = new CoordinatorHttp({
+      baseUrl: opts.baseUrl,
+      ...(opts.fetch ? { fetch: opts.fetch } : {}),
+      ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
+    });
+    this.packages = new KeyPackages({
+      http: this.http,
+      pins: opts.pins,
+      trustOnFirstUse: opts.trustOnFirstUse ?? false,
+      ...(opts.onEvent ? { onEvent: opts.onEvent } : {}),
+    });
+    this.derive = {
+      http: this.http,
+      packages: this.packages,
+      token: opts.token,
+      ...(opts.onEvent ? { onEvent: opts.onEvent } : {}),
+      ...(opts.rng ? { rng: opts.rng } : {}),
+      ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
+    };
+  }
+
+  private adminToken(): string {
+    if (this.opts.adminToken === undefined) {
+      throw new KmaasError('ERR_CONFIG', 'an admin token is required for this operation', {
+        field: 'adminToken',
+      });
+    }
+    return this.opts.adminToken;
+  }
+
+  /** `GET /v1/status`: the coordinator's view of the nodes and tenants. */
+  async status(): Promise<Status> {
+    const token = this.opts.adminToken;
+    const raw = await this.http.get('/v1/status', token === undefined ? {} : { token });
+    return parseMessage(statusSchema, raw, 'status');
+  }
+
+  /** Start the distributed key generation of a new tenant (operator). */
+  async createTenant(
+    tenant: string,
+    opts: { threshold?: number } = {},
+  ): Promise<{ jobId: string; tenant: string; version: number }> {
+    const body = parseMessage(
+      createTenantBody,
+      { tenant, ...(opts.threshold === undefined ? {} : { threshold: opts.threshold }) },
+      'createTenant',
+    );
+    const raw = await this.http.post('/v1/tenants', body, { token: this.adminToken() });
+    const res = parseMessage(createTenantResponse, raw, 'createTenant response');
+    return { jobId: String(res.jobId), tenant, version: res.version ?? 1 };
+  }
+
+  async job(jobId: string): Promise<Job> {
+    const token = this.opts.adminToken;
+    const raw = await this.http.get(`/v1/jobs/${seg(jobId)}`, token === undefined ? {} : { token });
+    const j = parseMessage(jobSchema, raw, 'job');
+    return {
+      id: String(j.id),
+      state: j.state,
+      progress: normalizeProgress(j.progress),
+      ...(j.result === undefined ? {} : { result: j.result }),
+      ...(j.error === undefined ? {} : { error: j.error }),
+    };
+  }
+
+  /**
+   * Poll a job until it completes (resolves with it) or fails (throws its error, or
+   * ERR_DKG_FAILED when it names none). ERR_NODE_UNAVAILABLE after `timeoutMs`.
+   */
+  async waitForJob(jobId: string, opts: WaitOptions = {}): Promise<Job> {
+    const timeoutMs = opts.timeoutMs ?? 600_000;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const job = await this.job(jobId);
+      opts.onProgress?.(job);
+      if (job.state === 'completed') return job;
+      if (job.state === 'failed') throw jobFailure(job);
+      if (Date.now() >= deadline) {
+        throw new KmaasError(
+          'ERR_NODE_UNAVAILABLE',
+          `job ${jobId} still ${job.state} after ${timeoutMs} ms`,
+          { jobId, state: job.state, timeoutMs },
+        );
+      }
+      await sleep(opts.pollIntervalMs ?? 500);
+    }
+  }
+
+  /** The verified key package of (tenant, version). */
+  keyPackage(tenant: string, version: number): Promise<ParsedKeyPackage> {
+    return this.packages.get(tenant, version);
+  }
+
+  /**
+   * Pin the group key served now for (tenant, version), e.g. right after creating the tenant.
+   * An existing pin must match. `expectedGroupKey` (from the job's result) must match too.
+   */
+  pinKeyPackage(
+    tenant: string,
+    version: number,
+    expectedGroupKey?: string,
+  ): Promise<{ groupKey: string; newlyPinned: boolean }> {
+    return this.packages.pin(tenant, version, expectedGroupKey);
+  }
+
+  tenant(tenant: string): Promise<TenantInfo> {
+    return tenantInfo(this.http, tenant);
+  }
+
+  latestVersion(tenant: string): Promise<number> {
+    return latestVersion(this.http, tenant);
+  }
+
+  /** One 32-byte key per document id, in order, and the nodes that made them. */
+  deriveKeys(
+    tenant: string,
+    version: number,
+    documentIds: readonly string[],
+  ): Promise<DerivedKeys> {
+    return deriveKeys(this.derive, tenant, version, documentIds);
+  }
+
+  /**
+   * Encrypt `source` as document `documentId` of `tenant`, under `keyVersion` or the latest one.
+   * The key is derived before this resolves; the bytes come when the result is iterated.
+   */
+  async encrypt(
+    source: AsyncIterable<Uint8Array>,
+    opts: { tenant: string; documentId: string; keyVersion?: number; chunkSize?: number },
+  ): Promise<EnvelopeStream> {
+    checkTenant(opts.tenant);
+    const keyVersion = opts.keyVersion ?? (await this.latestVersion(opts.tenant));
+    const { keys, nodes } = await this.deriveKeys(opts.tenant, keyVersion, [opts.documentId]);
+    const key = keys[0]!;
+    let stream: AsyncIterable<Uint8Array>;
+    try {
+      stream = encryptStream(source, {
+        key,
+        tenant: opts.tenant,
+        keyVersion,
+        documentId: opts.documentId,
+        ...(opts.chunkSize === undefined ? {} : { chunkSize: opts.chunkSize }),
+      });
+    } catch (err) {
+      key.fill(0);
+      throw err;
+    }
+    return withInfo(
+      stream,
+      { tenant: opts.tenant, keyVersion, documentId: opts.documentId, nodes },
+      () => key.fill(0),
+    );
+  }
+
+  /**
+   * Open an envelope: read its header, derive the key of the document it names, and stream the
+   * plaintext. With `expect`, an envelope for another tenant or document is refused before any
+   * key is derived (ERR_VALIDATION), so a server cannot hand over one document for another.
+   */
+  async decrypt(
+    source: AsyncIterable<Uint8Array>,
+    expect: { tenant?: string; documentId?: string } = {},
+  ): Promise<EnvelopeStream> {
+    const reader = await readHeader(source);
+    const header: EnvelopeHeader = reader.header;
+    let key: Uint8Array;
+    let nodes: number[];
+    try {
+      for (const field of ['tenant', 'documentId'] as const) {
+        if (expect[field] !== undefined && expect[field] !== header[field]) {
+          throw new KmaasError(
+            'ERR_VALIDATION',
+            `${field}: the envelope is for ${header[field]}, expected ${expect[field]}`,
+            { field },
+          );
+        }
+      }
+      const derived = await this.deriveKeys(header.tenant, header.keyVersion, [header.documentId]);
+      key = derived.keys[0]!;
+      nodes = derived.nodes;
+    } catch (err) {
+      await reader.close();
+      throw err;
+    }
+    const k = key;
+    return withInfo(
+      decryptStream(reader, k),
+      {
+        tenant: header.tenant,
+        keyVersion: header.keyVersion,
+        documentId: header.documentId,
+        nodes,
+      },
+      () => k.fill(0),
+    );
+  }
+}

@@ -1,0 +1,195 @@
+import { expect } from 'chai';
+import { KmaasClient, MemoryPinStore, type ClientEvent, type Job } from '../../client/index.ts';
+import { FakeCoordinator, type FakeKey } from './helpers/fake-coordinator.ts';
+import { collect, expectCode, randomBytes, randomPieces } from './helpers/streams.ts';
+
+describe('client/index: KmaasClient', () => {
+  let fake: FakeCoordinator;
+  let v1: FakeKey;
+  let pins: MemoryPinStore;
+  let events: ClientEvent[];
+  let client: KmaasClient;
+
+  beforeEach(async () => {
+    fake = new FakeCoordinator();
+    await fake.start();
+    v1 = fake.addKey('acme', 1, 3);
+    pins = new MemoryPinStore([{ tenant: 'acme', version: 1, groupKey: v1.keyPackage.groupKey }]);
+    events = [];
+    client = new KmaasClient({
+      baseUrl: fake.url,
+      token: fake.clientToken,
+      adminToken: fake.adminToken,
+      pins,
+      onEvent: (e) => events.push(e),
+    });
+  });
+
+  afterEach(() => fake.close());
+
+  describe('encrypt and decrypt', () => {
+    it('round trip; decrypt reports the tenant, version, document and nodes', async () => {
+      const plaintext = randomBytes(200_000);
+      const sealed = await client.encrypt(randomPieces(plaintext, 50_000), {
+        tenant: 'acme',
+        documentId: 'reports/q1.pdf',
+        chunkSize: 65536,
+      });
+      expect(sealed).to.include({ tenant: 'acme', keyVersion: 1, documentId: 'reports/q1.pdf' });
+      expect(sealed.nodes).to.have.length(3);
+      const envelope = await collect(sealed);
+
+      const opened = await client.decrypt(randomPieces(envelope, 70_000));
+      expect(opened).to.include({ tenant: 'acme', keyVersion: 1, documentId: 'reports/q1.pdf' });
+      expect(opened.nodes).to.have.length(3);
+      expect(await collect(opened)).to.deep.equal(plaintext);
+    });
+
+    it('encrypts under the latest version unless told otherwise; old versions still open', async () => {
+      const v2 = fake.addKey('acme', 2, 2);
+      await pins.set('acme', 2, v2.keyPackage.groupKey);
+      const latest = await client.encrypt(randomPieces(randomBytes(10), 3), {
+        tenant: 'acme',
+        documentId: 'd',
+      });
+      expect(latest.keyVersion).to.equal(2);
+      expect(latest.nodes).to.have.length(2);
+      const old = await client.encrypt(randomPieces(randomBytes(10), 3), {
+        tenant: 'acme',
+        documentId: 'd',
+        keyVersion: 1,
+      });
+      expect(old.keyVersion).to.equal(1);
+      const envelope = await collect(old);
+      expect((await client.decrypt(randomPieces(envelope, 9))).keyVersion).to.equal(1);
+    });
+
+    it('a client that derives other keys cannot open the envelope', async () => {
+      const envelope = await collect(
+        await client.encrypt(randomPieces(randomBytes(100), 30), {
+          tenant: 'acme',
+          documentId: 'd',
+        }),
+      );
+      const impostor = new FakeCoordinator();
+      await impostor.start();
+      try {
+        const other = impostor.addKey('acme', 1, 3);
+        const c = new KmaasClient({
+          baseUrl: impostor.url,
+          token: impostor.clientToken,
+          pins: new MemoryPinStore([
+            { tenant: 'acme', version: 1, groupKey: other.keyPackage.groupKey },
+          ]),
+        });
+        await expectCode(
+          collect(await c.decrypt(randomPieces(envelope, 30))),
+          'ERR_DECRYPT_FAILED',
+        );
+      } finally {
+        await impostor.close();
+      }
+    });
+
+    it('with expectations, an envelope of another document is refused before any key is derived', async () => {
+      const envelope = await collect(
+        await client.encrypt(randomPieces(randomBytes(100), 30), {
+          tenant: 'acme',
+          documentId: 'mine',
+        }),
+      );
+      const before = fake.evaluateSizes.length;
+      const err = await expectCode(
+        client.decrypt(randomPieces(envelope, 30), { documentId: 'yours' }),
+        'ERR_VALIDATION',
+      );
+      expect(err.details).to.deep.equal({ field: 'documentId' });
+      expect(fake.evaluateSizes.length).to.equal(before);
+      const ok = await client.decrypt(randomPieces(envelope, 30), {
+        tenant: 'acme',
+        documentId: 'mine',
+      });
+      expect((await collect(ok)).length).to.equal(100);
+    });
+
+    it('not an envelope: ERR_ENVELOPE_FORMAT before any request', async () => {
+      await expectCode(client.decrypt(randomPieces(randomBytes(500), 100)), 'ERR_ENVELOPE_FORMAT');
+      expect(fake.requests).to.deep.equal([]);
+    });
+  });
+
+  describe('operator calls', () => {
+    it('createTenant, then waitForJob reports progress and resolves with the result', async () => {
+      const created = await client.createTenant('beta', { threshold: 2 });
+      expect(created).to.deep.equal({ jobId: '1', tenant: 'beta', version: 1 });
+      const seen: Job[] = [];
+      const job = await client.waitForJob(created.jobId, {
+        onProgress: (j) => seen.push(j),
+        pollIntervalMs: 1,
+      });
+      expect(job.state).to.equal('completed');
+      expect(seen.map((j) => j.state)).to.deep.equal(['waiting', 'active', 'active', 'completed']);
+      expect(seen[1]!.progress).to.deep.equal({ phase: 'dkg.round1', done: 1, total: 3 });
+      const beta = fake.keys.get('beta/1')!;
+      expect(job.result).to.deep.include({ groupKey: beta.keyPackage.groupKey });
+
+      const pinned = await client.pinKeyPackage('beta', 1, beta.keyPackage.groupKey);
+      expect(pinned).to.deep.equal({ groupKey: beta.keyPackage.groupKey, newlyPinned: true });
+      expect(await pins.get('beta', 1)).to.equal(beta.keyPackage.groupKey);
+      expect(events.map((e) => e.type)).to.deep.equal(['key-pinned']);
+      expect((await client.deriveKeys('beta', 1, ['d'])).nodes).to.have.length(2);
+    });
+
+    it('pinKeyPackage refuses a package that disagrees with the job or an existing pin', async () => {
+      const other = fake.addKey('other', 1, 3);
+      await expectCode(
+        client.pinKeyPackage('acme', 1, other.keyPackage.groupKey),
+        'ERR_PINNED_KEY_MISMATCH',
+      );
+      await pins.set('acme', 1, other.keyPackage.groupKey);
+      const fresh = new KmaasClient({ baseUrl: fake.url, pins });
+      await expectCode(fresh.pinKeyPackage('acme', 1), 'ERR_PINNED_KEY_MISMATCH');
+      expect(await pins.get('acme', 1)).to.equal(other.keyPackage.groupKey);
+    });
+
+    it('a failed job throws its error code, or ERR_DKG_FAILED when it names none', async () => {
+      fake.jobScript = () => [
+        { state: 'active' },
+        { state: 'failed', error: { code: 'ERR_TOO_FEW_NODES', message: 'only 2 nodes' } },
+      ];
+      const a = await client.createTenant('gamma');
+      const err = await expectCode(
+        client.waitForJob(a.jobId, { pollIntervalMs: 1 }),
+        'ERR_TOO_FEW_NODES',
+      );
+      expect(err.message).to.equal('only 2 nodes');
+      fake.jobScript = () => [{ state: 'failed', error: 'node 3 sent a bad share' }];
+      const b = await client.createTenant('delta');
+      await expectCode(client.waitForJob(b.jobId, { pollIntervalMs: 1 }), 'ERR_DKG_FAILED');
+    });
+
+    it('a job that never ends: ERR_NODE_UNAVAILABLE after the timeout', async () => {
+      fake.jobScript = () => [{ state: 'active' }];
+      const a = await client.createTenant('slow');
+      await expectCode(
+        client.waitForJob(a.jobId, { pollIntervalMs: 1, timeoutMs: 30 }),
+        'ERR_NODE_UNAVAILABLE',
+      );
+    });
+
+    it('operator calls need the admin token', async () => {
+      const noAdmin = new KmaasClient({ baseUrl: fake.url, token: fake.clientToken, pins });
+      await expectCode(noAdmin.createTenant('beta'), 'ERR_CONFIG');
+      const wrong = new KmaasClient({ baseUrl: fake.url, adminToken: 'wrong', pins });
+      await expectCode(wrong.createTenant('beta'), 'ERR_UNAUTHORIZED');
+      await expectCode(client.createTenant('acme'), 'ERR_TENANT_EXISTS');
+      await expectCode(client.createTenant('Bad Name'), 'ERR_VALIDATION');
+      await expectCode(client.job('404'), 'ERR_UNKNOWN_JOB');
+    });
+
+    it('status lists the nodes', async () => {
+      const status = await client.status();
+      expect(status.nodes.map((n) => n.id)).to.deep.equal([1, 2, 3, 4, 5]);
+    });
+  });
+});

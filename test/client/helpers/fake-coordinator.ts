@@ -1,0 +1,225 @@
+/**
+ * A stand-in for the coordinator's HTTP API (docs/CONTRACTS.md), for SDK and CLI tests that must
+ * not depend on the real coordinator or nodes. It holds real Shamir shares of a known secret per
+ * (tenant, version) and answers evaluate with real partial evaluations and DLEQ proofs
+ * (shared/voprf-node.ts), from `answering` nodes (default: t of them, chosen at random).
+ * Hooks let a test corrupt what it serves. Listens on 127.0.0.1, port 0.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { decodeElementB64, Point, toB64 } from '../../../shared/encoding.ts';
+import { KmaasError, toKmaasError } from '../../../shared/errors.ts';
+import { commit } from '../../../shared/feldman.ts';
+import { buildKeyPackage, type KeyPackage } from '../../../shared/key-package.ts';
+import {
+  createTenantBody,
+  evaluateBody,
+  parseJson,
+  parseMessage,
+} from '../../../shared/messages.ts';
+import { randomScalar, split, type Share } from '../../../shared/shamir.ts';
+import { checkBatchSize, evaluateBatch } from '../../../shared/voprf-node.ts';
+
+export interface FakeKey {
+  tenant: string;
+  version: number;
+  secret: bigint;
+  threshold: number;
+  shares: Share[];
+  keyPackage: KeyPackage;
+}
+
+export interface WirePartial {
+  node: number;
+  evaluated: string[];
+  proof: string;
+}
+
+export interface FakeJob {
+  id: string;
+  tenant: string;
+  version: number;
+  /** States served on successive polls; the last one repeats. */
+  script: { state: string; progress?: unknown; result?: unknown; error?: unknown }[];
+  polls: number;
+}
+
+export class FakeCoordinator {
+  readonly clientToken = 'client-token-' + Math.random().toString(36).slice(2);
+  readonly adminToken = 'admin-token-' + Math.random().toString(36).slice(2);
+  readonly nodeIds = [1, 2, 3, 4, 5];
+  readonly keys = new Map<string, FakeKey>();
+  readonly jobs = new Map<string, FakeJob>();
+  /** Batch size of every evaluate request received, in order. */
+  readonly evaluateSizes: number[] = [];
+  /** Every request as "METHOD path". */
+  readonly requests: string[] = [];
+  /** Nodes that answer evaluate requests; default a random t-subset each time. */
+  answering: number[] | undefined;
+  /** Rewrite the partials before they are sent. */
+  tamper: ((partials: WirePartial[]) => WirePartial[]) | undefined;
+  /** Rewrite a key package before it is served. */
+  servePackage: ((pkg: KeyPackage) => unknown) | undefined;
+  /** The job script used for tenant creation. */
+  jobScript: ((key: FakeKey) => FakeJob['script']) | undefined;
+  private server: Server | undefined;
+  private nextJob = 1;
+  url = '';
+
+  addKey(tenant: string, version = 1, threshold = 3, secret = randomScalar()): FakeKey {
+    const { shares, coefficients } = split(secret, threshold, this.nodeIds);
+    const keyPackage = buildKeyPackage({
+      tenant,
+      version,
+      commitments: commit(coefficients),
+      verificationShares: new Map(shares.map((s) => [s.id, Point.BASE.multiply(s.value)])),
+    });
+    const key = { tenant, version, secret, threshold, shares, keyPackage };
+    this.keys.set(`${tenant}/${version}`, key);
+    return key;
+  }
+
+  async start(): Promise<string> {
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((err: unknown) => this.send(res, toKmaasError(err)));
+    });
+    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return this.url;
+  }
+
+  async close(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  private send(res: ServerResponse, body: unknown, status = 200): void {
+    if (body instanceof KmaasError) {
+      status = body.status;
+      body = { error: body.toBody() };
+    }
+    res.writeHead(status, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(body));
+  }
+
+  private async body(req: IncomingMessage): Promise<unknown> {
+    const parts: Buffer[] = [];
+    for await (const p of req) parts.push(p as Buffer);
+    return parseJson(Buffer.concat(parts).toString('utf8'));
+  }
+
+  private key(tenant: string, version: number): FakeKey {
+    const key = this.keys.get(`${tenant}/${version}`);
+    if (key) return key;
+    if ([...this.keys.values()].some((k) => k.tenant === tenant)) {
+      throw new KmaasError('ERR_UNKNOWN_KEY_VERSION', `no version ${version}`);
+    }
+    throw new KmaasError('ERR_UNKNOWN_TENANT', `no tenant ${tenant}`);
+  }
+
+  private requireToken(req: IncomingMessage, token: string): void {
+    if (req.headers.authorization !== `Bearer ${token}`) {
+      throw new KmaasError('ERR_UNAUTHORIZED', 'missing or wrong credential');
+    }
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    this.requests.push(`${req.method} ${path}`);
+    let m: RegExpMatchArray | null;
+
+    if (req.method === 'GET' && path === '/v1/status') {
+      return this.send(res, {
+        nodes: this.nodeIds.map((id) => ({ id, url: `ws://node-${id}`, connected: true })),
+        tenants: [...new Set([...this.keys.values()].map((k) => k.tenant))],
+      });
+    }
+
+    if (req.method === 'POST' && path === '/v1/tenants') {
+      this.requireToken(req, this.adminToken);
+      const body = parseMessage(createTenantBody, await this.body(req), 'body');
+      if ([...this.keys.values()].some((k) => k.tenant === body.tenant)) {
+        throw new KmaasError('ERR_TENANT_EXISTS', `tenant ${body.tenant} exists`);
+      }
+      const key = this.addKey(body.tenant, 1, body.threshold ?? 3);
+      const id = String(this.nextJob++);
+      const script = this.jobScript?.(key) ?? [
+        { state: 'waiting' },
+        { state: 'active', progress: { phase: 'dkg.round1', done: 1, total: 3 } },
+        { state: 'active', progress: { phase: 'dkg.round3', done: 3, total: 3 } },
+        {
+          state: 'completed',
+          progress: { phase: 'done', done: 3, total: 3 },
+          result: { tenant: key.tenant, version: 1, groupKey: key.keyPackage.groupKey },
+        },
+      ];
+      this.jobs.set(id, { id, tenant: key.tenant, version: 1, script, polls: 0 });
+      return this.send(res, { jobId: id, tenant: key.tenant, version: 1 }, 202);
+    }
+
+    if (req.method === 'GET' && (m = path.match(/^\/v1\/jobs\/([^/]+)$/))) {
+      const job = this.jobs.get(decodeURIComponent(m[1]!));
+      if (!job) throw new KmaasError('ERR_UNKNOWN_JOB', 'no such job');
+      const step = job.script[Math.min(job.polls++, job.script.length - 1)]!;
+      return this.send(res, { id: job.id, progress: { done: 0, total: 3 }, ...step });
+    }
+
+    if (req.method === 'GET' && (m = path.match(/^\/v1\/tenants\/([^/]+)$/))) {
+      const tenant = decodeURIComponent(m[1]!);
+      const versions = [...this.keys.values()]
+        .filter((k) => k.tenant === tenant)
+        .map((k) => ({
+          version: k.version,
+          threshold: k.threshold,
+          groupKey: k.keyPackage.groupKey,
+        }));
+      if (versions.length === 0) throw new KmaasError('ERR_UNKNOWN_TENANT', 'no such tenant');
+      return this.send(res, { tenant, versions });
+    }
+
+    if (req.method === 'GET' && (m = path.match(/^\/v1\/tenants\/([^/]+)\/keys\/(\d+)$/))) {
+      const key = this.key(decodeURIComponent(m[1]!), Number(m[2]));
+      const pkg = structuredClone(key.keyPackage);
+      return this.send(res, this.servePackage ? this.servePackage(pkg) : pkg);
+    }
+
+    if (
+      req.method === 'POST' &&
+      (m = path.match(/^\/v1\/tenants\/([^/]+)\/keys\/(\d+)\/evaluate$/))
+    ) {
+      this.requireToken(req, this.clientToken);
+      const key = this.key(decodeURIComponent(m[1]!), Number(m[2]));
+      const body = parseMessage(evaluateBody, await this.body(req), 'body');
+      checkBatchSize(body.blinded.length);
+      this.evaluateSizes.push(body.blinded.length);
+      const blinded = body.blinded.map((b, i) => decodeElementB64(b, `blinded[${i}]`));
+      const ids = this.answering ?? shuffle(this.nodeIds).slice(0, key.threshold);
+      let partials: WirePartial[] = ids.map((id) => {
+        const share = key.shares.find((s) => s.id === id)!;
+        const r = evaluateBatch(share.value, Point.BASE.multiply(share.value), blinded);
+        return { node: id, evaluated: r.evaluated.map(toB64), proof: toB64(r.proof) };
+      });
+      if (this.tamper) partials = this.tamper(partials);
+      return this.send(res, {
+        tenant: key.tenant,
+        version: key.version,
+        threshold: key.threshold,
+        partials,
+      });
+    }
+
+    throw new KmaasError('ERR_NOT_FOUND', `no route ${req.method} ${path}`);
+  }
+}
+
+function shuffle<T>(items: readonly T[]): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
