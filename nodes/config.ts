@@ -4,6 +4,10 @@
  * keys (KMAAS_NODE_ID -> nodeId, KMAAS_CLUSTER_TOKEN -> clusterToken, LOG_LEVEL -> logLevel).
  * The environment wins. Relative paths in the file are relative to the file itself.
  *
+ * Each secret may instead be given as a file holding it (KMAAS_NODE_SECRET_FILE,
+ * KMAAS_CLUSTER_TOKEN_FILE, KMAAS_CLIENT_TOKEN_FILE), as container secrets are mounted; the
+ * content is trimmed.
+ *
  * Every failure is ERR_CONFIG naming the setting; values of secret settings are never echoed.
  */
 import { readFileSync } from 'node:fs';
@@ -42,18 +46,28 @@ const SETTINGS = {
   nodeSecret: 'KMAAS_NODE_SECRET',
   nodeSecretFile: 'KMAAS_NODE_SECRET_FILE',
   clusterToken: 'KMAAS_CLUSTER_TOKEN',
+  clusterTokenFile: 'KMAAS_CLUSTER_TOKEN_FILE',
   clientToken: 'KMAAS_CLIENT_TOKEN',
+  clientTokenFile: 'KMAAS_CLIENT_TOKEN_FILE',
   logLevel: 'LOG_LEVEL',
 } as const;
 
 type Setting = keyof typeof SETTINGS;
 type RawSettings = Partial<Record<Setting, string | number>>;
 
-const SECRET_SETTINGS: ReadonlySet<Setting> = new Set([
-  'nodeSecret',
-  'clusterToken',
-  'clientToken',
-]);
+/** Secret settings, each with the setting that names a file holding it instead. */
+const SECRET_FILES = {
+  nodeSecret: 'nodeSecretFile',
+  clusterToken: 'clusterTokenFile',
+  clientToken: 'clientTokenFile',
+} as const satisfies Partial<Record<Setting, Setting>>;
+
+type SecretSetting = keyof typeof SECRET_FILES;
+const SECRET_SETTINGS = Object.keys(SECRET_FILES) as SecretSetting[];
+
+function isSecret(setting: Setting): setting is SecretSetting {
+  return Object.hasOwn(SECRET_FILES, setting);
+}
 
 const fileSchema = z
   .object(
@@ -64,9 +78,11 @@ const fileSchema = z
   .strict();
 
 function integer(min: number, max: number) {
-  return z
-    .union([z.number(), z.string().regex(/^\d+$/, 'expected a decimal integer').transform(Number)])
-    .pipe(z.number().int().min(min).max(max));
+  const error = `expected an integer in ${min}..${max}`;
+  return z.preprocess(
+    (v) => (typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v),
+    z.number({ error }).int({ error }).min(min, { error }).max(max, { error }),
+  );
 }
 
 const token = z
@@ -90,8 +106,9 @@ const settingsSchema = z.object({
 });
 
 function configError(setting: Setting | 'KMAAS_NODE_CONFIG', problem: string): KmaasError {
-  const name = setting === 'KMAAS_NODE_CONFIG' ? setting : `${SETTINGS[setting]} (${setting})`;
-  return new KmaasError('ERR_CONFIG', `${name}: ${problem}`, { setting: name });
+  const env = setting === 'KMAAS_NODE_CONFIG' ? setting : SETTINGS[setting];
+  const name = setting === 'KMAAS_NODE_CONFIG' ? setting : `${env} (${setting})`;
+  return new KmaasError('ERR_CONFIG', `${name}: ${problem}`, { setting: env });
 }
 
 function readConfigFile(path: string): RawSettings {
@@ -121,7 +138,7 @@ function readConfigFile(path: string): RawSettings {
   for (const [k, v] of Object.entries(parsed.data)) if (v !== undefined) raw[k as Setting] = v;
   // Paths in the file are relative to the file, as an operator editing it would expect.
   const base = dirname(resolve(path));
-  for (const k of ['nodeDataDir', 'nodeSecretFile'] as const) {
+  for (const k of ['nodeDataDir', ...Object.values(SECRET_FILES)] as Setting[]) {
     if (typeof raw[k] === 'string') raw[k] = resolve(base, raw[k]);
   }
   return raw;
@@ -137,32 +154,38 @@ function fromEnv(env: NodeJS.ProcessEnv): RawSettings {
 }
 
 /**
- * Env wins over the file, setting by setting, except that the secret is one setting given two
- * ways: a secret in the environment (either form) replaces the file's secret (either form).
+ * Env wins over the file, setting by setting, except that a secret and its file are one setting
+ * given two ways: a secret in the environment (either form) replaces the file's (either form).
  */
 function merge(file: RawSettings, env: RawSettings): RawSettings {
   const merged: RawSettings = { ...file, ...env };
-  const envHasSecret = env.nodeSecret !== undefined || env.nodeSecretFile !== undefined;
-  const source = envHasSecret ? env : file;
-  delete merged.nodeSecret;
-  delete merged.nodeSecretFile;
-  if (source.nodeSecret !== undefined) merged.nodeSecret = source.nodeSecret;
-  if (source.nodeSecretFile !== undefined) merged.nodeSecretFile = source.nodeSecretFile;
+  for (const value of SECRET_SETTINGS) {
+    const path = SECRET_FILES[value];
+    const source = env[value] !== undefined || env[path] !== undefined ? env : file;
+    delete merged[value];
+    delete merged[path];
+    if (source[value] !== undefined) merged[value] = source[value];
+    if (source[path] !== undefined) merged[path] = source[path];
+  }
   return merged;
 }
 
-function resolveSecret(raw: RawSettings): void {
-  if (raw.nodeSecret !== undefined && raw.nodeSecretFile !== undefined) {
-    throw configError('nodeSecret', `set either ${SETTINGS.nodeSecret} or ${SETTINGS.nodeSecretFile}, not both`);
+/** Replace each `...File` setting by the content of the file it names. */
+function readSecretFiles(raw: RawSettings): void {
+  for (const value of SECRET_SETTINGS) {
+    const file = SECRET_FILES[value];
+    if (raw[value] !== undefined && raw[file] !== undefined) {
+      throw configError(value, `set either ${SETTINGS[value]} or ${SETTINGS[file]}, not both`);
+    }
+    if (raw[file] === undefined) continue;
+    const path = resolve(String(raw[file]));
+    try {
+      raw[value] = readFileSync(path, 'utf8').trim();
+    } catch (err) {
+      throw configError(file, `cannot read ${path}: ${(err as Error).message}`);
+    }
+    delete raw[file];
   }
-  if (raw.nodeSecretFile === undefined) return;
-  const path = resolve(String(raw.nodeSecretFile));
-  try {
-    raw.nodeSecret = readFileSync(path, 'utf8').trim();
-  } catch (err) {
-    throw configError('nodeSecretFile', `cannot read ${path}: ${(err as Error).message}`);
-  }
-  delete raw.nodeSecretFile;
 }
 
 /** Read and validate the configuration; throws ERR_CONFIG naming the first bad setting. */
@@ -170,16 +193,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
   const configPath = env.KMAAS_NODE_CONFIG;
   const file = configPath ? readConfigFile(configPath) : {};
   const raw = merge(file, fromEnv(env));
-  resolveSecret(raw);
+  readSecretFiles(raw);
   const parsed = settingsSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const setting = issue.path[0] as Setting;
     const missing = raw[setting] === undefined;
-    if (missing && setting === 'nodeSecret') {
-      throw configError(setting, `required: set ${SETTINGS.nodeSecret} or ${SETTINGS.nodeSecretFile}`);
+    if (missing && isSecret(setting)) {
+      const either = `${SETTINGS[setting]} or ${SETTINGS[SECRET_FILES[setting]]}`;
+      throw configError(setting, `required: set ${either}`);
     }
-    const shown = SECRET_SETTINGS.has(setting) || missing ? '' : ` (got ${JSON.stringify(raw[setting])})`;
+    const shown = isSecret(setting) || missing ? '' : ` (got ${JSON.stringify(raw[setting])})`;
     throw configError(setting, missing ? 'required but not set' : `${issue.message}${shown}`);
   }
   const s = parsed.data;

@@ -32,7 +32,10 @@ export class Keyring {
     const pkg = parseKeyPackage(key.keyPackage);
     const where = `${key.tenant} v${key.version}`;
     if (pkg.tenant !== key.tenant || pkg.version !== key.version) {
-      throw new KmaasError('ERR_KEY_PACKAGE_INVALID', `key package stored under ${where} names another key`);
+      throw new KmaasError(
+        'ERR_KEY_PACKAGE_INVALID',
+        `key package stored under ${where} names another key`,
+      );
     }
     const verificationShare = pkg.verificationShares.get(this.#nodeId);
     // The share is secret: constant-time multiply here, unlike the public checks elsewhere.
@@ -51,9 +54,9 @@ export class Keyring {
       verificationShare,
       keyPackage: pkg.raw,
     };
-    let versions = this.#tenants.get(key.tenant);
-    if (!versions) this.#tenants.set(key.tenant, (versions = new Map()));
+    const versions = this.#tenants.get(key.tenant) ?? new Map<number, LoadedKey>();
     versions.set(key.version, loaded);
+    this.#tenants.set(key.tenant, versions);
     return loaded;
   }
 
@@ -65,10 +68,14 @@ export class Keyring {
     }
     const key = versions.get(version);
     if (!key) {
-      throw new KmaasError('ERR_UNKNOWN_KEY_VERSION', `tenant ${tenant} has no key version ${version}`, {
-        tenant,
-        version,
-      });
+      throw new KmaasError(
+        'ERR_UNKNOWN_KEY_VERSION',
+        `tenant ${tenant} has no key version ${version}`,
+        {
+          tenant,
+          version,
+        },
+      );
     }
     return key;
   }
@@ -76,7 +83,9 @@ export class Keyring {
   list(): LoadedKey[] {
     return [...this.#tenants.values()]
       .flatMap((versions) => [...versions.values()])
-      .sort((a, b) => (a.tenant === b.tenant ? a.version - b.version : a.tenant < b.tenant ? -1 : 1));
+      .sort((a, b) =>
+        a.tenant === b.tenant ? a.version - b.version : a.tenant < b.tenant ? -1 : 1,
+      );
   }
 
   get size(): number {

@@ -180,6 +180,9 @@ export class NodeStore {
       db.pragma('journal_mode = WAL');
       // FULL: a committed key survives power loss, not only a process crash. Writes are rare.
       db.pragma('synchronous = FULL');
+      // Deleted rows (finished ceremonies) are overwritten, not left in free pages. They were
+      // sealed anyway; this keeps even their ciphertext from outliving the ceremony.
+      db.pragma('secure_delete = ON');
       db.exec(SCHEMA);
       const salt = existingSalt ?? NodeStore.#initialise(db, nodeId, secret);
       return new NodeStore(path, db, new Sealer(secret, salt), nodeId);
@@ -243,9 +246,7 @@ export class NodeStore {
   }
 
   listKeys(): StoredKey[] {
-    const rows = this.#db
-      .prepare('SELECT * FROM keys ORDER BY tenant, version')
-      .all() as KeyRow[];
+    const rows = this.#db.prepare('SELECT * FROM keys ORDER BY tenant, version').all() as KeyRow[];
     return rows.map((r) => this.#toKey(r));
   }
 
@@ -258,15 +259,15 @@ export class NodeStore {
 
   hasKey(tenant: string, version: number): boolean {
     return (
-      this.#db.prepare('SELECT 1 FROM keys WHERE tenant = ? AND version = ?').get(tenant, version) !==
-      undefined
+      this.#db
+        .prepare('SELECT 1 FROM keys WHERE tenant = ? AND version = ?')
+        .get(tenant, version) !== undefined
     );
   }
 
   findKeyByCeremony(ceremonyId: string): StoredKey | undefined {
     const row = this.#db.prepare('SELECT * FROM keys WHERE ceremony_id = ?').get(ceremonyId) as
-      | KeyRow
-      | undefined;
+      KeyRow | undefined;
     return row && this.#toKey(row);
   }
 
@@ -332,10 +333,6 @@ export class NodeStore {
          WHERE tenant = excluded.tenant AND version = excluded.version`,
       )
       .run(c.ceremonyId, c.tenant, c.version, sealed, Date.now());
-  }
-
-  countKeys(): number {
-    return (this.#db.prepare('SELECT count(*) AS n FROM keys').get() as { n: number }).n;
   }
 
   /** Idempotent. Closing checkpoints the WAL into node.db. */

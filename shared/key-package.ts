@@ -10,10 +10,11 @@ import { KmaasError } from './errors.ts';
 import { evaluateCommitments } from './feldman.ts';
 import { checkIdentifierSet } from './identifiers.ts';
 import { SUITE } from './suite.ts';
+import { TENANT_PATTERN } from './document.ts';
 
 export const keyPackageSchema = z.object({
   suite: z.literal(SUITE),
-  tenant: z.string().min(1).max(128),
+  tenant: z.string().regex(TENANT_PATTERN),
   version: z.number().int().min(1),
   threshold: z.number().int().min(1),
   groupKey: z.string(),

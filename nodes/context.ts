@@ -1,0 +1,23 @@
+/**
+ * What request handlers share: this node's identity, its store and in-memory keys, and the
+ * sources of randomness (a parameter so tests can replay fixed values; default crypto RNG).
+ */
+import type { Rng } from '../shared/shamir.ts';
+import type { Keyring } from './keyring.ts';
+import type { Redacted } from './redacted.ts';
+import type { NodeStore } from './store.ts';
+
+export interface NodeContext {
+  nodeId: number;
+  store: NodeStore;
+  keyring: Keyring;
+  clientToken: Redacted<string>;
+  /** Feeds DKG polynomials and DLEQ proof nonces; undefined means the crypto RNG. */
+  rng?: Rng;
+}
+
+/**
+ * Fields a handler adds to its request's log line (tenant, version, ceremony id). Only ever
+ * public values: never shares, tokens or blinded elements.
+ */
+export type LogFields = Record<string, string | number | boolean | number[]>;

@@ -1,0 +1,43 @@
+/**
+ * The hot path (DESIGN.md section 7): one node's part of a threshold VOPRF evaluation,
+ * RFC 9497 section 3.3.2 BlindEvaluate in verifiable mode with this node's share as the key.
+ *
+ *   coordinator -> node  { tenant, version, blinded: [B_i], auth }
+ *   node -> coordinator  { node, evaluated: [Z_i = k_j*B_i], proof }   (one batched DLEQ proof)
+ *
+ * Checks in order of cost, cheapest first: the end user's credential (constant time), the key
+ * (in memory: no database on this path), the batch size, then each element's encoding
+ * (RFC 9496 section 4.3.1 decode, RFC 9497 section 3.3 identity check).
+ */
+import type { z } from 'zod';
+import { decodeElementB64, toB64 } from '../shared/encoding.ts';
+import { KmaasError } from '../shared/errors.ts';
+import type { evaluateReply, evaluateRequest } from '../shared/messages.ts';
+import { checkBatchSize, evaluateBatch } from '../shared/voprf-node.ts';
+import { tokenMatches } from './auth.ts';
+import type { LogFields, NodeContext } from './context.ts';
+
+export function handleEvaluate(
+  ctx: NodeContext,
+  body: z.infer<typeof evaluateRequest>,
+  log: LogFields,
+): z.infer<typeof evaluateReply> {
+  log.tenant = body.tenant;
+  log.version = body.version;
+  log.batch = body.blinded.length;
+  // Before anything else, so that an unauthenticated caller learns nothing (not even which
+  // tenants exist). DESIGN.md section 4: each node decides this on its own.
+  if (!tokenMatches(body.auth.token, ctx.clientToken)) {
+    throw new KmaasError('ERR_UNAUTHORIZED', 'the end-user credential is not valid');
+  }
+  const key = ctx.keyring.get(body.tenant, body.version);
+  checkBatchSize(body.blinded.length);
+  const blinded = body.blinded.map((b, i) => decodeElementB64(b, `blinded[${i}]`));
+  const { evaluated, proof } = evaluateBatch(
+    key.share.reveal(),
+    key.verificationShare,
+    blinded,
+    ctx.rng,
+  );
+  return { node: ctx.nodeId, evaluated: evaluated.map((e) => toB64(e)), proof: toB64(proof) };
+}

@@ -1,0 +1,223 @@
+/**
+ * The share node's network face (docs/CONTRACTS.md, "Share node"): one HTTP server with
+ *
+ *   GET /healthz  -> { ok: true, node, keys }        (no credential; reveals only a key count)
+ *   /v1/ws        WebSocket upgrade for the coordinator, `Authorization: Bearer <cluster token>`
+ *                 (RFC 6750 section 2.1), refused with 401 before any WebSocket exists.
+ *
+ * startNode opens the store (ERR_WRONG_NODE_SECRET stops it there), loads every key into memory,
+ * then listens. close() is idempotent and runs every cleanup step even when one fails.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { ERROR_CODES, type ErrorCode } from '../shared/errors.ts';
+import type { Rng } from '../shared/shamir.ts';
+import { bearerToken, tokenMatches } from './auth.ts';
+import type { NodeConfig } from './config.ts';
+import type { NodeContext } from './context.ts';
+import { Keyring } from './keyring.ts';
+import { createLogger } from './logger.ts';
+import { createDispatcher } from './protocol.ts';
+import { NodeStore } from './store.ts';
+
+export const WS_PATH = '/v1/ws';
+/** Far above any valid message (a full batch is ~12 KiB); bigger frames close the socket (1009). */
+export const MAX_PAYLOAD = 1024 * 1024;
+/** A coordinator that stops answering pings is dropped after one missed interval. */
+const PING_INTERVAL_MS = 30_000;
+
+export interface NodeHandle {
+  /** The port actually bound (also when the configuration asked for port 0). */
+  port: number;
+  /** ws://host:port/v1/ws */
+  url: string;
+  /** Idempotent; resolves when the server, every socket and the database are closed. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Randomness for DKG and proofs; default the crypto RNG. Tests only. */
+  rng?: Rng;
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
+  res.end(text);
+}
+
+function errorBody(code: ErrorCode, message: string) {
+  return { error: { code, message } };
+}
+
+/** Refuse an upgrade with a plain HTTP response; the socket never becomes a WebSocket. */
+function refuseUpgrade(socket: Duplex, code: ErrorCode, message: string): void {
+  const { status } = ERROR_CODES[code];
+  const text = JSON.stringify(errorBody(code, message));
+  const reason = status === 401 ? 'Unauthorized' : 'Not Found';
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\n` +
+      'Connection: close\r\n' +
+      'Content-Type: application/json\r\n' +
+      (status === 401 ? 'WWW-Authenticate: Bearer\r\n' : '') +
+      `Content-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`,
+  );
+}
+
+function pathOf(req: IncomingMessage): string {
+  try {
+    return new URL(req.url ?? '/', 'http://node').pathname;
+  } catch {
+    return '';
+  }
+}
+
+/** Run every step, even after one throws; report all failures together at the end. */
+async function runAll(steps: [string, () => unknown][], logger: Logger): Promise<void> {
+  const failures: unknown[] = [];
+  for (const [name, step] of steps) {
+    try {
+      await step();
+    } catch (err) {
+      logger.error({ err, step: name }, 'close step failed');
+      failures.push(err);
+    }
+  }
+  if (failures.length > 0) throw new AggregateError(failures, 'node close failed');
+}
+
+export async function startNode(
+  config: NodeConfig,
+  logger: Logger = createLogger(config.logLevel),
+  options: StartOptions = {},
+): Promise<NodeHandle> {
+  // Every line names its node; a logger the caller already bound to it is used as it is.
+  const log = logger.bindings().node === undefined ? logger.child({ node: config.nodeId }) : logger;
+  const store = NodeStore.open(config.dataDir, config.nodeId, config.secret);
+  let keyring: Keyring;
+  try {
+    keyring = new Keyring(config.nodeId);
+    for (const key of store.listKeys()) keyring.add(key);
+  } catch (err) {
+    store.close();
+    throw err;
+  }
+  const ctx: NodeContext = {
+    nodeId: config.nodeId,
+    store,
+    keyring,
+    clientToken: config.clientToken,
+    ...(options.rng ? { rng: options.rng } : {}),
+  };
+
+  const http = createServer((req, res) => {
+    if (req.method === 'GET' && pathOf(req) === '/healthz') {
+      sendJson(res, 200, { ok: true, node: config.nodeId, keys: keyring.size });
+    } else {
+      sendJson(res, 404, errorBody('ERR_NOT_FOUND', `no route ${req.method} ${pathOf(req)}`));
+    }
+  });
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD });
+  const alive = new WeakSet<WebSocket>();
+
+  http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', (err) => log.debug({ err }, 'upgrade socket error'));
+    if (pathOf(req) !== WS_PATH) {
+      refuseUpgrade(socket, 'ERR_NOT_FOUND', `no WebSocket endpoint at ${pathOf(req)}`);
+      return;
+    }
+    if (!tokenMatches(bearerToken(req.headers.authorization), config.clusterToken)) {
+      log.warn(
+        { remote: req.socket.remoteAddress },
+        'WebSocket upgrade refused: bad cluster token',
+      );
+      refuseUpgrade(socket, 'ERR_UNAUTHORIZED', 'a valid cluster bearer token is required');
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+  });
+
+  wss.on('connection', (ws: WebSocket, req: IncomingMessage) => {
+    const connLog = log.child({ connection: randomUUID() });
+    const dispatch = createDispatcher(ctx, connLog);
+    connLog.info({ remote: req.socket.remoteAddress }, 'coordinator connected');
+    alive.add(ws);
+    ws.on('pong', () => alive.add(ws));
+    ws.on('message', (data, isBinary) => {
+      const text = Array.isArray(data)
+        ? Buffer.concat(data).toString('utf8')
+        : Buffer.isBuffer(data)
+          ? data.toString('utf8')
+          : Buffer.from(data).toString('utf8');
+      if (isBinary) connLog.debug('binary frame read as UTF-8 text');
+      ws.send(JSON.stringify(dispatch(text)));
+    });
+    ws.on('error', (err) => connLog.warn({ err }, 'WebSocket error'));
+    ws.on('close', (code) => connLog.info({ code }, 'coordinator disconnected'));
+  });
+
+  const pinger = setInterval(() => {
+    for (const ws of wss.clients) {
+      if (!alive.has(ws)) {
+        ws.terminate();
+        continue;
+      }
+      alive.delete(ws);
+      ws.ping();
+    }
+  }, PING_INTERVAL_MS);
+  pinger.unref();
+
+  try {
+    await new Promise<void>((resolve, reject) => {
+      http.once('error', reject);
+      http.listen(config.port, config.host, () => {
+        http.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (err) {
+    clearInterval(pinger);
+    store.close();
+    throw err;
+  }
+  http.on('error', (err) => log.error({ err }, 'HTTP server error'));
+  const address = http.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= runAll(
+      [
+        ['stop pings', () => clearInterval(pinger)],
+        [
+          'close WebSockets',
+          () => {
+            for (const ws of wss.clients) ws.terminate();
+          },
+        ],
+        ['close WebSocket server', () => new Promise<void>((r) => wss.close(() => r()))],
+        [
+          'close HTTP server',
+          () =>
+            new Promise<void>((resolve, reject) => {
+              http.close((err) => (err ? reject(err) : resolve()));
+              http.closeAllConnections();
+            }),
+        ],
+        ['close store', () => store.close()],
+      ],
+      log,
+    ).then(() => log.info('node closed')));
+
+  log.debug({ port, keys: keyring.size }, 'node started');
+  return { port, url: `ws://${host}:${port}${WS_PATH}`, close };
+}

@@ -1,0 +1,169 @@
+/** Node configuration (docs/CONTRACTS.md, "Share node"): env, JSON file, ERR_CONFIG naming the setting. */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { inspect } from 'node:util';
+import { expect } from 'chai';
+import { bytesToHex } from '@noble/hashes/utils.js';
+import { loadConfig } from '../../nodes/config.ts';
+import { expectCode, removeDir, tempDir } from './helpers.ts';
+
+const SECRET_HEX = 'a1'.repeat(32);
+const BASE = {
+  KMAAS_NODE_ID: '3',
+  KMAAS_NODE_DATA_DIR: '/var/lib/kmaas/node-3',
+  KMAAS_NODE_SECRET: SECRET_HEX,
+  KMAAS_CLUSTER_TOKEN: 'cluster-token-0123456789',
+  KMAAS_CLIENT_TOKEN: 'client-token-0123456789',
+};
+
+describe('nodes/config: settings from the environment and an optional JSON file', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await tempDir();
+  });
+  afterEach(async () => {
+    await removeDir(dir);
+  });
+
+  it('reads the environment and applies the defaults', () => {
+    const c = loadConfig(BASE);
+    expect(c.nodeId).to.equal(3);
+    expect(c.host).to.equal('127.0.0.1');
+    expect(c.port).to.equal(0);
+    expect(c.dataDir).to.equal('/var/lib/kmaas/node-3');
+    expect(bytesToHex(c.secret.reveal())).to.equal(SECRET_HEX);
+    expect(c.clusterToken.reveal()).to.equal(BASE.KMAAS_CLUSTER_TOKEN);
+    expect(c.clientToken.reveal()).to.equal(BASE.KMAAS_CLIENT_TOKEN);
+    expect(c.logLevel).to.equal('info');
+  });
+
+  it('prints without its secret or tokens', () => {
+    const c = loadConfig(BASE);
+    for (const text of [JSON.stringify(c), inspect(c, { depth: 5 })]) {
+      expect(text).to.not.contain(SECRET_HEX);
+      expect(text).to.not.contain(BASE.KMAAS_CLUSTER_TOKEN);
+      expect(text).to.not.contain(BASE.KMAAS_CLIENT_TOKEN);
+    }
+  });
+
+  const bad: [string, NodeJS.ProcessEnv, string][] = [
+    ['node id missing', { ...BASE, KMAAS_NODE_ID: undefined }, 'KMAAS_NODE_ID'],
+    ['node id zero', { ...BASE, KMAAS_NODE_ID: '0' }, 'KMAAS_NODE_ID'],
+    ['node id too large', { ...BASE, KMAAS_NODE_ID: '65536' }, 'KMAAS_NODE_ID'],
+    ['node id not a number', { ...BASE, KMAAS_NODE_ID: 'one' }, 'KMAAS_NODE_ID'],
+    ['node id fractional', { ...BASE, KMAAS_NODE_ID: '1.5' }, 'KMAAS_NODE_ID'],
+    ['port out of range', { ...BASE, KMAAS_NODE_PORT: '70000' }, 'KMAAS_NODE_PORT'],
+    ['data dir missing', { ...BASE, KMAAS_NODE_DATA_DIR: undefined }, 'KMAAS_NODE_DATA_DIR'],
+    ['secret missing', { ...BASE, KMAAS_NODE_SECRET: undefined }, 'KMAAS_NODE_SECRET'],
+    ['secret too short', { ...BASE, KMAAS_NODE_SECRET: 'ab'.repeat(31) }, 'KMAAS_NODE_SECRET'],
+    ['secret not hex', { ...BASE, KMAAS_NODE_SECRET: 'zz'.repeat(32) }, 'KMAAS_NODE_SECRET'],
+    ['secret odd length', { ...BASE, KMAAS_NODE_SECRET: SECRET_HEX + 'a' }, 'KMAAS_NODE_SECRET'],
+    [
+      'secret given twice',
+      { ...BASE, KMAAS_NODE_SECRET_FILE: '/run/secrets/node' },
+      'KMAAS_NODE_SECRET',
+    ],
+    ['cluster token missing', { ...BASE, KMAAS_CLUSTER_TOKEN: undefined }, 'KMAAS_CLUSTER_TOKEN'],
+    ['cluster token too short', { ...BASE, KMAAS_CLUSTER_TOKEN: 'short' }, 'KMAAS_CLUSTER_TOKEN'],
+    ['client token missing', { ...BASE, KMAAS_CLIENT_TOKEN: undefined }, 'KMAAS_CLIENT_TOKEN'],
+    ['log level unknown', { ...BASE, LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+    [
+      'config file missing',
+      { ...BASE, KMAAS_NODE_CONFIG: '/nonexistent.json' },
+      'KMAAS_NODE_CONFIG',
+    ],
+  ];
+  for (const [name, env, setting] of bad) {
+    it(`${name} gives ERR_CONFIG naming ${setting}`, () => {
+      const e = expectCode(() => loadConfig(env), 'ERR_CONFIG', { setting });
+      expect(e.message).to.contain(setting);
+      expect(e.message).to.not.contain(SECRET_HEX.slice(0, 16));
+    });
+  }
+
+  it('never echoes a secret or token value in its error', () => {
+    const e = expectCode(
+      () => loadConfig({ ...BASE, KMAAS_CLIENT_TOKEN: 'has whitespace in it' }),
+      'ERR_CONFIG',
+    );
+    expect(e.message).to.not.contain('has whitespace');
+  });
+
+  it('reads the secret from KMAAS_NODE_SECRET_FILE, trimming the newline', async () => {
+    const file = join(dir, 'secret');
+    await writeFile(file, `${SECRET_HEX}\n`);
+    const c = loadConfig({ ...BASE, KMAAS_NODE_SECRET: undefined, KMAAS_NODE_SECRET_FILE: file });
+    expect(bytesToHex(c.secret.reveal())).to.equal(SECRET_HEX);
+  });
+
+  it('reads the tokens from KMAAS_CLUSTER_TOKEN_FILE and KMAAS_CLIENT_TOKEN_FILE', async () => {
+    await writeFile(join(dir, 'cluster'), 'cluster-token-from-file-0001\n');
+    await writeFile(join(dir, 'client'), 'client-token-from-file-0002\n');
+    const c = loadConfig({
+      ...BASE,
+      KMAAS_CLUSTER_TOKEN: undefined,
+      KMAAS_CLIENT_TOKEN: undefined,
+      KMAAS_CLUSTER_TOKEN_FILE: join(dir, 'cluster'),
+      KMAAS_CLIENT_TOKEN_FILE: join(dir, 'client'),
+    });
+    expect(c.clusterToken.reveal()).to.equal('cluster-token-from-file-0001');
+    expect(c.clientToken.reveal()).to.equal('client-token-from-file-0002');
+    expectCode(
+      () => loadConfig({ ...BASE, KMAAS_CLIENT_TOKEN_FILE: join(dir, 'client') }),
+      'ERR_CONFIG',
+      { setting: 'KMAAS_CLIENT_TOKEN' },
+    );
+    expectCode(
+      () =>
+        loadConfig({
+          ...BASE,
+          KMAAS_CLIENT_TOKEN: undefined,
+          KMAAS_CLIENT_TOKEN_FILE: join(dir, 'missing'),
+        }),
+      'ERR_CONFIG',
+      { setting: 'KMAAS_CLIENT_TOKEN_FILE' },
+    );
+  });
+
+  it('reads a JSON file with camelCase keys; the environment wins; paths are file-relative', async () => {
+    await mkdir(join(dir, 'conf'));
+    const file = join(dir, 'conf', 'node.json');
+    await writeFile(join(dir, 'conf', 'secret.hex'), SECRET_HEX);
+    await writeFile(
+      file,
+      JSON.stringify({
+        nodeId: 7,
+        nodePort: 41007,
+        nodeDataDir: 'data',
+        nodeSecretFile: 'secret.hex',
+        clusterToken: 'file-cluster-token-0123',
+        clientToken: 'file-client-token-0123',
+        logLevel: 'debug',
+      }),
+    );
+    const c = loadConfig({ KMAAS_NODE_CONFIG: file, KMAAS_NODE_PORT: '41999' });
+    expect(c.nodeId).to.equal(7);
+    expect(c.port).to.equal(41999);
+    expect(c.dataDir).to.equal(join(dir, 'conf', 'data'));
+    expect(bytesToHex(c.secret.reveal())).to.equal(SECRET_HEX);
+    expect(c.clusterToken.reveal()).to.equal('file-cluster-token-0123');
+    expect(c.logLevel).to.equal('debug');
+    // A secret in the environment replaces the file's secret file instead of clashing with it.
+    const other = 'b2'.repeat(32);
+    const c2 = loadConfig({ KMAAS_NODE_CONFIG: file, KMAAS_NODE_SECRET: other });
+    expect(bytesToHex(c2.secret.reveal())).to.equal(other);
+  });
+
+  it('refuses unknown keys and non-JSON in the file, naming KMAAS_NODE_CONFIG', async () => {
+    const file = join(dir, 'node.json');
+    await writeFile(file, JSON.stringify({ nodeID: 1 }));
+    const e = expectCode(() => loadConfig({ KMAAS_NODE_CONFIG: file }), 'ERR_CONFIG', {
+      setting: 'KMAAS_NODE_CONFIG',
+    });
+    expect(e.message).to.contain('nodeID');
+    await writeFile(file, '{ nodeId: 1');
+    expectCode(() => loadConfig({ KMAAS_NODE_CONFIG: file }), 'ERR_CONFIG', {
+      setting: 'KMAAS_NODE_CONFIG',
+    });
+  });
+});

@@ -1,0 +1,272 @@
+/**
+ * Test harness for share nodes: temp folders, configurations, a WebSocket client that matches
+ * replies to requests, a cluster of in-process nodes on port 0, and the coordinator's side of
+ * the DKG (docs/CONTRACTS.md, "DKG as relayed by the coordinator").
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { expect } from 'chai';
+import { pino, type Logger } from 'pino';
+import WebSocket from 'ws';
+import type { z } from 'zod';
+import { KmaasError, type ErrorBody, type ErrorCode } from '../../shared/errors.ts';
+import type { KeyPackage } from '../../shared/key-package.ts';
+import {
+  dkgRound1Reply,
+  dkgRound2Reply,
+  dkgRound3Reply,
+  evaluateReply,
+  keyPackageReply,
+  nodeReplyEnvelope,
+  statusReply,
+  type NodeReply,
+} from '../../shared/messages.ts';
+import type { NodeConfig } from '../../nodes/config.ts';
+import type { Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
+import { Redacted } from '../../nodes/redacted.ts';
+import { startNode, type NodeHandle } from '../../nodes/server.ts';
+
+export const CLUSTER_TOKEN = 'test-cluster-token-5f1c0a9e';
+export const CLIENT_TOKEN = 'test-client-token-77b3e2d4';
+
+export async function tempDir(): Promise<string> {
+  return mkdtemp(join(tmpdir(), 'kmaas-node-test-'));
+}
+
+export async function removeDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+}
+
+export function randomSecret(): Redacted<Uint8Array> {
+  return new Redacted(new Uint8Array(randomBytes(32)), 'node secret');
+}
+
+export function nodeConfig(
+  nodeId: number,
+  dataDir: string,
+  secret: Redacted<Uint8Array>,
+): NodeConfig {
+  return {
+    nodeId,
+    host: '127.0.0.1',
+    port: 0,
+    dataDir,
+    secret,
+    clusterToken: new Redacted(CLUSTER_TOKEN),
+    clientToken: new Redacted(CLIENT_TOKEN),
+    logLevel: 'silent',
+  };
+}
+
+/** A logger whose every line (at trace level and up) lands in `lines`, for leak checks. */
+export function capturingLogger(lines: string[]): Logger {
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      lines.push(chunk.toString('utf8'));
+      done();
+    },
+  });
+  return pino({ level: 'trace' }, sink);
+}
+
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}
+
+/** Run `fn` and check that it throws a KmaasError with `code` (and the given details). */
+export function expectCode(fn: () => unknown, code: ErrorCode, details?: object): KmaasError {
+  let thrown: unknown;
+  try {
+    fn();
+  } catch (err) {
+    thrown = err;
+  }
+  expect(thrown, `expected ${code}`).to.be.instanceOf(KmaasError);
+  const e = thrown as KmaasError;
+  expect(e.code, e.message).to.equal(code);
+  if (details) expect(e.details).to.deep.include(details);
+  return e;
+}
+
+const REPLY_SCHEMAS: Record<string, z.ZodType> = {
+  status: statusReply,
+  'dkg.round1': dkgRound1Reply,
+  'dkg.round2': dkgRound2Reply,
+  'dkg.round3': dkgRound3Reply,
+  evaluate: evaluateReply,
+  keyPackage: keyPackageReply,
+};
+
+/** A coordinator-side WebSocket connection: each request gets the reply with its id. */
+export class NodeClient {
+  readonly #ws: WebSocket;
+  readonly #pending = new Map<string, (reply: NodeReply) => void>();
+  #next = 0;
+
+  private constructor(ws: WebSocket) {
+    this.#ws = ws;
+    ws.on('message', (data: Buffer) => {
+      const reply = JSON.parse(data.toString('utf8')) as NodeReply;
+      const resolve = this.#pending.get(reply.id);
+      this.#pending.delete(reply.id);
+      resolve?.(reply);
+    });
+  }
+
+  static connect(url: string, token = CLUSTER_TOKEN): Promise<NodeClient> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` } });
+      ws.once('open', () => resolve(new NodeClient(ws)));
+      ws.once('error', reject);
+      ws.once('unexpected-response', (_req, res) =>
+        reject(new Error(`upgrade refused with ${res.statusCode}`)),
+      );
+    });
+  }
+
+  /** Send raw text; the reply is awaited under `id` ("unknown" when the text has none). */
+  sendRaw(text: string, id = 'unknown'): Promise<NodeReply> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no reply to ${id}`)), 10_000);
+      this.#pending.set(id, (reply) => {
+        clearTimeout(timer);
+        resolve(reply);
+      });
+      this.#ws.send(text);
+    });
+  }
+
+  request(type: string, body: unknown, v = 1): Promise<NodeReply> {
+    const id = `req-${++this.#next}`;
+    return this.sendRaw(JSON.stringify({ v, id, type, body }), id);
+  }
+
+  /** The body of a successful reply; fails the test on an error reply. */
+  async call<T>(type: string, body: unknown): Promise<T> {
+    const reply = nodeReplyEnvelope.parse(await this.request(type, body));
+    if (!reply.ok) throw KmaasError.fromBody(reply.error as ErrorBody);
+    // Every successful reply must match its schema in shared/messages.ts, exactly as sent.
+    const schema = REPLY_SCHEMAS[type];
+    if (schema) expect(schema.parse(reply.body)).to.deep.equal(reply.body);
+    return reply.body as T;
+  }
+
+  get socket(): WebSocket {
+    return this.#ws;
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.#ws.readyState === WebSocket.CLOSED) return resolve();
+      this.#ws.once('close', () => resolve());
+      this.#ws.close();
+    });
+  }
+}
+
+export interface ClusterNode {
+  id: number;
+  dataDir: string;
+  secret: Redacted<Uint8Array>;
+  handle: NodeHandle;
+  client: NodeClient;
+}
+
+/** n nodes in-process, each with its own temp folder and secret, listening on port 0. */
+export class Cluster {
+  readonly nodes = new Map<number, ClusterNode>();
+  readonly #logger: Logger;
+
+  private constructor(logger: Logger) {
+    this.#logger = logger;
+  }
+
+  static async start(n: number, logger: Logger = silentLogger()): Promise<Cluster> {
+    const cluster = new Cluster(logger);
+    try {
+      for (let id = 1; id <= n; id++) {
+        const dataDir = await tempDir();
+        const secret = randomSecret();
+        const handle = await startNode(nodeConfig(id, dataDir, secret), logger);
+        const client = await NodeClient.connect(handle.url);
+        cluster.nodes.set(id, { id, dataDir, secret, handle, client });
+      }
+    } catch (err) {
+      await cluster.close();
+      throw err;
+    }
+    return cluster;
+  }
+
+  node(id: number): ClusterNode {
+    const node = this.nodes.get(id);
+    if (!node) throw new Error(`no node ${id}`);
+    return node;
+  }
+
+  /** Stop one node and start it again on the same folder and secret (a new port). */
+  async restart(id: number): Promise<void> {
+    const node = this.node(id);
+    await node.client.close();
+    await node.handle.close();
+    node.handle = await startNode(nodeConfig(id, node.dataDir, node.secret), this.#logger);
+    node.client = await NodeClient.connect(node.handle.url);
+  }
+
+  async close(): Promise<void> {
+    for (const node of this.nodes.values()) {
+      await node.client.close();
+      await node.handle.close();
+      await removeDir(node.dataDir);
+    }
+    this.nodes.clear();
+  }
+}
+
+export interface DkgParams {
+  ceremonyId: string;
+  tenant: string;
+  version: number;
+  threshold: number;
+  participants: number[];
+}
+
+export interface DkgResult {
+  packages: Map<number, KeyPackage>;
+  /** Every round-2 package relayed (secret shares: tests use them to check the logs). */
+  relayed: Round2Wire[];
+}
+
+/** The coordinator's relay of the three DKG rounds; returns each node's key package. */
+export async function runDkg(cluster: Cluster, params: DkgParams): Promise<DkgResult> {
+  const nodes = params.participants.map((id) => cluster.node(id));
+  const round1 = await Promise.all(
+    nodes.map((n) => n.client.call<Round1Wire>('dkg.round1', params)),
+  );
+  const round2 = await Promise.all(
+    nodes.map((n) =>
+      n.client.call<{ packages: Round2Wire[] }>('dkg.round2', {
+        ceremonyId: params.ceremonyId,
+        round1,
+      }),
+    ),
+  );
+  const relayed = round2.flatMap((r) => r.packages);
+  const round3 = await Promise.all(
+    nodes.map((n) =>
+      n.client.call<{ keyPackage: KeyPackage }>('dkg.round3', {
+        ceremonyId: params.ceremonyId,
+        round2: relayed.filter((p) => p.to === n.id),
+      }),
+    ),
+  );
+  return { packages: new Map(nodes.map((n, i) => [n.id, round3[i]!.keyPackage])), relayed };
+}
+
+/** A fresh ceremony id of the allowed alphabet. */
+export function ceremonyId(): string {
+  return randomBytes(12).toString('base64url');
+}

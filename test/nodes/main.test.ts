@@ -1,0 +1,113 @@
+/**
+ * The node as a process (docs/CONTRACTS.md, "Processes and readiness"): exactly one `listening`
+ * line with the real port, graceful SIGTERM, exit code 2 and a clear message for a wrong secret.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect } from 'chai';
+import { CLIENT_TOKEN, CLUSTER_TOKEN, removeDir, tempDir } from './helpers.ts';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+interface Run {
+  child: ChildProcess;
+  lines: Record<string, unknown>[];
+  exit: Promise<number | null>;
+  /** Resolves with the first line whose msg is `msg`. */
+  waitFor(msg: string): Promise<Record<string, unknown>>;
+}
+
+function startProcess(env: Record<string, string>): Run {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'nodes', 'main.ts')], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: Record<string, unknown>[] = [];
+  const waiters: [string, (line: Record<string, unknown>) => void][] = [];
+  let buffered = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString('utf8');
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) !== -1) {
+      const line = JSON.parse(buffered.slice(0, nl)) as Record<string, unknown>;
+      buffered = buffered.slice(nl + 1);
+      lines.push(line);
+      for (const [msg, resolve] of waiters) if (line.msg === msg) resolve(line);
+    }
+  });
+  const exit = new Promise<number | null>((resolve) =>
+    child.once('exit', (code, signal) => {
+      if (signal) process.stderr.write(`node process killed by ${signal}\n`);
+      resolve(code);
+    }),
+  );
+  return {
+    child,
+    lines,
+    exit,
+    waitFor: (msg) =>
+      new Promise((resolve, reject) => {
+        const found = lines.find((l) => l.msg === msg);
+        if (found) return resolve(found);
+        waiters.push([msg, resolve]);
+        void exit.then((code) => reject(new Error(`exited with ${code} before "${msg}"`)));
+      }),
+  };
+}
+
+describe('nodes/main: the share node process', function () {
+  this.timeout(30_000);
+  let dir: string;
+  const secret = randomBytes(32).toString('hex');
+  const env = () => ({
+    KMAAS_NODE_ID: '4',
+    KMAAS_NODE_PORT: '0',
+    KMAAS_NODE_DATA_DIR: dir,
+    KMAAS_NODE_SECRET: secret,
+    KMAAS_CLUSTER_TOKEN: CLUSTER_TOKEN,
+    KMAAS_CLIENT_TOKEN: CLIENT_TOKEN,
+  });
+
+  before(async () => {
+    dir = await tempDir();
+  });
+  after(async () => {
+    await removeDir(dir);
+  });
+
+  it('logs one `listening` line with the real port, serves /healthz, and stops on SIGTERM', async () => {
+    const run = startProcess(env());
+    const listening = await run.waitFor('listening');
+    const port = listening.port as number;
+    expect(port).to.be.a('number').greaterThan(0);
+    const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+    expect(await res.json()).to.deep.equal({ ok: true, node: 4, keys: 0 });
+    run.child.kill('SIGTERM');
+    expect(await run.exit).to.equal(0);
+    expect(run.lines.filter((l) => l.msg === 'listening')).to.have.length(1);
+    expect(run.lines.every((l) => l.node === 4)).to.equal(true);
+  });
+
+  it('a wrong secret exits with code 2 and says why, without touching the database', async () => {
+    const run = startProcess({ ...env(), KMAAS_NODE_SECRET: randomBytes(32).toString('hex') });
+    expect(await run.exit).to.equal(2);
+    const fatal = run.lines.find((l) => l.code === 'ERR_WRONG_NODE_SECRET');
+    expect(fatal?.msg).to.contain('different KMAAS_NODE_SECRET');
+    expect(run.lines.some((l) => l.msg === 'listening')).to.equal(false);
+    // The right secret still starts it.
+    const ok = startProcess(env());
+    await ok.waitFor('listening');
+    ok.child.kill('SIGINT');
+    expect(await ok.exit).to.equal(0);
+  });
+
+  it('a bad setting exits with code 1 and names it', async () => {
+    const run = startProcess({ ...env(), KMAAS_NODE_ID: '0' });
+    expect(await run.exit).to.equal(1);
+    const fatal = run.lines.find((l) => l.code === 'ERR_CONFIG');
+    expect(fatal?.msg).to.contain('KMAAS_NODE_ID');
+  });
+});
