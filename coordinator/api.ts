@@ -1,0 +1,183 @@
+/**
+ * The coordinator's public HTTP API (docs/CONTRACTS.md "Coordinator"), express 5. Every answer
+ * is JSON; every error is { error: { code, message, details? } } with the status that
+ * shared/errors.ts gives its code, whatever went wrong: bad JSON, an oversized body, an unknown
+ * route or a failure deep inside. Each request gets an id (X-Request-Id, taken from the client
+ * when well-formed) and a child logger bound to it.
+ */
+import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { checkTenant } from '../shared/document.ts';
+import { KmaasError, type ErrorCode } from '../shared/errors.ts';
+import { requireBearer } from './auth.ts';
+import { describeJob, type DkgQueue } from './dkg-job.ts';
+import { authenticateClient, evaluate, type EvaluateDeps } from './evaluate.ts';
+import type { Logger } from './logger.ts';
+import type { NodePool } from './node-pool.ts';
+import type { Redacted } from './redacted.ts';
+import type { Registry } from './registry.ts';
+import { createTenant, type TenantCreatorDeps } from './tenant-create.ts';
+
+/** Far above any legitimate body (256 blinded elements are about 12 KiB). */
+export const BODY_LIMIT_BYTES = 256 * 1024;
+
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
+const VERSION_PARAM = /^[1-9][0-9]{0,9}$/;
+
+export interface ApiDeps {
+  adminToken: Redacted<string>;
+  pool: NodePool;
+  registry: Registry;
+  queue: DkgQueue;
+  evaluate: EvaluateDeps;
+  creator: TenantCreatorDeps;
+  logger: Logger;
+}
+
+interface Locals {
+  log: Logger;
+  /** The client's bearer token, once clientOnly has accepted it. */
+  token?: string;
+}
+
+function logOf(res: Response): Logger {
+  return (res.locals as Locals).log;
+}
+
+function versionParam(text: string): number {
+  const version = VERSION_PARAM.test(text) ? Number(text) : NaN;
+  if (!(version <= 0xffffffff)) {
+    throw new KmaasError('ERR_VALIDATION', 'version: expected a positive 32-bit integer', {
+      field: 'version',
+    });
+  }
+  return version;
+}
+
+export function createApi(deps: ApiDeps): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.set('query parser', 'simple');
+
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    const given = req.get('x-request-id');
+    const reqId = given !== undefined && REQUEST_ID.test(given) ? given : randomUUID();
+    res.setHeader('x-request-id', reqId);
+    const log = deps.logger.child({ reqId });
+    (res.locals as Locals).log = log;
+    const started = performance.now();
+    res.on('finish', () => {
+      log.info(
+        {
+          method: req.method,
+          route: (req.route as { path?: string } | undefined)?.path ?? null,
+          status: res.statusCode,
+          ms: Math.round(performance.now() - started),
+        },
+        'request',
+      );
+    });
+    next();
+  });
+
+  // Bodies are parsed per route, after the credential check, so that an unauthenticated caller
+  // never gets a body read.
+  const json = express.json({ limit: BODY_LIMIT_BYTES });
+
+  app.get('/healthz', (_req, res) => {
+    res.json({
+      ok: true,
+      nodes: { connected: deps.pool.connected().length, total: deps.pool.ids().length },
+    });
+  });
+
+  app.get('/v1/status', async (_req, res) => {
+    res.json({ nodes: deps.pool.states(), tenants: await deps.registry.tenantNames() });
+  });
+
+  const adminOnly = (req: Request, _res: Response, next: NextFunction): void => {
+    requireBearer(req.get('authorization'), deps.adminToken, 'tenant creation');
+    next();
+  };
+
+  const clientOnly = (req: Request, res: Response, next: NextFunction): void => {
+    (res.locals as Locals).token = authenticateClient(deps.evaluate, req.get('authorization'));
+    next();
+  };
+
+  app.post('/v1/tenants', adminOnly, json, async (req, res) => {
+    const accepted = await createTenant(deps.creator, req.body as unknown, logOf(res));
+    res.status(202).json(accepted);
+  });
+
+  app.get('/v1/jobs/:id', async (req, res) => {
+    res.json(await describeJob(deps.queue, req.params.id));
+  });
+
+  app.get('/v1/tenants/:tenant', async (req, res) => {
+    const tenant = checkTenant(req.params.tenant);
+    const versions = await deps.registry.tenant(tenant);
+    res.json({
+      tenant,
+      versions: versions.map(({ version, threshold, groupKey }) => ({
+        version,
+        threshold,
+        groupKey,
+      })),
+    });
+  });
+
+  app.get('/v1/tenants/:tenant/keys/:version', async (req, res) => {
+    const tenant = checkTenant(req.params.tenant);
+    res.json(await deps.registry.keyPackage(tenant, versionParam(req.params.version)));
+  });
+
+  type KeyParams = { tenant: string; version: string };
+  const evaluateRoute = async (req: Request<KeyParams>, res: Response): Promise<void> => {
+    const result = await evaluate(
+      deps.evaluate,
+      {
+        tenant: checkTenant(req.params.tenant),
+        version: versionParam(req.params.version),
+        body: req.body as unknown,
+        token: (res.locals as Locals).token!,
+      },
+      logOf(res),
+    );
+    res.json(result);
+  };
+  app.post('/v1/tenants/:tenant/keys/:version/evaluate', clientOnly, json, evaluateRoute);
+
+  app.use((req: Request, _res: Response, next: NextFunction) => {
+    next(new KmaasError('ERR_NOT_FOUND', `no route ${req.method} ${req.path.slice(0, 200)}`));
+  });
+
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    const e = asKmaasError(err);
+    const log = (res.locals as Partial<Locals>).log ?? deps.logger;
+    if (e.code === 'ERR_INTERNAL') log.error({ err }, 'request failed');
+    if (res.headersSent) return;
+    res.status(e.status).json({ error: e.toBody() });
+  });
+
+  return app;
+}
+
+/** body-parser errors carry a `type`; the rest are either coded already or internal. */
+function asKmaasError(err: unknown): KmaasError {
+  if (err instanceof KmaasError) return err;
+  const type = (err as { type?: unknown } | null)?.type;
+  const bodyErrors: Record<string, [ErrorCode, string]> = {
+    'entity.parse.failed': ['ERR_MALFORMED_JSON', 'body is not valid JSON'],
+    'entity.too.large': ['ERR_BODY_TOO_LARGE', `body exceeds ${BODY_LIMIT_BYTES} bytes`],
+    'encoding.unsupported': ['ERR_VALIDATION', 'body: unsupported content encoding'],
+    'charset.unsupported': ['ERR_VALIDATION', 'body: unsupported charset'],
+    'request.size.invalid': ['ERR_VALIDATION', 'body: length does not match Content-Length'],
+    'request.aborted': ['ERR_VALIDATION', 'body: request aborted'],
+  };
+  const known = typeof type === 'string' ? bodyErrors[type] : undefined;
+  if (known) return new KmaasError(known[0], known[1], { field: 'body' });
+  return new KmaasError('ERR_INTERNAL', 'internal error');
+}

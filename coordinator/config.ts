@@ -1,0 +1,234 @@
+/**
+ * Coordinator configuration (docs/CONTRACTS.md, "Coordinator"). Read from the environment and,
+ * when KMAAS_COORDINATOR_CONFIG names one, a JSON file with the same settings under camelCase
+ * keys; the environment wins. Every setting is validated here, once, so that the rest of the code
+ * can trust its types; a bad setting stops the process with ERR_CONFIG naming the variable, and
+ * never echoes its value (it may be a token).
+ *
+ * Each token may instead be given as a file holding it (KMAAS_CLUSTER_TOKEN_FILE,
+ * KMAAS_CLIENT_TOKEN_FILE, KMAAS_ADMIN_TOKEN_FILE), as container secrets are mounted; the content
+ * is trimmed. Tokens are kept as Redacted values so that no log line can ever print one.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { z } from 'zod';
+import { KmaasError } from '../shared/errors.ts';
+import { MAX_IDENTIFIER } from '../shared/identifiers.ts';
+import { Redacted } from './redacted.ts';
+
+/** Bearer tokens shorter than this are guessable; refuse them rather than run with them. */
+export const MIN_TOKEN_LENGTH = 16;
+
+const token = (label: string) =>
+  z
+    .string()
+    .min(MIN_TOKEN_LENGTH, `expected at least ${MIN_TOKEN_LENGTH} characters`)
+    .regex(/^[\x21-\x7e]+$/, 'expected printable ASCII without spaces')
+    .transform((t) => new Redacted(t, label));
+
+const ms = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+const nodeEndpoint = z
+  .object({
+    id: z.number().int().min(1).max(MAX_IDENTIFIER),
+    url: z.string().regex(/^wss?:\/\/\S+$/, 'expected a ws:// or wss:// URL'),
+  })
+  .strict();
+
+const nodes = z.preprocess(
+  (v) => (typeof v === 'string' ? parseJsonSetting(v) : v),
+  z
+    .array(nodeEndpoint)
+    .min(1, 'expected at least one node')
+    .max(64)
+    .refine((list) => new Set(list.map((n) => n.id)).size === list.length, 'node ids must differ'),
+);
+
+const configSchema = z.object({
+  host: z.string().min(1).default('127.0.0.1'),
+  port: ms(0, 65535).default(8080),
+  redisUrl: z
+    .string()
+    .regex(/^rediss?:\/\/\S+$/, 'expected a redis:// or rediss:// URL')
+    .default('redis://127.0.0.1:6379'),
+  // Every key, BullMQ's included, lives under this prefix; it always ends with ':'.
+  redisPrefix: z
+    .string()
+    .regex(/^[A-Za-z0-9_.:-]{1,100}$/, "expected 1-100 characters of A-Z, a-z, 0-9, '_.:-'")
+    .default('kmaas:')
+    .transform((p) => (p.endsWith(':') ? p : `${p}:`)),
+  nodes,
+  clusterToken: token('cluster token'),
+  clientToken: token('client token'),
+  adminToken: token('admin token'),
+  nodeTimeoutMs: ms(10, 60_000).default(2000),
+  // The whole evaluation, retries and hedges included, ends by this deadline.
+  evaluateDeadlineMs: ms(10, 120_000).default(5000),
+  // A node that has not answered after this long gets a backup node asked in parallel.
+  hedgeDelayMs: ms(1, 120_000).default(1000),
+  dkgTimeoutMs: ms(10, 600_000).default(15_000),
+  dkgAttempts: ms(1, 20).default(3),
+  dkgBackoffMs: ms(1, 600_000).default(2000),
+  heartbeatMs: ms(10, 60_000).default(3000),
+  reconnectBaseMs: ms(1, 60_000).default(200),
+  reconnectMaxMs: ms(1, 600_000).default(10_000),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type CoordinatorConfig = z.output<typeof configSchema>;
+export type NodeEndpoint = z.output<typeof nodeEndpoint>;
+
+/** Environment variable for each setting; also the name an ERR_CONFIG reports. */
+export const CONFIG_ENV = {
+  host: 'KMAAS_COORDINATOR_HOST',
+  port: 'KMAAS_COORDINATOR_PORT',
+  redisUrl: 'REDIS_URL',
+  redisPrefix: 'KMAAS_REDIS_PREFIX',
+  nodes: 'KMAAS_NODES',
+  clusterToken: 'KMAAS_CLUSTER_TOKEN',
+  clientToken: 'KMAAS_CLIENT_TOKEN',
+  adminToken: 'KMAAS_ADMIN_TOKEN',
+  nodeTimeoutMs: 'KMAAS_NODE_TIMEOUT_MS',
+  evaluateDeadlineMs: 'KMAAS_EVALUATE_DEADLINE_MS',
+  hedgeDelayMs: 'KMAAS_HEDGE_DELAY_MS',
+  dkgTimeoutMs: 'KMAAS_DKG_TIMEOUT_MS',
+  dkgAttempts: 'KMAAS_DKG_ATTEMPTS',
+  dkgBackoffMs: 'KMAAS_DKG_BACKOFF_MS',
+  heartbeatMs: 'KMAAS_HEARTBEAT_MS',
+  reconnectBaseMs: 'KMAAS_RECONNECT_BASE_MS',
+  reconnectMaxMs: 'KMAAS_RECONNECT_MAX_MS',
+  logLevel: 'LOG_LEVEL',
+} as const satisfies Record<keyof z.input<typeof configSchema>, string>;
+
+export const CONFIG_FILE_ENV = 'KMAAS_COORDINATOR_CONFIG';
+
+/** Each token setting, and the setting that names a file holding it instead. */
+const TOKEN_FILES = {
+  clusterToken: ['clusterTokenFile', 'KMAAS_CLUSTER_TOKEN_FILE'],
+  clientToken: ['clientTokenFile', 'KMAAS_CLIENT_TOKEN_FILE'],
+  adminToken: ['adminTokenFile', 'KMAAS_ADMIN_TOKEN_FILE'],
+} as const;
+
+type Setting = keyof typeof CONFIG_ENV;
+type TokenSetting = keyof typeof TOKEN_FILES;
+const FILE_SETTINGS: readonly string[] = Object.values(TOKEN_FILES).map(([key]) => key);
+
+function parseJsonSetting(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    // Left as a string so that the schema reports it against the right setting.
+    return text;
+  }
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    const why = err instanceof SyntaxError ? 'not valid JSON' : 'cannot be read';
+    throw new KmaasError('ERR_CONFIG', `${CONFIG_FILE_ENV}: the file ${why}`, {
+      setting: CONFIG_FILE_ENV,
+    });
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new KmaasError('ERR_CONFIG', `${CONFIG_FILE_ENV}: expected a JSON object`, {
+      setting: CONFIG_FILE_ENV,
+    });
+  }
+  const unknown = Object.keys(parsed).filter(
+    (k) => !Object.hasOwn(CONFIG_ENV, k) && !FILE_SETTINGS.includes(k),
+  );
+  if (unknown.length > 0) {
+    throw new KmaasError('ERR_CONFIG', `${CONFIG_FILE_ENV}: unknown setting ${unknown[0]}`, {
+      setting: CONFIG_FILE_ENV,
+    });
+  }
+  const settings = parsed as Record<string, unknown>;
+  // Token files named in the file are relative to it, as an operator editing it would expect.
+  for (const key of FILE_SETTINGS) {
+    const value = settings[key];
+    if (typeof value === 'string') settings[key] = resolve(dirname(resolve(path)), value);
+  }
+  return settings;
+}
+
+/**
+ * Build and validate the configuration.
+ * @example loadConfig({ KMAAS_NODES: '[{"id":1,"url":"ws://127.0.0.1:41001/v1/ws"}]', ... })
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): CoordinatorConfig {
+  const filePath = env[CONFIG_FILE_ENV];
+  const file: Record<string, unknown> = filePath ? readConfigFile(filePath) : {};
+  const fromEnv: Record<string, unknown> = {};
+  for (const [key, name] of Object.entries(CONFIG_ENV)) {
+    // An empty variable counts as unset, as shells and compose files often leave them.
+    const value = env[name];
+    if (value !== undefined && value !== '') fromEnv[key] = value;
+  }
+  for (const [fileKey, name] of Object.values(TOKEN_FILES)) {
+    const value = env[name];
+    if (value !== undefined && value !== '') fromEnv[fileKey] = value;
+  }
+  const raw: Record<string, unknown> = { ...file, ...fromEnv };
+  // A token and its file are one setting given two ways: the environment's form replaces the
+  // file's form, whichever each is.
+  for (const [tokenKey, [fileKey]] of Object.entries(TOKEN_FILES)) {
+    const source = tokenKey in fromEnv || fileKey in fromEnv ? fromEnv : file;
+    delete raw[tokenKey];
+    delete raw[fileKey];
+    if (source[tokenKey] !== undefined) raw[tokenKey] = source[tokenKey];
+    if (source[fileKey] !== undefined) raw[fileKey] = source[fileKey];
+  }
+  readTokenFiles(raw);
+  return validateConfig(raw);
+}
+
+/** Replace each `...TokenFile` setting by the trimmed content of the file it names. */
+function readTokenFiles(raw: Record<string, unknown>): void {
+  for (const [tokenKey, [fileKey, fileEnv]] of Object.entries(TOKEN_FILES)) {
+    const path = raw[fileKey];
+    if (path === undefined) continue;
+    if (typeof path !== 'string') {
+      throw new KmaasError('ERR_CONFIG', `${fileEnv}: expected a file path`, { setting: fileEnv });
+    }
+    if (raw[tokenKey] !== undefined) {
+      const name = CONFIG_ENV[tokenKey as TokenSetting];
+      throw new KmaasError('ERR_CONFIG', `${name}: set either ${name} or ${fileEnv}, not both`, {
+        setting: name,
+      });
+    }
+    try {
+      raw[tokenKey] = readFileSync(path, 'utf8').trim();
+    } catch {
+      throw new KmaasError('ERR_CONFIG', `${fileEnv}: the file cannot be read`, {
+        setting: fileEnv,
+      });
+    }
+    delete raw[fileKey];
+  }
+}
+
+/** Validate an object of camelCase settings (what tests and embedders pass). */
+export function validateConfig(raw: unknown): CoordinatorConfig {
+  const r = configSchema.safeParse(raw);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    const key = issue?.path[0];
+    const setting =
+      typeof key === 'string' && Object.hasOwn(CONFIG_ENV, key)
+        ? CONFIG_ENV[key as Setting]
+        : 'configuration';
+    const where = issue && issue.path.length > 1 ? ` (at ${issue.path.slice(1).join('.')})` : '';
+    const missing =
+      typeof key === 'string' && (raw as Record<string, unknown> | null)?.[key] === undefined;
+    const problem = !missing
+      ? `${issue?.message ?? 'invalid'}${where}`
+      : Object.hasOwn(TOKEN_FILES, key)
+        ? `required: set ${setting} or ${TOKEN_FILES[key as TokenSetting][1]}`
+        : 'required but not set';
+    throw new KmaasError('ERR_CONFIG', `${setting}: ${problem}`, { setting });
+  }
+  return r.data;
+}

@@ -1,0 +1,36 @@
+/**
+ * Every Redis key the coordinator touches, in one place, all under the configured prefix so that
+ * several deployments (and test runs) can share one Redis and be removed with one SCAN.
+ *
+ *   <p>tenants                  SET   tenant names
+ *   <p>tenant:<tenant>          HASH  key version -> key package (canonical JSON)
+ *   <p>nodes                    HASH  node id -> what the node last reported (JSON)
+ *   <p>lock:create:<tenant>     STR   job id of the creation in progress (SET NX PX)
+ *   <p>dkg:*                    BullMQ's own keys for the ceremony queue
+ *
+ * Tenant names cannot contain ':' (shared/document.ts TENANT_PATTERN), so no two keys collide.
+ */
+
+export const DKG_QUEUE_NAME = 'dkg';
+
+export interface RedisKeys {
+  prefix: string;
+  tenants: string;
+  tenant(tenant: string): string;
+  nodes: string;
+  createLock(tenant: string): string;
+  /** BullMQ's `prefix` option: it appends ':' and the queue name itself. */
+  bullPrefix: string;
+}
+
+export function redisKeys(prefix: string): RedisKeys {
+  if (!prefix.endsWith(':')) throw new Error('redis prefix must end with ":"');
+  return {
+    prefix,
+    tenants: `${prefix}tenants`,
+    tenant: (tenant) => `${prefix}tenant:${tenant}`,
+    nodes: `${prefix}nodes`,
+    createLock: (tenant) => `${prefix}lock:create:${tenant}`,
+    bullPrefix: prefix.slice(0, -1),
+  };
+}

@@ -1,0 +1,292 @@
+/**
+ * The coordinator's routing state in Redis: which tenants exist, their key versions and public
+ * key packages, and what each node last said it holds. None of it is secret and none of it is
+ * authoritative: the nodes are the source of truth (DESIGN.md section 5), so every entry can be
+ * rebuilt from them. That happens when nodes connect (which covers a coordinator starting on an
+ * empty Redis) and when a lookup misses; a package is restored only when a quorum of share
+ * holders returns it identically (key-quorum.ts).
+ */
+import type { Redis } from 'ioredis';
+import { KmaasError } from '../shared/errors.ts';
+import { keyPackageSchema, type KeyPackage } from '../shared/key-package.ts';
+import { keyPackageReply, parseMessage, statusReply } from '../shared/messages.ts';
+import { agreeOnKeyPackage, canonicalKeyPackage, type NodeAnswer } from './key-quorum.ts';
+import type { Logger } from './logger.ts';
+import type { NodePool } from './node-pool.ts';
+import type { RedisKeys } from './redis-keys.ts';
+
+/** A miss asks the nodes at most this often per tenant, so unknown names cannot flood them. */
+const MISS_RETRY_MS = 2000;
+const MAX_MISS_ENTRIES = 10_000;
+/** Connections tend to arrive in bursts; one rebuild covers the burst. */
+const REBUILD_DEBOUNCE_MS = 250;
+
+export interface RegistryDeps {
+  redis: Redis;
+  keys: RedisKeys;
+  pool: NodePool;
+  nodeTimeoutMs: number;
+  logger: Logger;
+}
+
+export interface RestoreOptions {
+  /** Nodes that must agree beyond the package's own threshold (the DKG asks for all). */
+  atLeast?: number;
+}
+
+export class Registry {
+  readonly #d: RegistryDeps;
+  readonly #log: Logger;
+  readonly #committee: ReadonlySet<number>;
+  readonly #missAt = new Map<string, number>();
+  readonly #inflight = new Map<string, Promise<unknown>>();
+  #rebuildTimer: NodeJS.Timeout | null = null;
+  #rebuildAgain = false;
+  #stopped = false;
+
+  constructor(deps: RegistryDeps) {
+    this.#d = deps;
+    this.#log = deps.logger.child({ component: 'registry' });
+    this.#committee = new Set(deps.pool.ids());
+  }
+
+  // --- Redis only ---
+
+  async readKeyPackage(tenant: string, version: number): Promise<KeyPackage | null> {
+    const json = await this.#d.redis.hget(this.#d.keys.tenant(tenant), String(version));
+    return json === null ? null : this.#decode(json, tenant);
+  }
+
+  /** Every stored version of `tenant`, ascending; empty when there is none. */
+  async readTenant(tenant: string): Promise<KeyPackage[]> {
+    const all = await this.#d.redis.hgetall(this.#d.keys.tenant(tenant));
+    return Object.values(all)
+      .map((json) => this.#decode(json, tenant))
+      .sort((a, b) => a.version - b.version);
+  }
+
+  async tenantNames(): Promise<string[]> {
+    return (await this.#d.redis.smembers(this.#d.keys.tenants)).sort();
+  }
+
+  /**
+   * Store a package. A (tenant, version) is written once: storing the identical package again is
+   * a no-op, storing a different one is ERR_CEREMONY_CONFLICT.
+   */
+  async store(pkg: KeyPackage): Promise<void> {
+    const { redis, keys } = this.#d;
+    const json = canonicalKeyPackage(pkg);
+    const field = String(pkg.version);
+    const res = await redis
+      .multi()
+      .hsetnx(keys.tenant(pkg.tenant), field, json)
+      .sadd(keys.tenants, pkg.tenant)
+      .exec();
+    const failed = res?.find(([err]) => err);
+    if (!res || failed) throw failed?.[0] ?? new Error('redis transaction aborted');
+    if (res[0]?.[1] !== 1) {
+      const existing = await redis.hget(keys.tenant(pkg.tenant), field);
+      if (existing !== json) {
+        throw new KmaasError(
+          'ERR_CEREMONY_CONFLICT',
+          `the registry already holds a different key package for ${pkg.tenant} v${pkg.version}`,
+          { tenant: pkg.tenant, version: pkg.version },
+        );
+      }
+    }
+    this.#forgetMisses(pkg.tenant);
+  }
+
+  // --- Lookups that fall back to the nodes ---
+
+  /** The package of (tenant, version); ERR_UNKNOWN_TENANT or ERR_UNKNOWN_KEY_VERSION otherwise. */
+  async keyPackage(tenant: string, version: number): Promise<KeyPackage> {
+    const stored = await this.readKeyPackage(tenant, version);
+    if (stored) return stored;
+    const restored = await this.#onMiss(`${tenant}/${version}`, () =>
+      this.restoreKeyPackage(tenant, version),
+    );
+    if (restored) return restored;
+    if ((await this.#d.redis.exists(this.#d.keys.tenant(tenant))) === 1) {
+      throw new KmaasError('ERR_UNKNOWN_KEY_VERSION', `tenant ${tenant} has no key v${version}`, {
+        tenant,
+        version,
+      });
+    }
+    throw unknownTenant(tenant);
+  }
+
+  /** Every version of `tenant`; ERR_UNKNOWN_TENANT when neither Redis nor the nodes know it. */
+  async tenant(tenant: string): Promise<KeyPackage[]> {
+    const stored = await this.readTenant(tenant);
+    if (stored.length > 0) return stored;
+    await this.#onMiss(tenant, () => this.rebuild(tenant));
+    const rebuilt = await this.readTenant(tenant);
+    if (rebuilt.length === 0) throw unknownTenant(tenant);
+    return rebuilt;
+  }
+
+  /** True when Redis or, failing that, the nodes know the tenant. */
+  async tenantExists(tenant: string): Promise<boolean> {
+    try {
+      await this.tenant(tenant);
+      return true;
+    } catch (err) {
+      if (err instanceof KmaasError && err.code === 'ERR_UNKNOWN_TENANT') return false;
+      throw err;
+    }
+  }
+
+  // --- Rebuilding from the nodes ---
+
+  /**
+   * Ask every connected node for (tenant, version) and store the package a quorum agrees on.
+   * Returns it, or null when there is no quorum (the reason is logged).
+   */
+  async restoreKeyPackage(
+    tenant: string,
+    version: number,
+    opts: RestoreOptions = {},
+  ): Promise<KeyPackage | null> {
+    const links = this.#d.pool.connected();
+    const settled = await Promise.allSettled(
+      links.map(async (link): Promise<NodeAnswer> => {
+        const body = await link.request('keyPackage', { tenant, version }, this.#d.nodeTimeoutMs);
+        const reply = parseMessage(keyPackageReply, body, 'keyPackage reply');
+        return { node: link.id, keyPackage: reply.keyPackage };
+      }),
+    );
+    const answers = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+    if (answers.length === 0) return null;
+    const result = agreeOnKeyPackage(answers, {
+      tenant,
+      version,
+      committee: this.#committee,
+      ...(opts.atLeast === undefined ? {} : { atLeast: opts.atLeast }),
+    });
+    if (!result.ok) {
+      this.#log.warn(
+        { tenant, version, answered: answers.map((a) => a.node), reason: result.reason },
+        'key package not restored from nodes',
+      );
+      return null;
+    }
+    await this.store(result.keyPackage);
+    this.#log.info({ tenant, version, nodes: result.nodes }, 'key package restored from nodes');
+    return result.keyPackage;
+  }
+
+  /**
+   * Ask every connected node what it holds and restore each (tenant, version) missing from Redis
+   * (only those of `tenant` when given). Returns the restored entries as "tenant/version".
+   */
+  async rebuild(tenant?: string): Promise<string[]> {
+    const links = this.#d.pool.connected();
+    const settled = await Promise.allSettled(
+      links.map(async (link) => {
+        const body = await link.request('status', {}, this.#d.nodeTimeoutMs);
+        const status = parseMessage(statusReply, body, 'status reply');
+        if (status.node !== link.id) {
+          throw new KmaasError(
+            'ERR_VALIDATION',
+            `node ${link.id} reports itself as ${status.node}`,
+          );
+        }
+        return { link, status };
+      }),
+    );
+    const wanted = new Map<string, { tenant: string; version: number }>();
+    const seenAt = new Date().toISOString();
+    const nodeEntries: string[] = [];
+    for (const s of settled) {
+      if (s.status === 'rejected') continue;
+      const { link, status } = s.value;
+      nodeEntries.push(
+        String(link.id),
+        JSON.stringify({ id: link.id, url: link.url, keys: status.keys.length, seenAt }),
+      );
+      for (const k of status.keys) {
+        if (tenant === undefined || k.tenant === tenant) {
+          wanted.set(`${k.tenant}/${k.version}`, { tenant: k.tenant, version: k.version });
+        }
+      }
+    }
+    if (nodeEntries.length > 0) await this.#d.redis.hset(this.#d.keys.nodes, ...nodeEntries);
+    const restored: string[] = [];
+    // One entry at a time: a rebuild is background work and must not flood the nodes.
+    for (const [name, entry] of wanted) {
+      if (this.#stopped) break;
+      if (await this.readKeyPackage(entry.tenant, entry.version)) continue;
+      if (await this.restoreKeyPackage(entry.tenant, entry.version)) restored.push(name);
+    }
+    return restored;
+  }
+
+  /** Rebuild everything soon (debounced); errors are logged, never thrown. */
+  scheduleRebuild(): void {
+    if (this.#stopped) return;
+    if (this.#inflight.has('*')) {
+      this.#rebuildAgain = true;
+      return;
+    }
+    if (this.#rebuildTimer) clearTimeout(this.#rebuildTimer);
+    this.#rebuildTimer = setTimeout(() => {
+      this.#rebuildTimer = null;
+      const run = this.rebuild()
+        .then((restored) => {
+          if (restored.length > 0) this.#log.info({ restored }, 'registry rebuilt from nodes');
+        })
+        .catch((err: unknown) => this.#log.error({ err }, 'registry rebuild failed'))
+        .finally(() => {
+          this.#inflight.delete('*');
+          if (this.#rebuildAgain) {
+            this.#rebuildAgain = false;
+            this.scheduleRebuild();
+          }
+        });
+      this.#inflight.set('*', run);
+    }, REBUILD_DEBOUNCE_MS);
+  }
+
+  /** Stop scheduling and wait for work in flight (call after the node links are closed). */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#rebuildTimer) clearTimeout(this.#rebuildTimer);
+    this.#rebuildTimer = null;
+    await Promise.allSettled([...this.#inflight.values()]);
+  }
+
+  /** Run `fn` for a miss, once at a time per name and at most once per MISS_RETRY_MS. */
+  async #onMiss<T>(name: string, fn: () => Promise<T>): Promise<T | null> {
+    const running = this.#inflight.get(name) as Promise<T> | undefined;
+    if (running) return running;
+    const last = this.#missAt.get(name);
+    const now = performance.now();
+    if (this.#stopped || (last !== undefined && now - last < MISS_RETRY_MS)) return null;
+    if (this.#missAt.size >= MAX_MISS_ENTRIES) this.#missAt.clear();
+    this.#missAt.set(name, now);
+    const run = fn().finally(() => this.#inflight.delete(name));
+    this.#inflight.set(name, run);
+    return run;
+  }
+
+  #forgetMisses(tenant: string): void {
+    this.#missAt.delete(tenant);
+    for (const name of this.#missAt.keys()) {
+      if (name.startsWith(`${tenant}/`)) this.#missAt.delete(name);
+    }
+  }
+
+  #decode(json: string, tenant: string): KeyPackage {
+    try {
+      return keyPackageSchema.parse(JSON.parse(json));
+    } catch {
+      this.#log.error({ tenant }, 'corrupt key package in redis');
+      throw new KmaasError('ERR_INTERNAL', 'internal error');
+    }
+  }
+}
+
+function unknownTenant(tenant: string): KmaasError {
+  return new KmaasError('ERR_UNKNOWN_TENANT', `no tenant ${tenant}`, { tenant });
+}

@@ -1,0 +1,230 @@
+/**
+ * Wires the coordinator together and takes it apart again. A replica holds no state of its own:
+ * Redis has the routing state and the ceremony queue, the nodes have the keys, so any number of
+ * replicas can run behind a load balancer (DESIGN.md section 6).
+ *
+ * close() is idempotent and runs every step even when one fails, in an order that lets work in
+ * flight end cleanly: stop taking requests, let a running ceremony finish (bounded), stop the
+ * queue and the registry's background work, drop the node links, and last close Redis.
+ */
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Redis, type RedisOptions } from 'ioredis';
+import { createApi } from './api.ts';
+import type { CoordinatorConfig } from './config.ts';
+import { createDkgQueue, createDkgWorker } from './dkg-job.ts';
+import { KeyCache } from './key-cache.ts';
+import { createLogger, type Logger } from './logger.ts';
+import { NodePool } from './node-pool.ts';
+import { redisKeys } from './redis-keys.ts';
+import { Registry } from './registry.ts';
+
+export interface CoordinatorHandle {
+  /** The port the HTTP server listens on (the real one when 0 was asked for). */
+  port: number;
+  close(): Promise<void>;
+}
+
+/** How long shutdown waits for a running ceremony and open HTTP requests. */
+const SHUTDOWN_GRACE_MS = 5000;
+const REDIS_READY_TIMEOUT_MS = 10_000;
+
+type Step = [name: string, run: () => Promise<unknown>];
+
+/**
+ * Start a coordinator and resolve once it accepts connections.
+ * @example const { port, close } = await startCoordinator(loadConfig());
+ */
+export async function startCoordinator(
+  config: CoordinatorConfig,
+  logger: Logger = createLogger(config.logLevel),
+): Promise<CoordinatorHandle> {
+  const log = logger;
+  // Cleanup steps, pushed as each resource comes to life and run last-in first-out, so that a
+  // failed start releases exactly what it had already opened.
+  const teardown: Step[] = [];
+  const close = memo(() => runSteps([...teardown].reverse(), log));
+  try {
+    const keys = redisKeys(config.redisPrefix);
+    // The hot path must not stall on Redis: a command fails rather than waiting out an outage.
+    const redis = connectRedis(config.redisUrl, { maxRetriesPerRequest: 1 }, log, 'main');
+    teardown.push(['redis', () => quitRedis(redis)]);
+    const workerRedis = connectRedis(
+      config.redisUrl,
+      { maxRetriesPerRequest: null },
+      log,
+      'worker',
+    );
+    teardown.push(['worker redis', () => quitRedis(workerRedis)]);
+    await withTimeout(redis.ping(), REDIS_READY_TIMEOUT_MS, 'redis did not answer');
+
+    const pool = new NodePool(
+      config.nodes,
+      {
+        clusterToken: config.clusterToken,
+        heartbeatMs: config.heartbeatMs,
+        reconnectBaseMs: config.reconnectBaseMs,
+        reconnectMaxMs: config.reconnectMaxMs,
+      },
+      log,
+    );
+    teardown.push(['node links', () => pool.close()]);
+    const registry = new Registry({
+      redis,
+      keys,
+      pool,
+      nodeTimeoutMs: config.nodeTimeoutMs,
+      logger: log,
+    });
+    teardown.push(['registry', () => registry.stop()]);
+    const queue = createDkgQueue(redis, keys);
+    queue.on('error', (err) => log.error({ err }, 'DKG queue error'));
+    teardown.push(['queue', () => queue.close()]);
+    const worker = createDkgWorker({
+      connection: workerRedis,
+      redis,
+      keys,
+      pool,
+      registry,
+      roundTimeoutMs: config.dkgTimeoutMs,
+      logger: log,
+    });
+    teardown.push([
+      'worker',
+      async () => {
+        // A running ceremony gets a grace period; then dropping the links makes it fail fast,
+        // and its job is retried later by this replica or another.
+        const closing = worker.close();
+        if (!(await settlesWithin(closing, SHUTDOWN_GRACE_MS))) {
+          log.warn('shutdown: a DKG ceremony is still running; it will be retried');
+          await pool.close();
+        }
+        await closing;
+      },
+    ]);
+
+    const app = createApi({
+      adminToken: config.adminToken,
+      pool,
+      registry,
+      queue,
+      logger: log,
+      evaluate: {
+        pool,
+        keys: new KeyCache(registry),
+        clientToken: config.clientToken,
+        nodeTimeoutMs: config.nodeTimeoutMs,
+        deadlineMs: config.evaluateDeadlineMs,
+        hedgeDelayMs: config.hedgeDelayMs,
+      },
+      creator: {
+        redis,
+        keys,
+        registry,
+        queue,
+        participants: pool.ids(),
+        attempts: config.dkgAttempts,
+        backoffMs: config.dkgBackoffMs,
+        lockTtlMs: creationLockTtl(config),
+        logger: log,
+      },
+    });
+    const server = createServer(app);
+    server.keepAliveTimeout = 5000;
+    server.headersTimeout = 10_000;
+    server.requestTimeout = 30_000;
+    teardown.push(['http', () => closeHttp(server)]);
+
+    // Restore whatever Redis lacks each time a node (re)connects, which includes startup.
+    pool.onUp(() => registry.scheduleRebuild());
+    pool.start();
+
+    server.listen(config.port, config.host);
+    await once(server, 'listening');
+    const { port } = server.address() as AddressInfo;
+    return { port, close };
+  } catch (err) {
+    await close().catch(() => undefined);
+    throw err;
+  }
+}
+
+function connectRedis(url: string, options: RedisOptions, log: Logger, role: string): Redis {
+  const redis = new Redis(url, { ...options, connectionName: `kmaas-coordinator-${role}` });
+  let lastError = '';
+  redis.on('error', (err: Error) => {
+    // ioredis repeats the same error on every reconnect attempt; once is enough.
+    if (err.message === lastError) return;
+    lastError = err.message;
+    log.warn({ role, err: err.message }, 'redis connection error');
+  });
+  redis.on('ready', () => {
+    lastError = '';
+  });
+  return redis;
+}
+
+async function quitRedis(redis: Redis): Promise<void> {
+  if (redis.status === 'end') return;
+  try {
+    await withTimeout(redis.quit(), 2000, 'redis quit timed out');
+  } catch {
+    redis.disconnect();
+  }
+}
+
+async function closeHttp(server: Server): Promise<void> {
+  if (!server.listening) return;
+  const closed = new Promise<void>((resolve, reject) =>
+    server.close((err) => (err ? reject(err) : resolve())),
+  );
+  server.closeIdleConnections();
+  const cut = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS);
+  try {
+    await closed;
+  } finally {
+    clearTimeout(cut);
+  }
+}
+
+/** Long enough for every attempt of a ceremony and the backoff between them. */
+function creationLockTtl(config: CoordinatorConfig): number {
+  const perAttempt = 4 * config.dkgTimeoutMs + 2 * config.nodeTimeoutMs;
+  const backoff = config.dkgBackoffMs * (2 ** config.dkgAttempts - 1);
+  return config.dkgAttempts * perAttempt + backoff + 60_000;
+}
+
+/** Run every step, log each failure, throw them together at the end. */
+async function runSteps(steps: readonly Step[], log: Logger): Promise<void> {
+  const errors: unknown[] = [];
+  for (const [name, run] of steps) {
+    try {
+      await run();
+    } catch (err) {
+      log.error({ err, step: name }, 'shutdown step failed');
+      errors.push(err);
+    }
+  }
+  if (errors.length > 0) throw new AggregateError(errors, 'coordinator shutdown had failures');
+}
+
+function memo(fn: () => Promise<void>): () => Promise<void> {
+  let running: Promise<void> | null = null;
+  return () => (running ??= fn());
+}
+
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  return withTimeout(promise, ms, 'timeout').then(
+    () => true,
+    () => false,
+  );
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}

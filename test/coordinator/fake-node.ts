@@ -1,0 +1,314 @@
+/**
+ * A share node small enough to read in one sitting, speaking WebSocket protocol v1 of
+ * shared/messages.ts so that the coordinator can be tested without nodes/. Its answers are real:
+ * evaluations with shared/voprf-node.ts evaluateBatch over a share it was given (or made in a real
+ * ristretto255_FROST.DKG), so a client can combine them. Misbehaviour is switched on per node.
+ */
+import { once } from 'node:events';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { ristretto255_FROST } from '@noble/curves/ed25519.js';
+import WebSocket, { WebSocketServer } from 'ws';
+import {
+  decodeElementB64,
+  fromB64,
+  Fn,
+  Point,
+  toB64,
+  type GroupElement,
+} from '../../shared/encoding.ts';
+import { KmaasError, toKmaasError } from '../../shared/errors.ts';
+import { buildKeyPackage, type KeyPackage } from '../../shared/key-package.ts';
+import {
+  nodeRequestBodies,
+  nodeRequestEnvelope,
+  parseMessage,
+  PROTOCOL_VERSION,
+  type NodeReply,
+  type NodeRequestType,
+} from '../../shared/messages.ts';
+import { evaluateBatch } from '../../shared/voprf-node.ts';
+
+const { DKG, Identifier } = ristretto255_FROST;
+type DkgSecret = ReturnType<typeof DKG.round1>['secret'];
+type DkgRound1 = ReturnType<typeof DKG.round1>['public'];
+
+/**
+ * honest: answers everything correctly. wrong-point: evaluations are valid points but not
+ * k_j*B (the proof no longer matches). silent: never answers evaluate. refuse: answers evaluate
+ * with ERR_UNAUTHORIZED.
+ */
+export type Behaviour = 'honest' | 'wrong-point' | 'silent' | 'refuse';
+
+export interface FakeNodeOptions {
+  id: number;
+  clusterToken: string;
+  clientToken: string;
+  behaviour?: Behaviour;
+  /** Delay before each pong; null never answers pings (autoPong is off). */
+  pongDelayMs?: number | null;
+}
+
+interface Ceremony {
+  tenant: string;
+  version: number;
+  threshold: number;
+  participants: number[];
+  secret: DkgSecret;
+  round1: { node: number; commitment: string[]; proofOfKnowledge: string };
+  others?: DkgRound1[];
+}
+
+export class FakeNode {
+  readonly id: number;
+  behaviour: Behaviour;
+  pongDelayMs: number | null;
+  /** When set, dkg.round3 answers ERR_DKG_FAILED naming these nodes. */
+  dkgCulprits: number[] | null = null;
+  /** Request types in the order received. */
+  readonly received: NodeRequestType[] = [];
+  readonly keys = new Map<string, { share: bigint; keyPackage: KeyPackage }>();
+  readonly #opts: FakeNodeOptions;
+  readonly #ceremonies = new Map<string, Ceremony>();
+  readonly #sockets = new Set<WebSocket>();
+  #server: Server | null = null;
+  #wss: WebSocketServer | null = null;
+  #port = 0;
+
+  private constructor(opts: FakeNodeOptions) {
+    this.id = opts.id;
+    this.behaviour = opts.behaviour ?? 'honest';
+    this.pongDelayMs = opts.pongDelayMs ?? 0;
+    this.#opts = opts;
+  }
+
+  static async start(opts: FakeNodeOptions): Promise<FakeNode> {
+    const node = new FakeNode(opts);
+    await node.listen(0);
+    return node;
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  get url(): string {
+    return `ws://127.0.0.1:${this.#port}/v1/ws`;
+  }
+
+  get connections(): number {
+    return this.#sockets.size;
+  }
+
+  install(keyPackage: KeyPackage, share: bigint): void {
+    this.keys.set(`${keyPackage.tenant}/${keyPackage.version}`, { share, keyPackage });
+  }
+
+  /** Listen (again, after stop()) on `port`; 0 picks a free one. */
+  async listen(port: number): Promise<void> {
+    const server = createServer((_req, res) => {
+      res.writeHead(404).end();
+    });
+    const wss = new WebSocketServer({ noServer: true, autoPong: false });
+    server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      // After 'upgrade' the socket is ours alone: without this a peer's reset would be thrown.
+      socket.on('error', () => socket.destroy());
+      if (
+        req.url !== '/v1/ws' ||
+        req.headers.authorization !== `Bearer ${this.#opts.clusterToken}`
+      ) {
+        socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n\r\n');
+        return;
+      }
+      wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws));
+    });
+    server.listen(port, '127.0.0.1');
+    await once(server, 'listening');
+    this.#port = (server.address() as AddressInfo).port;
+    this.#server = server;
+    this.#wss = wss;
+  }
+
+  /** Cut every connection and stop listening; the port can be reused with listen(). */
+  async stop(): Promise<void> {
+    for (const ws of this.#sockets) ws.terminate();
+    this.#sockets.clear();
+    const server = this.#server;
+    this.#server = null;
+    this.#wss?.close();
+    this.#wss = null;
+    if (server) {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  }
+
+  #accept(ws: WebSocket): void {
+    this.#sockets.add(ws);
+    ws.on('close', () => this.#sockets.delete(ws));
+    ws.on('ping', (data) => {
+      if (this.pongDelayMs === null) return;
+      setTimeout(() => {
+        if (ws.readyState === WebSocket.OPEN) ws.pong(data);
+      }, this.pongDelayMs);
+    });
+    ws.on('message', (data: Buffer) => {
+      const reply = this.#handle(data.toString('utf8'));
+      if (reply) ws.send(JSON.stringify(reply));
+    });
+  }
+
+  #handle(text: string): NodeReply | null {
+    let id = 'unknown';
+    try {
+      const envelope = parseMessage(nodeRequestEnvelope, JSON.parse(text), 'message');
+      id = envelope.id;
+      const type = envelope.type as NodeRequestType;
+      if (!Object.hasOwn(nodeRequestBodies, type)) {
+        throw new KmaasError('ERR_UNKNOWN_MESSAGE', `unknown type ${type}`);
+      }
+      this.received.push(type);
+      if (type === 'evaluate' && this.behaviour === 'silent') return null;
+      const body = this.#dispatch(type, envelope.body);
+      return { v: PROTOCOL_VERSION, id, ok: true, body };
+    } catch (err) {
+      return { v: PROTOCOL_VERSION, id, ok: false, error: toKmaasError(err).toBody() };
+    }
+  }
+
+  #dispatch(type: NodeRequestType, raw: unknown): unknown {
+    switch (type) {
+      case 'status':
+        return {
+          node: this.id,
+          keys: [...this.keys.values()].map(({ keyPackage: k }) => ({
+            tenant: k.tenant,
+            version: k.version,
+            groupKey: k.groupKey,
+          })),
+        };
+      case 'keyPackage': {
+        const body = parseMessage(nodeRequestBodies.keyPackage, raw, type);
+        return { keyPackage: this.#key(body.tenant, body.version).keyPackage };
+      }
+      case 'evaluate':
+        return this.#evaluate(parseMessage(nodeRequestBodies.evaluate, raw, type));
+      case 'dkg.round1':
+        return this.#round1(parseMessage(nodeRequestBodies['dkg.round1'], raw, type));
+      case 'dkg.round2':
+        return this.#round2(parseMessage(nodeRequestBodies['dkg.round2'], raw, type));
+      case 'dkg.round3':
+        return this.#round3(parseMessage(nodeRequestBodies['dkg.round3'], raw, type));
+    }
+  }
+
+  #key(tenant: string, version: number): { share: bigint; keyPackage: KeyPackage } {
+    const key = this.keys.get(`${tenant}/${version}`);
+    if (!key) throw new KmaasError('ERR_UNKNOWN_TENANT', `no key ${tenant} v${version}`);
+    return key;
+  }
+
+  #evaluate(body: { tenant: string; version: number; blinded: string[]; auth: { token: string } }) {
+    if (this.behaviour === 'refuse' || body.auth.token !== this.#opts.clientToken) {
+      throw new KmaasError('ERR_UNAUTHORIZED', 'token not accepted');
+    }
+    const { share } = this.#key(body.tenant, body.version);
+    const points = body.blinded.map((b, i) => decodeElementB64(b, `blinded[${i}]`));
+    const { evaluated, proof } = evaluateBatch(share, Point.BASE.multiply(share), points);
+    let out: GroupElement[] = evaluated.map((e) => Point.fromBytes(e));
+    if (this.behaviour === 'wrong-point') out = out.map((p) => p.add(Point.BASE));
+    return { node: this.id, evaluated: out.map((p) => toB64(p.toBytes())), proof: toB64(proof) };
+  }
+
+  #round1(body: {
+    ceremonyId: string;
+    tenant: string;
+    version: number;
+    threshold: number;
+    participants: number[];
+  }) {
+    const existing = this.#ceremonies.get(body.ceremonyId);
+    if (existing) return existing.round1;
+    const signers = { min: body.threshold, max: body.participants.length };
+    const { public: pub, secret } = DKG.round1(Identifier.fromNumber(this.id), signers);
+    const round1 = {
+      node: this.id,
+      commitment: pub.commitment.map((c) => toB64(c)),
+      proofOfKnowledge: toB64(pub.proofOfKnowledge),
+    };
+    this.#ceremonies.set(body.ceremonyId, {
+      tenant: body.tenant,
+      version: body.version,
+      threshold: body.threshold,
+      participants: body.participants,
+      secret,
+      round1,
+    });
+    return round1;
+  }
+
+  #round2(body: {
+    ceremonyId: string;
+    round1: { node: number; commitment: string[]; proofOfKnowledge: string }[];
+  }) {
+    const c = this.#ceremony(body.ceremonyId);
+    c.others = body.round1
+      .filter((p) => p.node !== this.id)
+      .map((p) => ({
+        identifier: Identifier.fromNumber(p.node),
+        commitment: p.commitment.map((x) => fromB64(x, 'commitment')),
+        proofOfKnowledge: fromB64(p.proofOfKnowledge, 'proofOfKnowledge'),
+      })) as DkgRound1[];
+    const out = DKG.round2(c.secret, c.others);
+    const nodeOf = new Map(c.participants.map((n) => [Identifier.fromNumber(n), n]));
+    return {
+      packages: Object.entries(out).map(([to, p]) => ({
+        from: this.id,
+        to: nodeOf.get(to)!,
+        signingShare: toB64(p.signingShare),
+      })),
+    };
+  }
+
+  #round3(body: {
+    ceremonyId: string;
+    round2: { from: number; to: number; signingShare: string }[];
+  }) {
+    if (this.dkgCulprits) {
+      throw new KmaasError('ERR_DKG_FAILED', 'share inconsistent with its commitments', {
+        culprits: this.dkgCulprits,
+      });
+    }
+    const c = this.#ceremony(body.ceremonyId);
+    const key = DKG.round3(
+      c.secret,
+      c.others!,
+      body.round2.map((p) => ({
+        identifier: Identifier.fromNumber(p.from),
+        signingShare: fromB64(p.signingShare, 'signingShare'),
+      })),
+    );
+    const verificationShares = new Map<number, GroupElement>();
+    for (const n of c.participants) {
+      verificationShares.set(
+        n,
+        Point.fromBytes(key.public.verifyingShares[Identifier.fromNumber(n)]!),
+      );
+    }
+    const keyPackage = buildKeyPackage({
+      tenant: c.tenant,
+      version: c.version,
+      commitments: key.public.commitments.map((b) => Point.fromBytes(b)),
+      verificationShares,
+    });
+    this.install(keyPackage, Fn.fromBytes(key.secret.signingShare));
+    this.#ceremonies.delete(body.ceremonyId);
+    return { keyPackage };
+  }
+
+  #ceremony(id: string): Ceremony {
+    const c = this.#ceremonies.get(id);
+    if (!c) throw new KmaasError('ERR_UNKNOWN_CEREMONY', `no ceremony ${id}`);
+    return c;
+  }
+}

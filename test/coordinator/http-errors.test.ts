@@ -1,0 +1,436 @@
+/**
+ * Bad input of every kind on every endpoint gets a 4xx with its stable code in the one error
+ * shape, and the coordinator keeps answering afterwards (DESIGN.md section 4).
+ */
+import { expect } from 'chai';
+import { ERROR_CODES } from '../../shared/errors.ts';
+import { Point, toB64 } from '../../shared/encoding.ts';
+import { MAX_BATCH } from '../../shared/suite.ts';
+import { Cluster, http, splitKey, TOKENS } from './helpers.ts';
+
+const VALID = toB64(Point.BASE.multiply(12345n).toBytes());
+const EVAL = '/v1/tenants/acme/keys/1/evaluate';
+const BIG = 'x'.repeat(300 * 1024);
+
+interface Case {
+  name: string;
+  method: string;
+  path: string;
+  json?: unknown;
+  raw?: string;
+  token?: string;
+  headers?: Record<string, string>;
+  code: keyof typeof ERROR_CODES;
+}
+
+const admin = TOKENS.admin;
+const client = TOKENS.client;
+
+const cases: Case[] = [
+  // POST /v1/tenants
+  {
+    name: 'create: malformed JSON',
+    method: 'POST',
+    path: '/v1/tenants',
+    raw: '{"tenant":',
+    token: admin,
+    code: 'ERR_MALFORMED_JSON',
+  },
+  {
+    name: 'create: no token',
+    method: 'POST',
+    path: '/v1/tenants',
+    json: { tenant: 'x' },
+    code: 'ERR_UNAUTHORIZED',
+  },
+  {
+    name: 'create: client token instead of admin',
+    method: 'POST',
+    path: '/v1/tenants',
+    json: { tenant: 'x' },
+    token: client,
+    code: 'ERR_UNAUTHORIZED',
+  },
+  {
+    name: 'create: not a Bearer header',
+    method: 'POST',
+    path: '/v1/tenants',
+    json: { tenant: 'x' },
+    headers: { authorization: `Basic ${admin}` },
+    code: 'ERR_UNAUTHORIZED',
+  },
+  {
+    name: 'create: tenant of the wrong type',
+    method: 'POST',
+    path: '/v1/tenants',
+    json: { tenant: 5 },
+    token: admin,
+    code: 'ERR_VALIDATION',
+  },
+  {
+    name: 'create: tenant name not allowed',
+    method: 'POST',
+    path: '/v1/tenants',
+    json: { tenant: 'Bad Name' },
+    token: admin,
+    code: 'ERR_VALIDATION',
+  },
+  {
+    name: 'create: tenant missing',
+    method: 'POST',
+    path: '/v1/tenants',
+    json: {},
+    token: admin,
+    code: 'ERR_VALIDATION',
+  },
+  {
+    name: 'create: unknown field',
+    method: 'POST',
+    path: '/v1/tenants',
+    json: { tenant: 'x', extra: 1 },
+    token: admin,
+    code: 'ERR_VALIDATION',
+  },
+  {
+    name: 'create: threshold of the wrong type',
+    method: 'POST',
+    path: '/v1/tenants',
+    json: { tenant: 'x', threshold: '2' },
+    token: admin,
+    code: 'ERR_VALIDATION',
+  },
+  {
+    name: 'create: threshold too low',
+    method: 'POST',
+    path: '/v1/tenants',
+    json: { tenant: 'x', threshold: 1 },
+    token: admin,
+    code: 'ERR_BAD_THRESHOLD',
+  },
+  {
+    name: 'create: threshold above n',
+    method: 'POST',
+    path: '/v1/tenants',
+    json: { tenant: 'x', threshold: 9 },
+    token: admin,
+    code: 'ERR_BAD_THRESHOLD',
+  },
+  {
+    name: 'create: body is an array',
+    method: 'POST',
+    path: '/v1/tenants',
+    raw: '[]',
+    token: admin,
+    code: 'ERR_VALIDATION',
+  },
+  {
+    name: 'create: body is not JSON-typed',
+    method: 'POST',
+    path: '/v1/tenants',
+    raw: 'tenant=x',
+    headers: { 'content-type': 'text/plain' },
+    token: admin,
+    code: 'ERR_VALIDATION',
+  },
+  {
+    name: 'create: oversized body',
+    method: 'POST',
+    path: '/v1/tenants',
+    json: { tenant: BIG },
+    token: admin,
+    code: 'ERR_BODY_TOO_LARGE',
+  },
+  {
+    name: 'create: existing tenant',
+    method: 'POST',
+    path: '/v1/tenants',
+    json: { tenant: 'acme' },
+    token: admin,
+    code: 'ERR_TENANT_EXISTS',
+  },
+  // GET /v1/jobs/:id
+  {
+    name: 'job: unknown id',
+    method: 'GET',
+    path: '/v1/jobs/6b1f0c8e-0000-4000-8000-000000000000',
+    code: 'ERR_UNKNOWN_JOB',
+  },
+  {
+    name: 'job: id with characters no job has',
+    method: 'GET',
+    path: '/v1/jobs/a%20b%3Ac',
+    code: 'ERR_UNKNOWN_JOB',
+  },
+  // GET /v1/tenants/:tenant and its keys
+  {
+    name: 'tenant: unknown',
+    method: 'GET',
+    path: '/v1/tenants/nobody',
+    code: 'ERR_UNKNOWN_TENANT',
+  },
+  {
+    name: 'tenant: invalid name',
+    method: 'GET',
+    path: '/v1/tenants/No%20Body',
+    code: 'ERR_VALIDATION',
+  },
+  {
+    name: 'key: unknown version',
+    method: 'GET',
+    path: '/v1/tenants/acme/keys/7',
+    code: 'ERR_UNKNOWN_KEY_VERSION',
+  },
+  {
+    name: 'key: unknown tenant',
+    method: 'GET',
+    path: '/v1/tenants/nobody/keys/1',
+    code: 'ERR_UNKNOWN_TENANT',
+  },
+  {
+    name: 'key: version not a number',
+    method: 'GET',
+    path: '/v1/tenants/acme/keys/abc',
+    code: 'ERR_VALIDATION',
+  },
+  {
+    name: 'key: version zero',
+    method: 'GET',
+    path: '/v1/tenants/acme/keys/0',
+    code: 'ERR_VALIDATION',
+  },
+  {
+    name: 'key: version above 32 bits',
+    method: 'GET',
+    path: '/v1/tenants/acme/keys/4294967296',
+    code: 'ERR_VALIDATION',
+  },
+  // POST .../evaluate
+  {
+    name: 'evaluate: no token',
+    method: 'POST',
+    path: EVAL,
+    json: { blinded: [VALID] },
+    code: 'ERR_UNAUTHORIZED',
+  },
+  {
+    name: 'evaluate: wrong token',
+    method: 'POST',
+    path: EVAL,
+    json: { blinded: [VALID] },
+    token: 'wrong-token-0123456789',
+    code: 'ERR_UNAUTHORIZED',
+  },
+  {
+    name: 'evaluate: admin token',
+    method: 'POST',
+    path: EVAL,
+    json: { blinded: [VALID] },
+    token: admin,
+    code: 'ERR_UNAUTHORIZED',
+  },
+  {
+    name: 'evaluate: no token is refused before the body is read',
+    method: 'POST',
+    path: EVAL,
+    raw: '{"blinded":[',
+    code: 'ERR_UNAUTHORIZED',
+  },
+  {
+    name: 'evaluate: malformed JSON',
+    method: 'POST',
+    path: EVAL,
+    raw: '{"blinded":[',
+    token: client,
+    code: 'ERR_MALFORMED_JSON',
+  },
+  {
+    name: 'evaluate: blinded missing',
+    method: 'POST',
+    path: EVAL,
+    json: {},
+    token: client,
+    code: 'ERR_VALIDATION',
+  },
+  {
+    name: 'evaluate: blinded not an array',
+    method: 'POST',
+    path: EVAL,
+    json: { blinded: VALID },
+    token: client,
+    code: 'ERR_VALIDATION',
+  },
+  {
+    name: 'evaluate: element of the wrong type',
+    method: 'POST',
+    path: EVAL,
+    json: { blinded: [1] },
+    token: client,
+    code: 'ERR_VALIDATION',
+  },
+  {
+    name: 'evaluate: unknown field',
+    method: 'POST',
+    path: EVAL,
+    json: { blinded: [VALID], tenant: 'x' },
+    token: client,
+    code: 'ERR_VALIDATION',
+  },
+  {
+    name: 'evaluate: bad base64',
+    method: 'POST',
+    path: EVAL,
+    json: { blinded: ['***'] },
+    token: client,
+    code: 'ERR_BAD_BASE64',
+  },
+  {
+    name: 'evaluate: padded base64',
+    method: 'POST',
+    path: EVAL,
+    json: { blinded: [`${VALID}=`] },
+    token: client,
+    code: 'ERR_BAD_BASE64',
+  },
+  {
+    name: 'evaluate: wrong length',
+    method: 'POST',
+    path: EVAL,
+    json: { blinded: [toB64(new Uint8Array(16).fill(1))] },
+    token: client,
+    code: 'ERR_BAD_LENGTH',
+  },
+  {
+    name: 'evaluate: invalid point',
+    method: 'POST',
+    path: EVAL,
+    json: { blinded: [toB64(new Uint8Array(32).fill(0xff))] },
+    token: client,
+    code: 'ERR_INVALID_POINT',
+  },
+  {
+    name: 'evaluate: identity point',
+    method: 'POST',
+    path: EVAL,
+    json: { blinded: [VALID, toB64(new Uint8Array(32))] },
+    token: client,
+    code: 'ERR_IDENTITY_POINT',
+  },
+  {
+    name: 'evaluate: empty batch',
+    method: 'POST',
+    path: EVAL,
+    json: { blinded: [] },
+    token: client,
+    code: 'ERR_EMPTY_BATCH',
+  },
+  {
+    name: 'evaluate: oversized batch',
+    method: 'POST',
+    path: EVAL,
+    json: { blinded: new Array<string>(MAX_BATCH + 1).fill(VALID) },
+    token: client,
+    code: 'ERR_BATCH_TOO_LARGE',
+  },
+  {
+    name: 'evaluate: oversized body',
+    method: 'POST',
+    path: EVAL,
+    json: { blinded: [BIG] },
+    token: client,
+    code: 'ERR_BODY_TOO_LARGE',
+  },
+  {
+    name: 'evaluate: unknown tenant',
+    method: 'POST',
+    path: '/v1/tenants/nobody/keys/1/evaluate',
+    json: { blinded: [VALID] },
+    token: client,
+    code: 'ERR_UNKNOWN_TENANT',
+  },
+  {
+    name: 'evaluate: unknown version',
+    method: 'POST',
+    path: '/v1/tenants/acme/keys/2/evaluate',
+    json: { blinded: [VALID] },
+    token: client,
+    code: 'ERR_UNKNOWN_KEY_VERSION',
+  },
+  {
+    name: 'evaluate: invalid tenant name',
+    method: 'POST',
+    path: '/v1/tenants/ACME/keys/1/evaluate',
+    json: { blinded: [VALID] },
+    token: client,
+    code: 'ERR_VALIDATION',
+  },
+  // Routes
+  { name: 'unknown route', method: 'GET', path: '/v1/nothing', code: 'ERR_NOT_FOUND' },
+  {
+    name: 'known path, wrong method',
+    method: 'DELETE',
+    path: '/v1/tenants/acme',
+    code: 'ERR_NOT_FOUND',
+  },
+  { name: 'root', method: 'GET', path: '/', code: 'ERR_NOT_FOUND' },
+];
+
+describe('coordinator: bad input over HTTP', function () {
+  let cluster: Cluster;
+
+  before(async () => {
+    cluster = await Cluster.start({ nodes: 3 });
+    const key = splitKey('acme', 1, 2, [1, 2, 3]);
+    for (const n of cluster.nodes) n.install(key.keyPackage, key.shares.get(n.id)!);
+    await cluster.waitForNodes();
+    expect((await http(cluster.port, 'GET', '/v1/tenants/acme')).status).to.equal(200);
+  });
+
+  after(async () => {
+    await cluster.close();
+  });
+
+  for (const c of cases) {
+    it(`${c.name} -> ${ERROR_CODES[c.code].status} ${c.code}`, async () => {
+      const opts = {
+        ...(c.json !== undefined ? { json: c.json } : {}),
+        ...(c.raw !== undefined ? { raw: c.raw } : {}),
+        ...(c.token !== undefined ? { token: c.token } : {}),
+        ...(c.headers !== undefined ? { headers: c.headers } : {}),
+      };
+      const res = await http(cluster.port, c.method, c.path, opts);
+      expect(res.status, JSON.stringify(res.body)).to.equal(ERROR_CODES[c.code].status);
+      expect(res.body.error.code).to.equal(c.code);
+      expect(res.body.error.message).to.be.a('string').and.not.empty;
+      expect(Object.keys(res.body)).to.deep.equal(['error']);
+      expect(res.headers.get('x-request-id')).to.be.a('string');
+
+      const health = await http<{ ok: boolean }>(cluster.port, 'GET', '/healthz');
+      expect(health.status).to.equal(200);
+      expect(health.body.ok).to.equal(true);
+    });
+  }
+
+  it('names the offending field in ERR_VALIDATION and the element in point errors', async () => {
+    const res = await http(cluster.port, 'POST', EVAL, {
+      json: { blinded: [VALID, toB64(new Uint8Array(32).fill(0xff))] },
+      token: client,
+    });
+    expect(res.body.error.details).to.deep.equal({ field: 'blinded[1]' });
+    const bad = await http(cluster.port, 'POST', '/v1/tenants', {
+      json: { tenant: 'x', threshold: '2' },
+      token: admin,
+    });
+    expect(bad.body.error.details).to.deep.equal({ field: 'threshold' });
+  });
+
+  it('echoes a well-formed X-Request-Id and replaces a malformed one', async () => {
+    const given = await http(cluster.port, 'GET', '/healthz', {
+      headers: { 'x-request-id': 'abc-123' },
+    });
+    expect(given.headers.get('x-request-id')).to.equal('abc-123');
+    const replaced = await http(cluster.port, 'GET', '/healthz', {
+      headers: { 'x-request-id': 'no spaces allowed' },
+    });
+    expect(replaced.headers.get('x-request-id')).to.match(/^[0-9a-f-]{36}$/);
+  });
+});
