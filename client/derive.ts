@@ -172,13 +172,13 @@ function combineOrExplain(
     return deriveOutputs(pkg, state, partials);
   } catch (err) {
     if (err instanceof KmaasError && err.code === 'ERR_TOO_FEW_NODES') {
-      const seen = (err.details?.rejected as Rejection[] | undefined) ?? [];
+      const seen = (err.details?.failed as Rejection[] | undefined) ?? [];
       const rejected = [...undecodable, ...seen];
       const names = rejected.map((r) => `node ${r.node}: ${r.code}`).join(', ');
       throw new KmaasError(
         'ERR_TOO_FEW_NODES',
         `${err.message}${names ? ` (refused ${names})` : ''}`,
-        { ...err.details, rejected },
+        { ...err.details, failed: rejected },
       );
     }
     throw err;

@@ -23,7 +23,7 @@ import { ERROR_CODES, KmaasError, toKmaasError, type ErrorCode } from '../shared
 import type { ParsedKeyPackage } from '../shared/key-package.ts';
 import { evaluateReply, parseMessage, type EvaluateResponse } from '../shared/messages.ts';
 import { verifyPartial } from '../shared/voprf-client.ts';
-import { checkBatchSize } from '../shared/voprf-node.ts';
+import { checkBatchSize } from '../shared/suite.ts';
 import { requireBearer } from './auth.ts';
 import type { KeyCache } from './key-cache.ts';
 import type { Logger } from './logger.ts';

@@ -13,7 +13,8 @@ import type { z } from 'zod';
 import { decodeElementB64, toB64 } from '../shared/encoding.ts';
 import { KmaasError } from '../shared/errors.ts';
 import type { evaluateReply, evaluateRequest } from '../shared/messages.ts';
-import { checkBatchSize, evaluateBatch } from '../shared/voprf-node.ts';
+import { evaluateBatch } from '../shared/voprf-node.ts';
+import { checkBatchSize } from '../shared/suite.ts';
 import { tokenMatches } from './auth.ts';
 import type { LogFields, NodeContext } from './context.ts';
 

@@ -15,7 +15,7 @@ export type Rng = (bytesLength?: number) => Uint8Array;
 /** A uniformly random nonzero scalar: 64 bytes reduced, so the bias is negligible. */
 export function randomScalar(rng: Rng = randomBytes): bigint {
   for (;;) {
-    const s = Fn.create(bytesToNumberLE(rng(64) as Uint8Array));
+    const s = Fn.create(bytesToNumberLE(rng(64)));
     if (!Fn.is0(s)) return s;
   }
 }

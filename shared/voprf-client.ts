@@ -17,7 +17,7 @@ import { KmaasError, type ErrorCode } from './errors.ts';
 import { verifyBatchProof } from './dleq.ts';
 import type { ParsedKeyPackage } from './key-package.ts';
 import { lagrangeAtZero, type Rng } from './shamir.ts';
-import { checkBatchSize } from './voprf-node.ts';
+import { checkBatchSize } from './suite.ts';
 
 /** What the client keeps between blinding and finalizing. The blinds are secret. */
 export interface BlindState {
@@ -103,7 +103,7 @@ export function finalize(state: BlindState, combined: readonly GroupElement[]): 
 
 /**
  * Verify every partial, keep the first `threshold` valid ones and finalize. Throws
- * ERR_TOO_FEW_NODES (listing the rejected nodes) when fewer than t partials are valid.
+ * ERR_TOO_FEW_NODES (details.failed lists the refused nodes) when fewer than t partials are valid.
  */
 export function deriveOutputs(
   pkg: ParsedKeyPackage,
@@ -136,7 +136,7 @@ export function deriveOutputs(
       {
         needed: pkg.threshold,
         valid: valid.length,
-        rejected,
+        failed: rejected,
       },
     );
   }

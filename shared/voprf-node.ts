@@ -8,24 +8,12 @@
 import { ristretto255_oprf } from '@noble/curves/ed25519.js';
 import { randomBytes } from '@noble/hashes/utils.js';
 import { encodeScalar, type GroupElement } from './encoding.ts';
-import { KmaasError } from './errors.ts';
 import type { Rng } from './shamir.ts';
-import { MAX_BATCH } from './suite.ts';
+import { checkBatchSize } from './suite.ts';
 
 export interface NodeEvaluation {
   evaluated: Uint8Array[];
   proof: Uint8Array;
-}
-
-export function checkBatchSize(count: number, max = MAX_BATCH): void {
-  if (count === 0)
-    throw new KmaasError('ERR_EMPTY_BATCH', 'at least one blinded element is required');
-  if (count > max) {
-    throw new KmaasError('ERR_BATCH_TOO_LARGE', `at most ${max} blinded elements per request`, {
-      max,
-      actual: count,
-    });
-  }
 }
 
 /**

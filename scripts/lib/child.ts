@@ -50,9 +50,9 @@ export class ServiceProcess {
     this.proc = proc;
     this.tail = [];
     const log = this.log;
-    proc.stderr!.pipe(log, { end: false });
+    proc.stderr.pipe(log, { end: false });
     this.exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
-    const lines = createInterface({ input: proc.stdout! });
+    const lines = createInterface({ input: proc.stdout });
     const ready = new Promise<number>((resolve, reject) => {
       const timer = setTimeout(
         () =>

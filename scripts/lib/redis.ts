@@ -47,7 +47,7 @@ export interface RedisHandle {
 
 export async function ensureRedis(url = process.env.REDIS_URL): Promise<RedisHandle> {
   const wanted = url ?? DEFAULT_REDIS_URL;
-  if (await redisAnswers(wanted)) return { url: wanted, stop: async () => undefined };
+  if (await redisAnswers(wanted)) return { url: wanted, stop: () => Promise.resolve() };
   if (url !== undefined) {
     throw new Error(
       `Redis at REDIS_URL=${url} does not answer. Start it, or unset REDIS_URL to let the cluster start its own redis-server.`,

@@ -141,7 +141,7 @@ describe('client/derive: document keys through the coordinator', () => {
         client().client.deriveKeys('acme', 1, ['doc']),
         'ERR_TOO_FEW_NODES',
       );
-      const rejected = err.details?.rejected as Rejection[];
+      const rejected = err.details?.failed as Rejection[];
       expect(rejected.map((r) => [r.node, r.code])).to.deep.equal([[3, 'ERR_PROOF_INVALID']]);
       expect(err.message).to.include('node 3');
     });
@@ -162,7 +162,7 @@ describe('client/derive: document keys through the coordinator', () => {
         client().client.deriveKeys('acme', 1, ['doc']),
         'ERR_TOO_FEW_NODES',
       );
-      const rejected = err.details?.rejected as Rejection[];
+      const rejected = err.details?.failed as Rejection[];
       expect(rejected.map((r) => [r.node, r.code])).to.deep.equal([
         [1, 'ERR_INVALID_POINT'],
         [4, 'ERR_IDENTITY_POINT'],
@@ -196,7 +196,7 @@ describe('client/derive: document keys through the coordinator', () => {
         client().client.deriveKeys('acme', 1, ['a', 'b']),
         'ERR_TOO_FEW_NODES',
       );
-      const rejected = err.details?.rejected as Rejection[];
+      const rejected = err.details?.failed as Rejection[];
       expect(rejected.map((r) => r.node)).to.deep.equal([1, 2, 3, 9, 5]);
       expect(rejected.map((r) => r.code)).to.deep.equal([
         'ERR_PROOF_INVALID',

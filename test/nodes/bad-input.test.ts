@@ -136,13 +136,13 @@ const rows: Row[] = [
   {
     name: 'base64 with characters outside the alphabet',
     text: envelope('evaluate', evaluate({ blinded: ['!!!!'] })),
-    code: 'ERR_VALIDATION',
-    details: { field: 'blinded.0' },
+    code: 'ERR_BAD_BASE64',
+    details: { field: 'blinded[0]' },
   },
   {
     name: 'base64 with padding',
     text: envelope('evaluate', evaluate({ blinded: [good + '='] })),
-    code: 'ERR_VALIDATION',
+    code: 'ERR_BAD_BASE64',
   },
   {
     name: 'non-canonical base64 (non-zero trailing bits)',

@@ -5,7 +5,6 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { bytesToHex } from '@noble/hashes/utils.js';
-import { Fn } from '../../shared/encoding.ts';
 import { interpolateAtZero, randomScalar, split } from '../../shared/shamir.ts';
 import { blind, deriveOutputs } from '../../shared/voprf-client.ts';
 import { documentInput } from '../../shared/document.ts';

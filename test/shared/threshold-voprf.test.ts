@@ -6,17 +6,10 @@
  */
 import { expect } from 'chai';
 import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
-import { decodeElement, Fn, Point } from '../../shared/encoding.ts';
+import { Fn, Point } from '../../shared/encoding.ts';
 import { KmaasError } from '../../shared/errors.ts';
-import { commit } from '../../shared/feldman.ts';
-import {
-  buildKeyPackage,
-  parseKeyPackage,
-  type ParsedKeyPackage,
-} from '../../shared/key-package.ts';
-import { split, type Share } from '../../shared/shamir.ts';
-import { blind, deriveOutputs, type PartialEvaluation } from '../../shared/voprf-client.ts';
-import { evaluateBatch } from '../../shared/voprf-node.ts';
+import { split } from '../../shared/shamir.ts';
+import { blind, deriveOutputs } from '../../shared/voprf-client.ts';
 import { fixedScalarRng } from '../helpers/rng.ts';
 import { evaluateAt, packageFor, subsets, singleKeyOutput } from '../helpers/threshold.ts';
 import { loadVectors, type VoprfVectorFile } from '../helpers/vectors.ts';

@@ -18,7 +18,8 @@ import {
   parseMessage,
 } from '../../../shared/messages.ts';
 import { randomScalar, split, type Share } from '../../../shared/shamir.ts';
-import { checkBatchSize, evaluateBatch } from '../../../shared/voprf-node.ts';
+import { evaluateBatch } from '../../../shared/voprf-node.ts';
+import { checkBatchSize } from '../../../shared/suite.ts';
 
 export interface FakeKey {
   tenant: string;
