@@ -12,6 +12,7 @@ import { KmaasClient } from '../client/index.ts';
 import { MemoryPinStore } from '../client/pins.ts';
 import { ROOT } from './lib/child.ts';
 import { LocalCluster } from './lib/cluster.ts';
+import { stopOnSignal } from './lib/signals.ts';
 
 const opts = new Command()
   .name('bench')
@@ -23,6 +24,7 @@ const opts = new Command()
 const seconds = Number(opts.seconds);
 const dir = mkdtempSync(join(tmpdir(), 'kmaas-bench-'));
 const cluster = new LocalCluster({ dataDir: dir, cleanRedisOnStop: true, logLevel: 'warn' });
+stopOnSignal(() => cluster.stop());
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { ROOT } from './lib/child.ts';
 import { LocalCluster } from './lib/cluster.ts';
+import { stopOnSignal } from './lib/signals.ts';
 
 const opts = new Command()
   .name('demo')
@@ -22,6 +23,7 @@ const opts = new Command()
 
 const dir = mkdtempSync(join(tmpdir(), 'kmaas-demo-'));
 const cluster = new LocalCluster({ dataDir: join(dir, 'cluster'), cleanRedisOnStop: true });
+stopOnSignal(() => cluster.stop());
 const sha = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 
 function kmaas(...args: string[]): string {

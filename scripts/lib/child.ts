@@ -18,6 +18,15 @@ export interface ChildOptions {
   startTimeoutMs?: number;
 }
 
+/**
+ * Every child still running when this process exits is killed with it, so a launcher that dies
+ * (or is stopped with a signal the script handles by exiting) leaves no orphaned nodes behind.
+ */
+const live = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const p of live) p.kill('SIGKILL');
+});
+
 export class ServiceProcess {
   readonly name: string;
   private proc: ChildProcess | undefined;
@@ -48,6 +57,8 @@ export class ServiceProcess {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.proc = proc;
+    live.add(proc);
+    proc.once('exit', () => live.delete(proc));
     this.tail = [];
     const log = this.log;
     proc.stderr.pipe(log, { end: false });
