@@ -10,12 +10,12 @@ import { performance } from 'node:perf_hooks';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { checkTenant } from '../shared/document.ts';
 import { KmaasError, type ErrorCode } from '../shared/errors.ts';
-import { requireBearer } from './auth.ts';
+import { requireBearer } from '../shared/bearer.ts';
 import { describeJob, type DkgQueue } from './dkg-job.ts';
 import { authenticateClient, evaluate, type EvaluateDeps } from './evaluate.ts';
 import type { Logger } from './logger.ts';
 import type { NodePool } from './node-pool.ts';
-import type { Redacted } from './redacted.ts';
+import type { Redacted } from '../shared/redacted.ts';
 import type { Registry } from './registry.ts';
 import { createTenant, type TenantCreatorDeps } from './tenant-create.ts';
 

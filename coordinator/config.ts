@@ -14,7 +14,7 @@ import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { KmaasError } from '../shared/errors.ts';
 import { MAX_IDENTIFIER } from '../shared/identifiers.ts';
-import { Redacted } from './redacted.ts';
+import { Redacted } from '../shared/redacted.ts';
 
 /** Bearer tokens shorter than this are guessable; refuse them rather than run with them. */
 export const MIN_TOKEN_LENGTH = 16;

@@ -24,12 +24,12 @@ import type { ParsedKeyPackage } from '../shared/key-package.ts';
 import { evaluateReply, parseMessage, type EvaluateResponse } from '../shared/messages.ts';
 import { verifyPartial } from '../shared/voprf-client.ts';
 import { checkBatchSize } from '../shared/suite.ts';
-import { requireBearer } from './auth.ts';
+import { requireBearer } from '../shared/bearer.ts';
 import type { KeyCache } from './key-cache.ts';
 import type { Logger } from './logger.ts';
 import { NodeReplyError, type NodeLink } from './node-link.ts';
 import type { NodePool } from './node-pool.ts';
-import type { Redacted } from './redacted.ts';
+import type { Redacted } from '../shared/redacted.ts';
 
 export interface EvaluateDeps {
   pool: NodePool;

@@ -20,7 +20,7 @@ import {
   type NodeRequestType,
 } from '../shared/messages.ts';
 import type { Logger } from './logger.ts';
-import type { Redacted } from './redacted.ts';
+import type { Redacted } from '../shared/redacted.ts';
 
 /** Replies are small (256 elements are ~12 KiB); anything far larger is a broken or hostile node. */
 const MAX_REPLY_BYTES = 1 << 20;
@@ -203,7 +203,7 @@ export class NodeLink {
   #connect(): void {
     this.#reconnectTimer = null;
     const ws = new WebSocket(this.url, {
-      headers: { authorization: `Bearer ${this.#opts.clusterToken.value}` },
+      headers: { authorization: `Bearer ${this.#opts.clusterToken.reveal()}` },
       handshakeTimeout: Math.max(this.#opts.heartbeatMs * MISSED_PONG_LIMIT, 1000),
       maxPayload: MAX_REPLY_BYTES,
       perMessageDeflate: false,

@@ -4,7 +4,7 @@
  */
 import type { Rng } from '../shared/shamir.ts';
 import type { Keyring } from './keyring.ts';
-import type { Redacted } from './redacted.ts';
+import type { Redacted } from '../shared/redacted.ts';
 import type { NodeStore } from './store.ts';
 
 export interface NodeContext {

@@ -26,7 +26,7 @@ import {
   type Round1Wire,
   type Round2Wire,
 } from './dkg-machine.ts';
-import { secretShare } from './redacted.ts';
+import { secretShare } from './secret-share.ts';
 
 function conflict(ceremonyId: string, message: string, details: LogFields = {}): KmaasError {
   return new KmaasError('ERR_CEREMONY_CONFLICT', message, { ceremonyId, ...details });

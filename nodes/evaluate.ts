@@ -15,7 +15,7 @@ import { KmaasError } from '../shared/errors.ts';
 import type { evaluateReply, evaluateRequest } from '../shared/messages.ts';
 import { evaluateBatch } from '../shared/voprf-node.ts';
 import { checkBatchSize } from '../shared/suite.ts';
-import { tokenMatches } from './auth.ts';
+import { tokenMatches } from '../shared/bearer.ts';
 import type { LogFields, NodeContext } from './context.ts';
 
 export function handleEvaluate(

@@ -9,7 +9,7 @@
 import { Point, type GroupElement } from '../shared/encoding.ts';
 import { KmaasError } from '../shared/errors.ts';
 import { parseKeyPackage, type KeyPackage } from '../shared/key-package.ts';
-import type { SecretShare } from './redacted.ts';
+import type { SecretShare } from './secret-share.ts';
 
 export interface LoadedKey {
   tenant: string;

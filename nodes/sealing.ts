@@ -17,7 +17,7 @@ import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { concat, lengthPrefixed, utf8Bytes } from '../shared/encoding.ts';
 import { KmaasError } from '../shared/errors.ts';
-import type { Redacted } from './redacted.ts';
+import type { Redacted } from '../shared/redacted.ts';
 
 export const KEK_INFO = 'KMaaS-v1 node KEK';
 export const SALT_BYTES = 32;

@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { ERROR_CODES, type ErrorCode } from '../shared/errors.ts';
 import type { Rng } from '../shared/shamir.ts';
-import { bearerToken, tokenMatches } from './auth.ts';
+import { bearerToken, tokenMatches } from '../shared/bearer.ts';
 import type { NodeConfig } from './config.ts';
 import type { NodeContext } from './context.ts';
 import { Keyring } from './keyring.ts';

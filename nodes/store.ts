@@ -17,7 +17,8 @@ import Database from 'better-sqlite3';
 import { decodeScalar, encodeScalar, utf8Bytes } from '../shared/encoding.ts';
 import { KmaasError } from '../shared/errors.ts';
 import type { KeyPackage } from '../shared/key-package.ts';
-import { secretShare, type Redacted, type SecretShare } from './redacted.ts';
+import type { Redacted } from '../shared/redacted.ts';
+import { secretShare, type SecretShare } from './secret-share.ts';
 import { SALT_BYTES, Sealer, UnsealError, type SealContext } from './sealing.ts';
 
 export const DB_FILE = 'node.db';

@@ -102,7 +102,7 @@ describe('coordinator: configuration', function () {
 
   it('keeps tokens redacted in every printed form', () => {
     const c = loadConfig(BASE);
-    expect(c.adminToken.value).to.equal(BASE.KMAAS_ADMIN_TOKEN);
+    expect(c.adminToken.reveal()).to.equal(BASE.KMAAS_ADMIN_TOKEN);
     const printed = [JSON.stringify(c), inspect(c, { depth: 5 }), String(c.clientToken)].join();
     for (const t of [BASE.KMAAS_ADMIN_TOKEN, BASE.KMAAS_CLIENT_TOKEN, BASE.KMAAS_CLUSTER_TOKEN]) {
       expect(printed).to.not.include(t);
@@ -143,7 +143,7 @@ describe('coordinator: configuration', function () {
       const file = join(dir, 'admin-token');
       writeFileSync(file, 'admin-token-from-a-file-0123\n');
       const env = { ...BASE, KMAAS_ADMIN_TOKEN: undefined, KMAAS_ADMIN_TOKEN_FILE: file };
-      expect(loadConfig(env).adminToken.value).to.equal('admin-token-from-a-file-0123');
+      expect(loadConfig(env).adminToken.reveal()).to.equal('admin-token-from-a-file-0123');
       const both = configError({ ...BASE, KMAAS_ADMIN_TOKEN_FILE: file });
       expect(both.details).to.deep.equal({ setting: 'KMAAS_ADMIN_TOKEN' });
       const missing = configError({
@@ -159,9 +159,9 @@ describe('coordinator: configuration', function () {
       const file = join(dir, 'with-token-file.json');
       writeFileSync(file, JSON.stringify({ clientTokenFile: tokenFile }));
       const env = { ...BASE, KMAAS_CLIENT_TOKEN: undefined, KMAAS_COORDINATOR_CONFIG: file };
-      expect(loadConfig(env).clientToken.value).to.equal('client-token-from-a-file-0123');
+      expect(loadConfig(env).clientToken.reveal()).to.equal('client-token-from-a-file-0123');
       const overridden = loadConfig({ ...env, KMAAS_CLIENT_TOKEN: BASE.KMAAS_CLIENT_TOKEN });
-      expect(overridden.clientToken.value).to.equal(BASE.KMAAS_CLIENT_TOKEN);
+      expect(overridden.clientToken.reveal()).to.equal(BASE.KMAAS_CLIENT_TOKEN);
     });
 
     it('refuses a file that is missing, not JSON, or has unknown settings', () => {

@@ -6,7 +6,7 @@
 import { expect } from 'chai';
 import { NodeLink, NodeReplyError } from '../../coordinator/node-link.ts';
 import { NodePool } from '../../coordinator/node-pool.ts';
-import { Redacted } from '../../coordinator/redacted.ts';
+import { Redacted } from '../../shared/redacted.ts';
 import { KmaasError } from '../../shared/errors.ts';
 import { FakeNode } from './fake-node.ts';
 import { LogCapture, TOKENS, waitFor } from './helpers.ts';

@@ -11,7 +11,7 @@ import type { NodeContext } from '../../nodes/context.ts';
 import { handleRound1, handleRound2, handleRound3 } from '../../nodes/dkg.ts';
 import type { Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
 import { Keyring } from '../../nodes/keyring.ts';
-import { Redacted } from '../../nodes/redacted.ts';
+import { Redacted } from '../../shared/redacted.ts';
 import { NodeStore } from '../../nodes/store.ts';
 import {
   CLIENT_TOKEN,

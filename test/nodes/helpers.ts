@@ -26,7 +26,7 @@ import {
 } from '../../shared/messages.ts';
 import type { NodeConfig } from '../../nodes/config.ts';
 import type { Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
-import { Redacted } from '../../nodes/redacted.ts';
+import { Redacted } from '../../shared/redacted.ts';
 import { startNode, type NodeHandle } from '../../nodes/server.ts';
 
 export const CLUSTER_TOKEN = 'test-cluster-token-5f1c0a9e';

@@ -1,6 +1,7 @@
 import { inspect } from 'node:util';
 import { expect } from 'chai';
-import { Redacted, secretShare } from '../../nodes/redacted.ts';
+import { Redacted } from '../../shared/redacted.ts';
+import { secretShare } from '../../nodes/secret-share.ts';
 
 describe('nodes/redacted: secret values print redacted', () => {
   const share = secretShare(0x1234567890abcdefn);

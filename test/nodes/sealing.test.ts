@@ -4,7 +4,7 @@
  */
 import { createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import { expect } from 'chai';
-import { Redacted } from '../../nodes/redacted.ts';
+import { Redacted } from '../../shared/redacted.ts';
 import { KEK_INFO, Sealer, UnsealError, encodeAad, type SealContext } from '../../nodes/sealing.ts';
 
 const secret = new Redacted(new Uint8Array(randomBytes(32)));

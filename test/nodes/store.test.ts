@@ -12,7 +12,7 @@ import { encodeScalar, Point, toB64 } from '../../shared/encoding.ts';
 import { commit } from '../../shared/feldman.ts';
 import { buildKeyPackage, type KeyPackage } from '../../shared/key-package.ts';
 import { randomScalar, split } from '../../shared/shamir.ts';
-import { secretShare } from '../../nodes/redacted.ts';
+import { secretShare } from '../../nodes/secret-share.ts';
 import { DB_FILE, NodeStore, type StoredKey } from '../../nodes/store.ts';
 import { expectCode, randomSecret, removeDir, tempDir } from './helpers.ts';
 
