@@ -6,6 +6,7 @@
 import { Command } from 'commander';
 import { resolve } from 'node:path';
 import { LocalCluster } from './lib/cluster.ts';
+import { stopOnSignal } from './lib/signals.ts';
 
 const program = new Command()
   .name('cluster')
@@ -27,20 +28,6 @@ for (const [id, n] of cluster.nodes) console.log(`node ${id}       ws://127.0.0.
 console.log(`redis        ${cluster.redis.url} (prefix ${cluster.secrets.redisPrefix})`);
 console.log(`cluster file ${cluster.clusterFile} (the CLI reads it)`);
 console.log(`logs         ${resolve(opts.data, 'logs')}`);
-console.log('Ctrl-C stops the cluster.');
+console.log('ready. Ctrl-C (or SIGTERM to this process) stops the cluster.');
 
-let stopping = false;
-const stop = () => {
-  if (stopping) return;
-  stopping = true;
-  console.log('stopping...');
-  cluster.stop().then(
-    () => process.exit(0),
-    (err: unknown) => {
-      console.error((err as Error).message);
-      process.exit(1);
-    },
-  );
-};
-process.on('SIGINT', stop);
-process.on('SIGTERM', stop);
+stopOnSignal(() => cluster.stop());

@@ -5,7 +5,7 @@
  * tests.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ServiceProcess, ROOT } from './child.ts';
 import { ensureRedis, deletePrefix, type RedisHandle } from './redis.ts';
@@ -45,6 +45,7 @@ export class LocalCluster {
   redis!: RedisHandle;
   secrets!: Secrets;
   private readonly dir: string;
+  private locked = false;
 
   constructor(private readonly opts: ClusterOptions) {
     this.dir = opts.dataDir;
@@ -85,8 +86,25 @@ export class LocalCluster {
     });
   }
 
+  /**
+   * One cluster per data folder: two would share the node databases, the Redis prefix and the
+   * job queue. The lock names the pid that holds it; a lock whose process is gone is taken over.
+   */
+  private lock(): void {
+    const file = join(this.dir, 'cluster.pid');
+    if (existsSync(file)) {
+      const pid = Number(readFileSync(file, 'utf8'));
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
+        throw new Error(`a cluster (pid ${pid}) is already running on ${this.dir}; stop it first`);
+      }
+    }
+    writeFileSync(file, String(process.pid));
+    this.locked = true;
+  }
+
   async start(): Promise<void> {
     mkdirSync(join(this.dir, 'logs'), { recursive: true });
+    this.lock();
     this.secrets = this.loadSecrets(this.opts.nodes ?? 5);
     if (this.opts.redisPrefix) this.secrets.redisPrefix = this.opts.redisPrefix;
     this.redis = await ensureRedis(this.opts.redisUrl);
@@ -176,7 +194,17 @@ export class LocalCluster {
       await deletePrefix(this.redis.url, this.secrets.redisPrefix).catch(() => 0);
     }
     await this.redis?.stop();
+    if (this.locked) rmSync(join(this.dir, 'cluster.pid'), { force: true });
     const failed = results.find((r) => r.status === 'rejected');
     if (failed && failed.status === 'rejected') throw failed.reason;
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

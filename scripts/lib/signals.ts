@@ -1,7 +1,7 @@
 /** Ctrl-C or SIGTERM during a script: stop the cluster it started, then exit non-zero. */
 export function stopOnSignal(stop: () => Promise<void>): void {
   let stopping = false;
-  const handler = (signal: NodeJS.Signals) => {
+  const handler = (signal: string) => {
     if (stopping) process.exit(1);
     stopping = true;
     console.error(`${signal}: stopping the cluster...`);
@@ -9,4 +9,12 @@ export function stopOnSignal(stop: () => Promise<void>): void {
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);
+  process.on('SIGHUP', handler);
+  // `npm run x &` then `kill <npm pid>` ends npm but not this process: when it finds itself
+  // re-parented, its launcher is gone and so should the cluster be.
+  const parent = process.ppid;
+  const watch = setInterval(() => {
+    if (process.ppid !== parent) handler('launcher gone');
+  }, 1000);
+  watch.unref();
 }

@@ -8,7 +8,17 @@ export const VECTORS_DIR =
   process.env.KMAAS_VECTORS_DIR ?? join(here, '..', '..', '..', 'shared', 'vectors');
 
 export function loadVectors<T>(file: string): T {
-  return JSON.parse(readFileSync(join(VECTORS_DIR, file), 'utf8')) as T;
+  const path = join(VECTORS_DIR, file);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    throw new Error(
+      `official test vector file not found: ${path}. The tests read ../shared/vectors beside the ` +
+        'repository (as CI lays it out); set KMAAS_VECTORS_DIR to read them from elsewhere.',
+    );
+  }
+  return JSON.parse(text) as T;
 }
 
 export interface VoprfVector {
