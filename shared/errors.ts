@@ -65,6 +65,10 @@ export const ERROR_CODES = {
     status: 503,
     doc: 'Fewer than t nodes returned a valid answer within the deadline; `details` says how many were needed and which failed.',
   },
+  ERR_OVERLOADED: {
+    status: 503,
+    doc: 'The service is at its work limit; retry after the Retry-After header. Nothing was evaluated.',
+  },
   ERR_NODE_UNAVAILABLE: { status: 503, doc: 'A node is not connected or did not answer in time.' },
   ERR_UNSUPPORTED_VERSION: {
     status: 400,
