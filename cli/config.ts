@@ -23,10 +23,16 @@ export interface GlobalOptions {
 
 export interface Config {
   url: string | undefined;
+  /** Where the URL came from: --url or KMAAS_URL ('option'), or the cluster file. */
+  urlFrom: 'option' | 'cluster' | undefined;
   token: string | undefined;
   adminToken: string | undefined;
   pinsFile: string;
+  /** The pins file the cluster file names (resolved), whether or not it is the one in use. */
+  clusterPins: string | undefined;
   clusterFile: string | undefined;
+  /** The folder the command runs in, where the default cluster file is looked up. */
+  cwd: string;
   json: boolean;
   trustOnFirstUse: boolean;
 }
@@ -49,11 +55,16 @@ async function readClusterFile(path: string): Promise<z.infer<typeof clusterFile
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    throw new KmaasError(
-      'ERR_CONFIG',
-      `cluster file ${path}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`,
-      { file: path },
-    );
+    const code = (err as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT' || code === 'ENOTDIR'
+        ? 'not found (`npm run cluster` writes data/cluster/cluster.json once the cluster is up: start it, or wait for it)'
+        : code === 'EACCES' || code === 'EPERM'
+          ? 'not readable (permission denied)'
+          : code === 'EISDIR'
+            ? 'is a folder, not a file'
+            : `unreadable (${code ?? 'unknown error'})`;
+    throw new KmaasError('ERR_CONFIG', `cluster file ${path} ${why}`, { file: path });
   }
   let json: unknown;
   try {
@@ -84,17 +95,23 @@ export async function resolveConfig(
     if (existsSync(fallback)) clusterFile = fallback;
   }
   const cluster = clusterFile ? await readClusterFile(clusterFile) : {};
+  const clusterPins =
+    cluster.pins && clusterFile
+      ? resolve(dirname(clusterFile), expandHome(cluster.pins, where.home))
+      : undefined;
   const pins = opts.pins
     ? resolve(where.cwd, expandHome(opts.pins, where.home))
-    : cluster.pins && clusterFile
-      ? resolve(dirname(clusterFile), expandHome(cluster.pins, where.home))
-      : join(where.home, '.kmaas', 'pins.json');
+    : (clusterPins ?? join(where.home, '.kmaas', 'pins.json'));
+  const url = opts.url ?? cluster.url;
   return {
-    url: opts.url ?? cluster.url,
+    url,
+    urlFrom: opts.url !== undefined ? 'option' : url !== undefined ? 'cluster' : undefined,
     token: opts.token ?? cluster.token,
     adminToken: opts.adminToken ?? cluster.adminToken,
     pinsFile: pins,
+    clusterPins,
     clusterFile,
+    cwd: where.cwd,
     json: opts.json ?? false,
     trustOnFirstUse: opts.trustOnFirstUse ?? false,
   };

@@ -7,13 +7,24 @@
  * keys are never printed; group keys (public) are.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { open } from 'node:fs/promises';
-import { basename, resolve } from 'node:path';
+import type { FileHandle } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
+import { basename, dirname, resolve } from 'node:path';
 import { KmaasError, isErrorCode, type ErrorCode } from '../shared/errors.ts';
-import { KmaasClient, type ClientEvent, type Job } from '../client/index.ts';
+import { KmaasClient, type ClientEvent, type TenantInfo } from '../client/index.ts';
+import type { FetchLike } from '../client/http.ts';
 import { writeStreamAtomic } from './atomic.ts';
 import { resolveConfig, type Config, type GlobalOptions } from './config.ts';
+import {
+  explain,
+  noAdminTokenError,
+  noTokenError,
+  noUrlError,
+  type SessionFacts,
+} from './explain.ts';
+import { ENVIRONMENT_HELP, PROGRAM_HELP } from './help.ts';
 import { FilePinStore } from './pin-file.ts';
+import { progressLine, retryLine } from './progress.ts';
 
 export interface Io {
   stdout: (text: string) => void;
@@ -60,30 +71,43 @@ export function describeError(err: unknown): { code: ErrorCode; message: string 
   return { code: 'ERR_INTERNAL', message: err instanceof Error ? err.message : String(err) };
 }
 
-class Session {
+class Session implements SessionFacts {
   readonly client: KmaasClient;
   readonly pins: FilePinStore;
+  unreachable = false;
 
   constructor(
     readonly config: Config,
     private readonly io: Io,
   ) {
-    if (!config.url) {
-      throw new KmaasError(
-        'ERR_CONFIG',
-        'no coordinator URL: pass --url, set KMAAS_URL, or give a cluster file with --cluster',
-        { field: 'url' },
-      );
-    }
+    if (!config.url) throw noUrlError(config);
     this.pins = new FilePinStore(config.pinsFile);
+    // Notes whether the coordinator failed to answer at all, as opposed to answering an error.
+    const watched: FetchLike = async (input, init) => {
+      try {
+        return await fetch(input, init);
+      } catch (err) {
+        if (!(err instanceof Error && err.name === 'TimeoutError')) this.unreachable = true;
+        throw err;
+      }
+    };
     this.client = new KmaasClient({
       baseUrl: config.url,
+      fetch: watched,
       ...(config.token === undefined ? {} : { token: config.token }),
       ...(config.adminToken === undefined ? {} : { adminToken: config.adminToken }),
       pins: this.pins,
       trustOnFirstUse: config.trustOnFirstUse,
       onEvent: (e) => this.onEvent(e),
     });
+  }
+
+  requireAdminToken(operation: string): void {
+    if (this.config.adminToken === undefined) throw noAdminTokenError(this.config, operation);
+  }
+
+  requireToken(operation: string): void {
+    if (this.config.token === undefined) throw noTokenError(this.config, operation);
   }
 
   note(line: string): void {
@@ -108,20 +132,126 @@ class Session {
   }
 }
 
-function progressLine(job: Job): string {
-  const p = job.progress;
-  const count = p.done !== undefined && p.total !== undefined ? ` ${p.done}/${p.total}` : '';
-  return `job ${job.id}: ${job.state}${p.phase ? ` ${p.phase}` : ''}${count}`;
-}
-
 function formatValue(v: unknown): string {
   return typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v);
 }
 
-export function buildProgram(io: Io): Command {
+function fileError(
+  err: unknown,
+  field: 'input' | 'output',
+  what: string,
+  path: string,
+): KmaasError | undefined {
+  const code = (err as NodeJS.ErrnoException).code;
+  const why =
+    code === 'ENOENT' || code === 'ENOTDIR'
+      ? `${what} not found: ${path}`
+      : code === 'EACCES' || code === 'EPERM'
+        ? `${what} not readable: ${path} (permission denied)`
+        : undefined;
+  return why === undefined ? undefined : new KmaasError('ERR_VALIDATION', why, { field, path });
+}
+
+/** Open the input file, or say plainly why it cannot be read (ERR_VALIDATION, field 'input'). */
+async function openInput(absolute: string, given: string): Promise<FileHandle> {
+  try {
+    if ((await stat(absolute)).isDirectory()) {
+      throw new KmaasError('ERR_VALIDATION', `input ${given} is a folder, not a file`, {
+        field: 'input',
+        path: given,
+      });
+    }
+    return await open(absolute, 'r');
+  } catch (err) {
+    throw fileError(err, 'input', 'input file', given) ?? err;
+  }
+}
+
+function outputExists(given: string): KmaasError {
+  return new KmaasError(
+    'ERR_VALIDATION',
+    `output file ${given} already exists: pass --force to overwrite it`,
+    { field: 'output', path: given },
+  );
+}
+
+/**
+ * Before any key is derived: the output's folder must exist, and the output must not, unless
+ * `force` (ERR_VALIDATION, field 'output'). The write itself checks again (atomic.ts).
+ */
+async function checkOutput(absolute: string, given: string, force: boolean): Promise<void> {
+  const existing = await stat(absolute).catch(() => undefined);
+  if (existing?.isDirectory()) {
+    throw new KmaasError('ERR_VALIDATION', `output ${given} is a folder, not a file`, {
+      field: 'output',
+      path: given,
+    });
+  }
+  if (existing && !force) throw outputExists(given);
+  const folder = await stat(dirname(absolute)).catch((err: unknown) => {
+    throw fileError(err, 'output', 'output folder', dirname(given)) ?? err;
+  });
+  if (!folder.isDirectory()) {
+    throw new KmaasError('ERR_VALIDATION', `output folder not found: ${dirname(given)}`, {
+      field: 'output',
+      path: given,
+    });
+  }
+}
+
+/** Write the output atomically; an output that appeared meanwhile is still not overwritten. */
+async function writeOutput(
+  absolute: string,
+  given: string,
+  force: boolean,
+  source: AsyncIterable<Uint8Array>,
+): Promise<number> {
+  try {
+    return await writeStreamAtomic(absolute, source, { overwrite: force });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST' && !force) throw outputExists(given);
+    throw err;
+  }
+}
+
+/** What `status` says of one tenant: its key versions, or why they could not be read. */
+type TenantStatus =
+  | { tenant: string; versions: TenantInfo['versions'] }
+  | { tenant: string; error: { code: ErrorCode; message: string } };
+
+async function tenantStatuses(client: KmaasClient, names: string[]): Promise<TenantStatus[]> {
+  const out: TenantStatus[] = [];
+  // A few at a time: one request per tenant.
+  for (let i = 0; i < names.length; i += 8) {
+    const batch = names.slice(i, i + 8).map(async (tenant): Promise<TenantStatus> => {
+      try {
+        const info = await client.tenant(tenant);
+        return { tenant, versions: [...info.versions].sort((a, b) => a.version - b.version) };
+      } catch (err) {
+        return { tenant, error: describeError(err) };
+      }
+    });
+    out.push(...(await Promise.all(batch)));
+  }
+  return out;
+}
+
+function tenantLine(t: TenantStatus): string {
+  if ('error' in t) {
+    return `tenant ${t.tenant}  key versions unknown (${t.error.code}: ${t.error.message})`;
+  }
+  if (t.versions.length === 0) return `tenant ${t.tenant}  no key versions`;
+  const versions = t.versions.map(
+    (v) => `${v.version} (threshold ${v.threshold === undefined ? '?' : v.threshold})`,
+  );
+  return `tenant ${t.tenant}  key version${t.versions.length > 1 ? 's' : ''} ${versions.join(', ')}`;
+}
+
+export function buildProgram(io: Io, current: { session?: Session } = {}): Command {
   const session = async (cmd: Command): Promise<Session> => {
     const config = await resolveConfig(cmd.optsWithGlobals<GlobalOptions>(), io);
-    return new Session(config, io);
+    current.session = new Session(config, io);
+    return current.session;
   };
 
   const program = new Command('kmaas')
@@ -138,19 +268,21 @@ export function buildProgram(io: Io): Command {
       ),
     )
     .addOption(
-      new Option('--pins <file>', 'pinned group keys (default ~/.kmaas/pins.json)').env(
-        'KMAAS_PINS',
-      ),
+      new Option(
+        '--pins <file>',
+        'pinned group keys (default: the pins file the cluster file names, else ~/.kmaas/pins.json)',
+      ).env('KMAAS_PINS'),
     )
     .addOption(
       new Option(
         '--cluster <file>',
-        'cluster file { url, token, adminToken, pins } giving defaults (default ./data/cluster/cluster.json if present)',
+        'cluster file { url, token, adminToken, pins } giving defaults (default: ./data/cluster/cluster.json in the current folder, when it exists)',
       ).env('KMAAS_CLUSTER'),
     )
     .option('--json', 'machine-readable output on stdout')
     .option('--trust-on-first-use', 'pin group keys seen for the first time instead of refusing')
     .showSuggestionAfterError()
+    .configureHelp({ showGlobalOptions: true })
     .exitOverride()
     .configureOutput({
       writeOut: (s) => io.stdout(s),
@@ -161,7 +293,7 @@ export function buildProgram(io: Io): Command {
 
   program
     .command('status')
-    .description('show the nodes and tenants the coordinator knows')
+    .description('show the nodes, and each tenant with its key versions and their thresholds')
     .action(async (_opts: unknown, cmd: Command) => {
       const s = await session(cmd);
       const status = await s.client.status();
@@ -172,9 +304,17 @@ export function buildProgram(io: Io): Command {
           .map(([k, v]) => `${k}=${formatValue(v)}`);
         lines.push(`node ${n.id}  ${rest.join('  ')}`);
       }
-      const tenants = Array.isArray(status.tenants) ? (status.tenants as unknown[]) : [];
-      for (const t of tenants) lines.push(`tenant ${formatValue(t)}`);
-      s.result(status, lines);
+      if (status.nodes.length === 0) lines.push('no nodes configured');
+      const names = (Array.isArray(status.tenants) ? (status.tenants as unknown[]) : [])
+        .map((t) => (typeof t === 'string' ? t : undefined))
+        .filter((t): t is string => t !== undefined)
+        .sort();
+      const tenants = await tenantStatuses(s.client, names);
+      for (const t of tenants) lines.push(tenantLine(t));
+      if (tenants.length === 0) {
+        lines.push('no tenants yet: create one with `kmaas tenant create <tenant>`');
+      }
+      s.result({ ...status, tenants }, lines);
     });
 
   const tenant = program.command('tenant').description('tenant keys');
@@ -182,10 +322,15 @@ export function buildProgram(io: Io): Command {
   tenant
     .command('create <tenant>')
     .description('create a tenant key by distributed key generation and pin its group key')
-    .option('--threshold <t>', 'nodes needed to derive a key', positiveInt('threshold'))
+    .option(
+      '--threshold <t>',
+      'nodes needed to derive a key (default: a majority of the nodes)',
+      positiveInt('threshold'),
+    )
     .option('--no-wait', 'return once the job is queued (the key is then not pinned)')
     .action(async (name: string, opts: { threshold?: number; wait: boolean }, cmd: Command) => {
       const s = await session(cmd);
+      s.requireAdminToken('create a tenant');
       const created = await s.client.createTenant(
         name,
         opts.threshold === undefined ? {} : { threshold: opts.threshold },
@@ -195,11 +340,16 @@ export function buildProgram(io: Io): Command {
         s.result({ ...created, pinned: false }, [created.jobId]);
         return;
       }
-      let last = '';
+      s.note(`job ${created.jobId}: key generation of ${name} version ${created.version}`);
+      let last: string | undefined;
+      let lastRetry: string | undefined;
       const job = await s.client.waitForJob(created.jobId, {
         onProgress: (j) => {
+          const retry = retryLine(j);
+          if (retry !== undefined && retry !== lastRetry) s.note(retry);
+          lastRetry = retry;
           const line = progressLine(j);
-          if (line !== last) s.note(line);
+          if (line !== undefined && line !== last) s.note(line);
           last = line;
         },
       });
@@ -254,21 +404,34 @@ export function buildProgram(io: Io): Command {
   program
     .command('encrypt <input>')
     .description('encrypt a file under its per-document key')
-    .requiredOption('-o, --output <file>', 'where to write the envelope')
+    .requiredOption(
+      '-o, --output <file>',
+      'where to write the envelope (an existing file only with --force)',
+    )
     .requiredOption('--tenant <tenant>', 'the tenant whose key is used')
     .option('--doc <id>', 'document id (default: the input file name)')
     .option('--key-version <v>', 'key version (default: the latest)', positiveInt('key version'))
+    .option('--force', 'overwrite the output file if it exists')
     .action(
       async (
         input: string,
-        opts: { output: string; tenant: string; doc?: string; keyVersion?: number },
+        opts: {
+          output: string;
+          tenant: string;
+          doc?: string;
+          keyVersion?: number;
+          force?: boolean;
+        },
         cmd: Command,
       ) => {
         const s = await session(cmd);
+        s.requireToken('derive the document key');
         const inPath = resolve(io.cwd, input);
         const outPath = resolve(io.cwd, opts.output);
-        // Open first, so a missing input fails before any key is derived.
-        const fh = await open(inPath, 'r');
+        const force = opts.force ?? false;
+        // Check the files first, so that a mistake fails before any key is derived.
+        await checkOutput(outPath, opts.output, force);
+        const fh = await openInput(inPath, input);
         const stream = fh.createReadStream();
         try {
           const sealed = await s.client.encrypt(stream, {
@@ -276,7 +439,7 @@ export function buildProgram(io: Io): Command {
             documentId: opts.doc ?? basename(inPath),
             ...(opts.keyVersion === undefined ? {} : { keyVersion: opts.keyVersion }),
           });
-          const bytes = await writeStreamAtomic(outPath, sealed);
+          const bytes = await writeOutput(outPath, opts.output, force, sealed);
           s.result(
             {
               input: inPath,
@@ -301,30 +464,38 @@ export function buildProgram(io: Io): Command {
   program
     .command('decrypt <input>')
     .description('decrypt an envelope; the key is derived for the tenant and document it names')
-    .requiredOption('-o, --output <file>', 'where to write the plaintext')
+    .requiredOption(
+      '-o, --output <file>',
+      'where to write the plaintext (an existing file only with --force)',
+    )
     .option('--tenant <tenant>', 'refuse an envelope of another tenant')
     .option('--doc <id>', 'refuse an envelope of another document')
+    .option('--force', 'overwrite the output file if it exists')
     .action(
       async (
         input: string,
-        opts: { output: string; tenant?: string; doc?: string },
+        opts: { output: string; tenant?: string; doc?: string; force?: boolean },
         cmd: Command,
       ) => {
         const s = await session(cmd);
+        s.requireToken('derive the document key');
         const inPath = resolve(io.cwd, input);
         const outPath = resolve(io.cwd, opts.output);
-        const fh = await open(inPath, 'r');
+        const force = opts.force ?? false;
+        await checkOutput(outPath, opts.output, force);
+        const fh = await openInput(inPath, input);
         const stream = fh.createReadStream();
         try {
           const opened = await s.client.decrypt(stream, {
             ...(opts.tenant === undefined ? {} : { tenant: opts.tenant }),
             ...(opts.doc === undefined ? {} : { documentId: opts.doc }),
           });
+          const bytes = await writeOutput(outPath, opts.output, force, opened);
+          // Only now: every chunk authenticated and the plaintext is in place.
           s.note(
             `tenant ${opened.tenant}, key version ${opened.keyVersion}, document ` +
               `${opened.documentId}, nodes ${opened.nodes.join(',')}`,
           );
-          const bytes = await writeStreamAtomic(outPath, opened);
           s.result(
             {
               input: inPath,
@@ -343,12 +514,20 @@ export function buildProgram(io: Io): Command {
       },
     );
 
+  // Every command's help ends with where its settings come from.
+  const withHelp = (cmd: Command): void => {
+    cmd.addHelpText('after', ENVIRONMENT_HELP);
+    for (const sub of cmd.commands) withHelp(sub);
+  };
+  withHelp(program);
+  program.addHelpText('after', PROGRAM_HELP);
   return program;
 }
 
 /** Run one command line (without the node and script arguments). Resolves with the exit status. */
 export async function run(args: readonly string[], io: Io): Promise<number> {
-  const program = buildProgram(io);
+  const current: { session?: Session } = {};
+  const program = buildProgram(io, current);
   try {
     await program.parseAsync([...args], { from: 'user' });
     return 0;
@@ -360,7 +539,7 @@ export async function run(args: readonly string[], io: Io): Promise<number> {
     ) {
       return err.exitCode;
     }
-    const { code, message } = describeError(err);
+    const { code, message } = describeError(explain(err, current.session));
     io.stderr(`error ${code}: ${printable(message).replace(/\n/g, ' ')}\n`);
     if (process.env.KMAAS_DEBUG && !(err instanceof KmaasError) && err instanceof Error) {
       io.stderr(`${err.stack}\n`);

@@ -124,6 +124,9 @@ describe('cli: kmaas as a child process against a fake coordinator', function ()
 
     const dec = await run('decrypt', 'doc.kmaas', '-o', 'doc.out');
     expectOneError(dec, 'ERR_DECRYPT_FAILED');
+    // The "tenant ..., key version ..." line comes only after a decryption that succeeded.
+    expect(dec.stderr).to.not.include('key version');
+    expect(dec.stderr.trimEnd().split('\n')).to.have.length(1);
     expect((await readdir(dir)).sort()).to.deep.equal(['doc.bin', 'doc.kmaas', 'pins.json']);
   });
 
@@ -185,8 +188,16 @@ describe('cli: kmaas as a child process against a fake coordinator', function ()
     expect(r.code, r.stderr).to.equal(0);
     const beta = fake.keys.get('beta/1')!;
     expect(beta.threshold).to.equal(2);
-    expect(r.stderr).to.match(/job 1: active dkg\.round1 1\/3/);
-    expect(r.stderr).to.match(/job 1: completed/);
+    expect(r.stderr.trimEnd().split('\n')).to.deep.equal([
+      'job 1: key generation of beta version 1',
+      'queued: waiting for the coordinator to start the key generation',
+      'DKG round 1/3: 0 of 5 nodes',
+      'DKG round 2/3: 3 of 5 nodes',
+      'DKG round 3/3: 5 of 5 nodes',
+      'storing the key package',
+      'done',
+      `pinned group key of beta version 1: ${beta.keyPackage.groupKey}`,
+    ]);
     expect(JSON.parse(r.stdout)).to.include({
       tenant: 'beta',
       version: 1,
@@ -295,14 +306,12 @@ describe('cli: kmaas as a child process against a fake coordinator', function ()
     expectOneError(wrong, 'ERR_UNAUTHORIZED');
     expect(wrong.stdout + wrong.stderr).to.not.include('not-the-token-xyz');
 
-    expectOneError(
-      await run('encrypt', 'missing.txt', '-o', 'x', '--tenant', 'acme'),
-      'ERR_VALIDATION',
-    );
-    expectOneError(
-      await run('encrypt', 'a.txt', '-o', 'no/such/dir/x', '--tenant', 'acme'),
-      'ERR_VALIDATION',
-    );
+    const missing = await run('encrypt', 'missing.txt', '-o', 'x', '--tenant', 'acme');
+    expectOneError(missing, 'ERR_VALIDATION');
+    expect(missing.stderr).to.equal('error ERR_VALIDATION: input file not found: missing.txt\n');
+    const noFolder = await run('encrypt', 'a.txt', '-o', 'no/such/dir/x', '--tenant', 'acme');
+    expectOneError(noFolder, 'ERR_VALIDATION');
+    expect(noFolder.stderr).to.include('output folder not found: no/such/dir');
     expectOneError(await run('decrypt', 'a.txt', '-o', 'x'), 'ERR_ENVELOPE_FORMAT');
     expectOneError(await run('tenant', 'create', 'beta'), 'ERR_CONFIG');
     expectOneError(await run('encrypt', 'a.txt', '--tenant', 'acme'), 'ERR_VALIDATION');
@@ -310,5 +319,214 @@ describe('cli: kmaas as a child process against a fake coordinator', function ()
     await fake.close();
     expectOneError(await run('status'), 'ERR_NODE_UNAVAILABLE');
     expect((await readdir(dir)).sort()).to.deep.equal(['a.txt', 'pins.json']);
+  });
+
+  describe('messages a new user can act on', () => {
+    /** The message of the one error line, without its `error CODE: ` prefix. */
+    const message = (r: Run) =>
+      r.stderr
+        .trimEnd()
+        .split('\n')
+        .at(-1)!
+        .replace(/^error \S+: /, '');
+
+    it('no URL and no cluster file: says that `npm run cluster` writes ./data/cluster/cluster.json', async () => {
+      const r = await kmaas(['status'], { cwd: dir });
+      expectOneError(r, 'ERR_CONFIG');
+      const m = message(r);
+      expect(m).to.include('no coordinator URL: pass --url, set KMAAS_URL, or give a cluster file');
+      expect(m).to.include(`There is no ./data/cluster/cluster.json in this folder (${dir})`);
+      expect(m).to.include('`npm run cluster` writes it once the cluster is up');
+      expect(m).to.include('start the cluster or wait for it');
+    });
+
+    it('an unreachable coordinator named by the cluster file: the file may be stale', async () => {
+      const clusterDir = join(dir, 'data', 'cluster');
+      await mkdir(clusterDir, { recursive: true });
+      const clusterFile = join(clusterDir, 'cluster.json');
+      await writeFile(clusterFile, JSON.stringify({ url: fake.url, adminToken: fake.adminToken }));
+      await fake.close();
+
+      const stale = await kmaas(['status'], { cwd: dir });
+      expectOneError(stale, 'ERR_NODE_UNAVAILABLE');
+      const m = message(stale);
+      expect(m).to.include(`coordinator ${fake.url} unreachable`);
+      expect(m).to.include(
+        `Its URL comes from the cluster file ${clusterFile}, which may be stale`,
+      );
+      expect(m).to.include('the cluster is not running, or was restarted');
+      expect(m).to.include('the file is rewritten at each start');
+
+      // A URL the user gave says nothing of cluster files.
+      const given = await kmaas(['--url', fake.url, 'status'], { cwd: dir });
+      expectOneError(given, 'ERR_NODE_UNAVAILABLE');
+      expect(message(given)).to.equal(`coordinator ${fake.url} unreachable`);
+    });
+
+    it('ERR_KEY_NOT_PINNED names tenant pin, --trust-on-first-use and --pins', async () => {
+      await writeFile(join(dir, 'a.txt'), 'hello');
+      const r = await run('encrypt', 'a.txt', '-o', 'a.kmaas', '--tenant', 'acme');
+      expectOneError(r, 'ERR_KEY_NOT_PINNED');
+      const m = message(r);
+      expect(m).to.include(`no pinned group key for acme version 1 in ${pinsFile}`);
+      expect(m).to.include('`kmaas tenant pin acme --key-version 1`');
+      expect(m).to.include('--trust-on-first-use');
+      expect(m).to.include('--pins <file>');
+      expect(m).to.include(
+        `a local cluster's pins are in the file named by "pins" in its cluster file`,
+      );
+
+      // With a cluster file whose pins are not the ones in use, it names them.
+      const clusterDir = join(dir, 'data', 'cluster');
+      await mkdir(clusterDir, { recursive: true });
+      await writeFile(join(clusterDir, 'cluster.json'), JSON.stringify({ pins: 'pins.json' }));
+      const other = await run('encrypt', 'a.txt', '-o', 'a.kmaas', '--tenant', 'acme');
+      expectOneError(other, 'ERR_KEY_NOT_PINNED');
+      expect(message(other)).to.include(
+        `the cluster file ${join(clusterDir, 'cluster.json')} names ${join(clusterDir, 'pins.json')}`,
+      );
+    });
+
+    it('status lists each tenant with its key versions and thresholds, or says there are none', async () => {
+      fake.addKey('acme', 2, 4);
+      fake.addKey('beta', 1, 3);
+      const r = await run('status');
+      expect(r.code, r.stderr).to.equal(0);
+      const lines = r.stdout.trimEnd().split('\n');
+      expect(lines.filter((l) => l.startsWith('node '))).to.have.length(5);
+      expect(lines[0]).to.match(/^node 1 {2}url=ws:\/\/node-1 {2}connected=true$/);
+      expect(lines.slice(5)).to.deep.equal([
+        'tenant acme  key versions 1 (threshold 3), 2 (threshold 4)',
+        'tenant beta  key version 1 (threshold 3)',
+      ]);
+      const json = JSON.parse((await run('--json', 'status')).stdout) as { tenants: unknown };
+      expect(json.tenants).to.deep.equal([
+        {
+          tenant: 'acme',
+          versions: [
+            { version: 1, threshold: 3, groupKey: key.keyPackage.groupKey },
+            { version: 2, threshold: 4, groupKey: fake.keys.get('acme/2')!.keyPackage.groupKey },
+          ],
+        },
+        {
+          tenant: 'beta',
+          versions: [
+            { version: 1, threshold: 3, groupKey: fake.keys.get('beta/1')!.keyPackage.groupKey },
+          ],
+        },
+      ]);
+
+      fake.keys.clear();
+      const empty = await run('status');
+      expect(empty.code, empty.stderr).to.equal(0);
+      expect(empty.stdout.trimEnd().split('\n').at(-1)).to.equal(
+        'no tenants yet: create one with `kmaas tenant create <tenant>`',
+      );
+    });
+
+    it('encrypt -o and decrypt -o refuse an existing file unless --force', async () => {
+      await pinAcme();
+      await writeFile(join(dir, 'a.txt'), 'hello');
+      await writeFile(join(dir, 'a.kmaas'), 'precious');
+      const enc = await run('encrypt', 'a.txt', '-o', 'a.kmaas', '--tenant', 'acme');
+      expectOneError(enc, 'ERR_VALIDATION');
+      expect(message(enc)).to.equal(
+        'output file a.kmaas already exists: pass --force to overwrite it',
+      );
+      expect(await readFile(join(dir, 'a.kmaas'), 'utf8')).to.equal('precious');
+      // Refused before any key was derived.
+      expect(fake.requests.filter((r) => r.endsWith('/evaluate'))).to.deep.equal([]);
+
+      const forced = await run('encrypt', 'a.txt', '-o', 'a.kmaas', '--tenant', 'acme', '--force');
+      expect(forced.code, forced.stderr).to.equal(0);
+      expect(await readFile(join(dir, 'a.kmaas'), 'utf8')).to.not.equal('precious');
+
+      await writeFile(join(dir, 'a.out'), 'precious');
+      const dec = await run('decrypt', 'a.kmaas', '-o', 'a.out');
+      expectOneError(dec, 'ERR_VALIDATION');
+      expect(message(dec)).to.equal(
+        'output file a.out already exists: pass --force to overwrite it',
+      );
+      expect(dec.stderr).to.not.include('key version');
+      expect(await readFile(join(dir, 'a.out'), 'utf8')).to.equal('precious');
+
+      const decForced = await run('decrypt', 'a.kmaas', '-o', 'a.out', '--force');
+      expect(decForced.code, decForced.stderr).to.equal(0);
+      expect(decForced.stderr).to.match(/^tenant acme, key version 1, document a\.txt, nodes /);
+      expect(await readFile(join(dir, 'a.out'), 'utf8')).to.equal('hello');
+      expect((await readdir(dir)).sort()).to.deep.equal(['a.kmaas', 'a.out', 'a.txt', 'pins.json']);
+    });
+
+    it('a missing or unreadable input: input file not found, or not readable', async () => {
+      await pinAcme();
+      const dec = await run('decrypt', 'nope.kmaas', '-o', 'x');
+      expectOneError(dec, 'ERR_VALIDATION');
+      expect(message(dec)).to.equal('input file not found: nope.kmaas');
+      await mkdir(join(dir, 'folder'));
+      const folder = await run('encrypt', 'folder', '-o', 'x', '--tenant', 'acme');
+      expectOneError(folder, 'ERR_VALIDATION');
+      expect(message(folder)).to.equal('input folder is a folder, not a file');
+      expect(fake.requests).to.deep.equal([]);
+    });
+
+    it('a missing admin token names --admin-token, KMAAS_ADMIN_TOKEN and the cluster file', async () => {
+      const r = await kmaas(['--url', fake.url, 'tenant', 'create', 'beta'], { cwd: dir });
+      expectOneError(r, 'ERR_CONFIG');
+      expect(message(r)).to.equal(
+        'an admin token is required to create a tenant: pass --admin-token <token>, set ' +
+          'KMAAS_ADMIN_TOKEN, or give a cluster file that has one with --cluster (default ' +
+          './data/cluster/cluster.json in the current folder)',
+      );
+      expect(fake.requests).to.deep.equal([]);
+
+      const noToken = await kmaas(
+        ['--url', fake.url, '--pins', pinsFile, 'decrypt', 'a', '-o', 'b'],
+        {
+          cwd: dir,
+        },
+      );
+      expectOneError(noToken, 'ERR_CONFIG');
+      expect(message(noToken)).to.include('pass --token <token>, set KMAAS_TOKEN');
+    });
+
+    it('--help and every command help name the environment variables and the defaults', async () => {
+      const vars = ['KMAAS_URL', 'KMAAS_TOKEN', 'KMAAS_ADMIN_TOKEN', 'KMAAS_PINS', 'KMAAS_CLUSTER'];
+      const top = await kmaas(['--help'], { cwd: dir });
+      expect(top.code, top.stderr).to.equal(0);
+      for (const v of vars) expect(top.stdout).to.include(v);
+      for (const d of [
+        '--doc          the input file name',
+        '--key-version  the latest key version',
+        '--threshold    a majority of the nodes',
+        '~/.kmaas/pins.json',
+        './data/cluster/cluster.json in the current folder',
+      ]) {
+        expect(top.stdout).to.include(d);
+      }
+      for (const line of top.stdout.split('\n')) expect(line.length, line).to.be.at.most(80);
+
+      const commands = [
+        ['status'],
+        ['tenant'],
+        ['tenant', 'create'],
+        ['tenant', 'pin'],
+        ['tenant', 'show'],
+        ['encrypt'],
+        ['decrypt'],
+      ];
+      const helps = await Promise.all(commands.map((c) => kmaas([...c, '--help'], { cwd: dir })));
+      for (const [i, h] of helps.entries()) {
+        expect(h.code, `${commands[i]!.join(' ')}: ${h.stderr}`).to.equal(0);
+        for (const v of vars) expect(h.stdout, commands[i]!.join(' ')).to.include(v);
+        expect(h.stdout).to.include('./data/cluster/cluster.json');
+      }
+      const [, , create, pin, , encrypt, decrypt] = helps.map((h) => h.stdout.replace(/\s+/g, ' '));
+      expect(create).to.include('(default: a majority of the nodes)');
+      expect(pin).to.include('key version (default: the latest)');
+      expect(encrypt).to.include('document id (default: the input file name)');
+      expect(encrypt).to.include('key version (default: the latest)');
+      expect(encrypt).to.include('--force');
+      expect(decrypt).to.include('--force');
+    });
   });
 });

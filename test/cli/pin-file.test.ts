@@ -64,8 +64,11 @@ describe('cli/pin-file and cli/config', () => {
       const c = await resolveConfig({}, where());
       expect(c).to.deep.include({
         url: undefined,
+        urlFrom: undefined,
         pinsFile: join(dir, 'home', '.kmaas', 'pins.json'),
+        clusterPins: undefined,
         clusterFile: undefined,
+        cwd: dir,
         json: false,
         trustOnFirstUse: false,
       });
@@ -81,6 +84,7 @@ describe('cli/pin-file and cli/config', () => {
       const c = await resolveConfig({}, where());
       expect(c).to.deep.include({
         url: 'http://c:1',
+        urlFrom: 'cluster',
         token: 't',
         adminToken: 'a',
         pinsFile: join(clusterDir, 'pins.json'),
@@ -89,14 +93,23 @@ describe('cli/pin-file and cli/config', () => {
       const o = await resolveConfig({ url: 'http://o:2', token: 'T', pins: 'mine.json' }, where());
       expect(o).to.deep.include({
         url: 'http://o:2',
+        urlFrom: 'option',
         token: 'T',
         adminToken: 'a',
         pinsFile: join(dir, 'mine.json'),
+        clusterPins: join(clusterDir, 'pins.json'),
       });
     });
 
     it('an explicit cluster file that is missing or malformed: ERR_CONFIG', async () => {
-      await expectCode(resolveConfig({ cluster: 'nope.json' }, where()), 'ERR_CONFIG');
+      const missing = await expectCode(
+        resolveConfig({ cluster: 'nope.json' }, where()),
+        'ERR_CONFIG',
+      );
+      expect(missing.message).to.equal(
+        `cluster file ${join(dir, 'nope.json')} not found (\`npm run cluster\` writes ` +
+          'data/cluster/cluster.json once the cluster is up: start it, or wait for it)',
+      );
       await writeFile(join(dir, 'bad.json'), '{"url": 5}');
       await expectCode(resolveConfig({ cluster: 'bad.json' }, where()), 'ERR_CONFIG');
       await writeFile(join(dir, 'worse.json'), 'url=');

@@ -128,8 +128,16 @@ describe('client/index: KmaasClient', () => {
         pollIntervalMs: 1,
       });
       expect(job.state).to.equal('completed');
-      expect(seen.map((j) => j.state)).to.deep.equal(['waiting', 'active', 'active', 'completed']);
-      expect(seen[1]!.progress).to.deep.equal({ phase: 'dkg.round1', done: 1, total: 3 });
+      expect(seen.map((j) => j.state)).to.deep.equal([
+        'waiting',
+        'active',
+        'active',
+        'active',
+        'active',
+        'completed',
+      ]);
+      expect(seen[0]!.progress).to.deep.equal({ phase: 'round1', done: 0, total: 5 });
+      expect(seen[2]!.progress).to.deep.equal({ phase: 'round2', done: 3, total: 5 });
       const beta = fake.keys.get('beta/1')!;
       expect(job.result).to.deep.include({ groupKey: beta.keyPackage.groupKey });
 

@@ -147,13 +147,18 @@ export class FakeCoordinator {
       }
       const key = this.addKey(body.tenant, 1, body.threshold ?? 3);
       const id = String(this.nextJob++);
+      // As coordinator/dkg-job.ts reports it: the three DKG rounds (done counts the nodes that
+      // answered), then the store of the key package.
+      const n = this.nodeIds.length;
       const script = this.jobScript?.(key) ?? [
         { state: 'waiting' },
-        { state: 'active', progress: { phase: 'dkg.round1', done: 1, total: 3 } },
-        { state: 'active', progress: { phase: 'dkg.round3', done: 3, total: 3 } },
+        { state: 'active', progress: { phase: 'round1', done: 0, total: n } },
+        { state: 'active', progress: { phase: 'round2', done: 3, total: n } },
+        { state: 'active', progress: { phase: 'round3', done: n, total: n } },
+        { state: 'active', progress: { phase: 'store', done: 0, total: 1 } },
         {
           state: 'completed',
-          progress: { phase: 'done', done: 3, total: 3 },
+          progress: { phase: 'store', done: 1, total: 1 },
           result: { tenant: key.tenant, version: 1, groupKey: key.keyPackage.groupKey },
         },
       ];
@@ -165,7 +170,15 @@ export class FakeCoordinator {
       const job = this.jobs.get(decodeURIComponent(m[1]!));
       if (!job) throw new KmaasError('ERR_UNKNOWN_JOB', 'no such job');
       const step = job.script[Math.min(job.polls++, job.script.length - 1)]!;
-      return this.send(res, { id: job.id, progress: { done: 0, total: 3 }, ...step });
+      // Before any progress, the coordinator shows round 1 with no node done.
+      const progress = { phase: 'round1', done: 0, total: this.nodeIds.length };
+      return this.send(res, {
+        id: job.id,
+        tenant: job.tenant,
+        version: job.version,
+        progress,
+        ...step,
+      });
     }
 
     if (req.method === 'GET' && (m = path.match(/^\/v1\/tenants\/([^/]+)$/))) {
