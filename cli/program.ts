@@ -14,6 +14,7 @@ import { KmaasError, isErrorCode, type ErrorCode } from '../shared/errors.ts';
 import { KmaasClient, type ClientEvent, type TenantInfo } from '../client/index.ts';
 import type { FetchLike } from '../client/http.ts';
 import { writeStreamAtomic } from './atomic.ts';
+import { addAuditCommand } from './audit.ts';
 import { resolveConfig, type Config, type GlobalOptions } from './config.ts';
 import {
   explain,
@@ -513,6 +514,8 @@ export function buildProgram(io: Io, current: { session?: Session } = {}): Comma
         }
       },
     );
+
+  addAuditCommand(program, io);
 
   // Every command's help ends with where its settings come from.
   const withHelp = (cmd: Command): void => {

@@ -3,13 +3,17 @@
  * is JSON; every error is { error: { code, message, details? } } with the status that
  * shared/errors.ts gives its code, whatever went wrong: bad JSON, an oversized body, an unknown
  * route or a failure deep inside. Each request gets an id (X-Request-Id, taken from the client
- * when well-formed) and a child logger bound to it.
+ * when well-formed) and a child logger bound to it. Errors from express and its body parser that
+ * are the client's doing (a malformed percent-encoding in the path, a corrupt compressed body,
+ * anything marked `expose` with a 4xx status) get a 4xx code too; only our own failures are
+ * ERR_INTERNAL. ERR_OVERLOADED carries a Retry-After header.
  */
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { checkTenant } from '../shared/document.ts';
 import { KmaasError, type ErrorCode } from '../shared/errors.ts';
+import { RETRY_AFTER_SECONDS } from './admission.ts';
 import { requireBearer } from '../shared/bearer.ts';
 import { describeJob, type DkgQueue } from './dkg-job.ts';
 import { authenticateClient, evaluate, type EvaluateDeps } from './evaluate.ts';
@@ -154,21 +158,70 @@ export function createApi(deps: ApiDeps): express.Express {
     next(new KmaasError('ERR_NOT_FOUND', `no route ${req.method} ${req.path.slice(0, 200)}`));
   });
 
-  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
-    const e = asKmaasError(err);
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const e = asKmaasError(err, { path: req.path, contentEncoding: req.get('content-encoding') });
     const log = (res.locals as Partial<Locals>).log ?? deps.logger;
     if (e.code === 'ERR_INTERNAL') log.error({ err }, 'request failed');
     if (res.headersSent) return;
+    if (e.code === 'ERR_OVERLOADED') res.setHeader('retry-after', String(retryAfter(e)));
     res.status(e.status).json({ error: e.toBody() });
   });
 
   return app;
 }
 
-/** body-parser errors carry a `type`; the rest are either coded already or internal. */
-function asKmaasError(err: unknown): KmaasError {
+function retryAfter(e: KmaasError): number {
+  const seconds = e.details?.retryAfterSeconds;
+  return typeof seconds === 'number' && Number.isInteger(seconds) && seconds > 0
+    ? seconds
+    : RETRY_AFTER_SECONDS;
+}
+
+/** The code for a 4xx that express or a body parser raised without one of ours. */
+const CLIENT_STATUS: Record<number, ErrorCode> = {
+  401: 'ERR_UNAUTHORIZED',
+  404: 'ERR_NOT_FOUND',
+  413: 'ERR_BODY_TOO_LARGE',
+};
+
+interface HttpError {
+  type?: unknown;
+  status?: unknown;
+  statusCode?: unknown;
+  expose?: unknown;
+  code?: unknown;
+}
+
+/**
+ * Coded errors pass through. Of the rest: body-parser errors carry a `type`; a malformed
+ * percent-encoding in a path parameter is a URIError from the router; a compressed body that
+ * does not decompress is a zlib error with a 400 status and no `type`; any other error marked
+ * `expose` with a 4xx status is the client's doing too. What remains is ours: ERR_INTERNAL.
+ */
+export function asKmaasError(
+  err: unknown,
+  req: { path: string; contentEncoding?: string | undefined },
+): KmaasError {
   if (err instanceof KmaasError) return err;
-  const type = (err as { type?: unknown } | null)?.type;
+  const http = (typeof err === 'object' && err !== null ? err : {}) as HttpError;
+  const status = typeof http.status === 'number' ? http.status : http.statusCode;
+  const clientError = typeof status === 'number' && status >= 400 && status < 500;
+  if (err instanceof URIError) {
+    const path = req.path.slice(0, 200);
+    return new KmaasError('ERR_VALIDATION', `path: malformed percent-encoding in ${path}`, {
+      field: 'path',
+    });
+  }
+  const encoding = req.contentEncoding?.trim().toLowerCase();
+  const compressed = encoding !== undefined && encoding !== '' && encoding !== 'identity';
+  if (clientError && http.type === undefined && compressed) {
+    return new KmaasError(
+      'ERR_MALFORMED_JSON',
+      'body: the Content-Encoding does not match the body, which cannot be decompressed',
+      { field: 'body' },
+    );
+  }
+  const type = http.type;
   const bodyErrors: Record<string, [ErrorCode, string]> = {
     'entity.parse.failed': ['ERR_MALFORMED_JSON', 'body is not valid JSON'],
     'entity.too.large': ['ERR_BODY_TOO_LARGE', `body exceeds ${BODY_LIMIT_BYTES} bytes`],
@@ -179,5 +232,10 @@ function asKmaasError(err: unknown): KmaasError {
   };
   const known = typeof type === 'string' ? bodyErrors[type] : undefined;
   if (known) return new KmaasError(known[0], known[1], { field: 'body' });
+  if (clientError && http.expose === true) {
+    const code = CLIENT_STATUS[status] ?? 'ERR_VALIDATION';
+    const message = err instanceof Error ? err.message.slice(0, 200) : 'bad request';
+    return new KmaasError(code, `request: ${message}`);
+  }
   return new KmaasError('ERR_INTERNAL', 'internal error');
 }

@@ -15,6 +15,7 @@ import { z } from 'zod';
 import { KmaasError } from '../shared/errors.ts';
 import { MAX_IDENTIFIER } from '../shared/identifiers.ts';
 import { Redacted } from '../shared/redacted.ts';
+import { MAX_BATCH } from '../shared/suite.ts';
 
 /** Bearer tokens shorter than this are guessable; refuse them rather than run with them. */
 export const MIN_TOKEN_LENGTH = 16;
@@ -64,8 +65,14 @@ const configSchema = z.object({
   nodeTimeoutMs: ms(10, 60_000).default(2000),
   // The whole evaluation, retries and hedges included, ends by this deadline.
   evaluateDeadlineMs: ms(10, 120_000).default(5000),
-  // A node that has not answered after this long gets a backup node asked in parallel.
+  // A node that has not answered after this long, and after three times its usual latency, gets
+  // a backup node asked in parallel (never while the coordinator is at its admission limit).
   hedgeDelayMs: ms(1, 120_000).default(1000),
+  // Worker threads that check node proofs off the event loop; 0 checks them inline.
+  verifyWorkers: ms(0, 64).default(1),
+  // Blinded elements under evaluation at once; a request beyond it is refused with ERR_OVERLOADED.
+  // At least one full batch, so that any valid request can be admitted when nothing else runs.
+  maxInflightElements: ms(MAX_BATCH, 1_000_000).default(2048),
   dkgTimeoutMs: ms(10, 600_000).default(15_000),
   dkgAttempts: ms(1, 20).default(3),
   dkgBackoffMs: ms(1, 600_000).default(2000),
@@ -91,6 +98,8 @@ export const CONFIG_ENV = {
   nodeTimeoutMs: 'KMAAS_NODE_TIMEOUT_MS',
   evaluateDeadlineMs: 'KMAAS_EVALUATE_DEADLINE_MS',
   hedgeDelayMs: 'KMAAS_HEDGE_DELAY_MS',
+  verifyWorkers: 'KMAAS_VERIFY_WORKERS',
+  maxInflightElements: 'KMAAS_MAX_INFLIGHT_ELEMENTS',
   dkgTimeoutMs: 'KMAAS_DKG_TIMEOUT_MS',
   dkgAttempts: 'KMAAS_DKG_ATTEMPTS',
   dkgBackoffMs: 'KMAAS_DKG_BACKOFF_MS',

@@ -4,9 +4,17 @@
  * reports progress { phase, done, total } as nodes answer, stores the agreed key package in the
  * registry and returns { tenant, version, groupKey }. A failed attempt is retried with
  * exponential backoff under the same ceremony id, which nodes resume idempotently (the same
- * round-1 broadcast, the same round-2 packages); before that, an attempt checks whether an
- * earlier one already finished (the package is in Redis, or every node holds it). Once some node
- * has stored the key, no retry can run the ceremony again: ERR_CEREMONY_CONFLICT is final.
+ * round-1 broadcast, the same round-2 packages, and the stored key package in round 3 once a node
+ * has finished): so a node that crashed before round 3 finishes it in the retry, from its
+ * persisted round-2 state.
+ *
+ * A ceremony is complete only when EVERY participant holds the identical key package: it returned
+ * it in round 3, in this attempt or an earlier one (the job remembers who returned what, in
+ * `holders`), or confirms holding it when asked with `keyPackage`. A package in Redis proves
+ * nothing by itself (a registry rebuild restores one that only t nodes hold). Until every
+ * participant holds it the attempt fails and is retried; the last attempt fails with
+ * ERR_DKG_FAILED naming the nodes that do not hold it (details.missing). Once all do, the package
+ * is stored and every participant is sent dkg.commit, which lets it erase the ceremony state.
  *
  * SECURITY SHORTCOMING (until the next issue): the round-2 packages carry each node's secret
  * polynomial evaluated at the others, and they pass through the coordinator in the clear. A
@@ -19,8 +27,15 @@ import { createHash } from 'node:crypto';
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { KmaasError, toKmaasError, type ErrorBody } from '../shared/errors.ts';
-import type { KeyPackage } from '../shared/key-package.ts';
-import { relayDkg, type DkgProgress } from './dkg-relay.ts';
+import { keyPackageSchema, type KeyPackage } from '../shared/key-package.ts';
+import {
+  checkHeldKeyPackage,
+  commitDkg,
+  relayDkg,
+  type DkgParams,
+  type DkgProgress,
+} from './dkg-relay.ts';
+import { canonicalKeyPackage } from './key-quorum.ts';
 import type { Logger } from './logger.ts';
 import type { NodePool } from './node-pool.ts';
 import { DKG_QUEUE_NAME, type RedisKeys } from './redis-keys.ts';
@@ -35,6 +50,16 @@ export interface DkgJobData {
   participants: number[];
   /** The last attempt's error, kept so that GET /v1/jobs/:id can show its code and details. */
   lastError?: ErrorBody;
+  /**
+   * Which participants returned (round 3) or confirmed (`keyPackage`) which key package, over
+   * every attempt so far. Public data only.
+   */
+  holders?: HeldKeyPackage[];
+}
+
+export interface HeldKeyPackage {
+  keyPackage: KeyPackage;
+  nodes: number[];
 }
 
 export interface DkgJobResult {
@@ -77,6 +102,75 @@ export function createDkgWorker(deps: DkgWorkerDeps): Worker<DkgJobData, DkgJobR
   return worker;
 }
 
+/** Who holds which key package of the job's (tenant, version), as far as the job knows. */
+export class KeyHolders {
+  readonly #groups = new Map<string, { keyPackage: KeyPackage; nodes: Set<number> }>();
+
+  constructor(known: readonly HeldKeyPackage[] = []) {
+    for (const entry of known) {
+      // Written by an earlier attempt; anything else in its place is ignored.
+      const pkg = keyPackageSchema.safeParse(entry?.keyPackage);
+      if (!pkg.success || !Array.isArray(entry.nodes)) continue;
+      for (const node of entry.nodes) if (Number.isInteger(node)) this.add(node, pkg.data);
+    }
+  }
+
+  add(node: number, keyPackage: KeyPackage): void {
+    const key = canonicalKeyPackage(keyPackage);
+    const group = this.#groups.get(key) ?? { keyPackage, nodes: new Set<number>() };
+    group.nodes.add(node);
+    this.#groups.set(key, group);
+  }
+
+  /** Is `node` known to hold some package? */
+  has(node: number): boolean {
+    return [...this.#groups.values()].some((g) => g.nodes.has(node));
+  }
+
+  get empty(): boolean {
+    return this.#groups.size === 0;
+  }
+
+  /** The package that every one of `participants` holds, if there is one. */
+  heldByAll(participants: readonly number[]): KeyPackage | null {
+    for (const g of this.#groups.values()) {
+      if (participants.every((p) => g.nodes.has(p))) return g.keyPackage;
+    }
+    return null;
+  }
+
+  /**
+   * The package most participants hold, who holds it and who does not; null when no participant
+   * is known to hold any.
+   */
+  coverage(
+    participants: readonly number[],
+  ): { keyPackage: KeyPackage; holders: number[]; missing: number[] } | null {
+    let best: { keyPackage: KeyPackage; holders: number[] } | null = null;
+    for (const g of this.#groups.values()) {
+      const holders = participants.filter((p) => g.nodes.has(p));
+      if (holders.length > 0 && holders.length > (best?.holders.length ?? 0)) {
+        best = { keyPackage: g.keyPackage, holders };
+      }
+    }
+    if (!best) return null;
+    return { ...best, missing: participants.filter((p) => !best.holders.includes(p)) };
+  }
+
+  toJSON(): HeldKeyPackage[] {
+    return [...this.#groups.values()].map((g) => ({
+      keyPackage: g.keyPackage,
+      nodes: [...g.nodes].sort((a, b) => a - b),
+    }));
+  }
+}
+
+function ceremonyParams(job: Job<DkgJobData, DkgJobResult>): DkgParams {
+  const { tenant, version, threshold } = job.data;
+  const participants = [...job.data.participants].sort((a, b) => a - b);
+  return { ceremonyId: ceremonyIdOf(job.id!), tenant, version, threshold, participants };
+}
+
 export async function processDkgJob(
   deps: DkgWorkerDeps,
   job: Job<DkgJobData, DkgJobResult>,
@@ -84,19 +178,24 @@ export async function processDkgJob(
   const { tenant, version } = job.data;
   const attempt = job.attemptsMade + 1;
   const log = deps.logger.child({ jobId: job.id, tenant, version, attempt });
+  const holders = new KeyHolders(job.data.holders);
   try {
-    const pkg = await runCeremony(deps, job, log);
+    const pkg = await runCeremony(deps, job, holders, log);
     await releaseCreateLock(deps.redis, deps.keys, tenant, job.id!);
     return { tenant, version, groupKey: pkg.groupKey };
   } catch (err) {
-    const e = toKmaasError(err);
+    let e = toKmaasError(err);
     if (!(err instanceof KmaasError)) log.error({ err }, 'DKG attempt failed unexpectedly');
     const permanent = PERMANENT.has(e.code);
     const final = permanent || attempt >= (job.opts.attempts ?? 1);
+    const params = ceremonyParams(job);
+    // The last word names whoever lacks the key: ask those not yet known to hold it.
+    if (final && e.code !== 'ERR_BAD_THRESHOLD') await askHolders(deps, params, holders, log);
+    e = withMissing(e, holders, params.participants, final);
     log.warn({ code: e.code, details: e.details, final }, `DKG attempt failed: ${e.message}`);
     // Bookkeeping must not replace the ceremony's own error with one of its own.
     await job
-      .updateData({ ...job.data, lastError: e.toBody() })
+      .updateData({ ...job.data, holders: holders.toJSON(), lastError: e.toBody() })
       .catch((cause: unknown) => log.error({ err: cause }, 'could not record the DKG error'));
     if (final) {
       await releaseCreateLock(deps.redis, deps.keys, tenant, job.id!).catch((cause: unknown) =>
@@ -108,12 +207,68 @@ export async function processDkgJob(
   }
 }
 
+/**
+ * When some participants hold the key and others do not, the failure says so: ERR_DKG_FAILED
+ * with details.missing (and details.holders), keeping what the original error said.
+ */
+function withMissing(
+  e: KmaasError,
+  holders: KeyHolders,
+  participants: readonly number[],
+  final: boolean,
+): KmaasError {
+  const coverage = holders.coverage(participants);
+  if (!coverage || coverage.missing.length === 0) return e;
+  const { missing } = coverage;
+  const message =
+    `${e.message}; node(s) ${missing.join(', ')} do not hold the key that ` +
+    `node(s) ${coverage.holders.join(', ')} hold` +
+    (final ? '' : ' (retrying)');
+  return new KmaasError('ERR_DKG_FAILED', message, {
+    ...e.details,
+    missing,
+    holders: coverage.holders,
+    groupKey: coverage.keyPackage.groupKey,
+    ...(e.code === 'ERR_DKG_FAILED' ? {} : { cause: { code: e.code, message: e.message } }),
+  });
+}
+
+/**
+ * Ask every participant not yet known to hold a key package whether it holds one (`keyPackage`),
+ * and record the well-formed answers. Never throws: a node that cannot say is simply not a holder.
+ */
+async function askHolders(
+  deps: DkgWorkerDeps,
+  params: DkgParams,
+  holders: KeyHolders,
+  log: Logger,
+): Promise<void> {
+  const { tenant, version } = params;
+  await Promise.all(
+    params.participants
+      .filter((node) => !holders.has(node))
+      .map(async (node) => {
+        try {
+          const link = deps.pool.get(node);
+          if (!link) return;
+          const body = await link.request('keyPackage', { tenant, version }, deps.roundTimeoutMs);
+          holders.add(node, checkHeldKeyPackage(params, node, body));
+        } catch (err) {
+          const e = toKmaasError(err);
+          log.debug({ node, code: e.code }, 'node does not confirm holding the key package');
+        }
+      }),
+  );
+}
+
 async function runCeremony(
   deps: DkgWorkerDeps,
   job: Job<DkgJobData, DkgJobResult>,
+  holders: KeyHolders,
   log: Logger,
 ): Promise<KeyPackage> {
-  const { tenant, version, threshold, participants } = job.data;
+  const params = ceremonyParams(job);
+  const { ceremonyId, tenant, version, threshold, participants } = params;
   const progress = async (p: DkgProgress): Promise<void> => {
     try {
       await job.updateProgress(p);
@@ -122,29 +277,66 @@ async function runCeremony(
       log.warn({ err }, 'could not record DKG progress');
     }
   };
+  checkThreshold(participants.length, threshold);
 
-  // An earlier attempt may have finished after all: on the nodes, in Redis, or both.
+  // An earlier attempt may have finished, on some nodes or on all of them, and the package may
+  // be in Redis (stored by that attempt, or restored by a registry rebuild from t nodes). It is
+  // done only when every participant holds it; otherwise the ceremony is replayed below.
   const stored = await deps.registry.readKeyPackage(tenant, version);
-  if (stored) return stored;
-  const held = await deps.registry.restoreKeyPackage(tenant, version, {
-    atLeast: participants.length,
-  });
-  if (held) {
-    log.info('key package found on every node; nothing to generate');
-    return held;
+  if (stored || !holders.empty || job.attemptsMade > 0) {
+    await askHolders(deps, params, holders, log);
+    const held = holders.heldByAll(participants);
+    if (held) {
+      log.info({ ceremonyId }, 'every participant holds the key package; nothing to generate');
+      return finish(deps, params, held, progress, log);
+    }
+    const coverage = holders.coverage(participants);
+    if (stored || coverage) {
+      log.info(
+        { ceremonyId, inRegistry: stored !== null, holders: coverage?.holders ?? [] },
+        'not every participant holds the key package: replaying the ceremony',
+      );
+    }
   }
 
-  checkThreshold(participants.length, threshold);
-  const ceremonyId = ceremonyIdOf(job.id!);
   log.info({ ceremonyId, threshold, participants }, 'DKG started');
   const pkg = await relayDkg(
-    { pool: deps.pool, timeoutMs: deps.roundTimeoutMs, logger: log, progress },
-    { ceremonyId, tenant, version, threshold, participants },
+    {
+      pool: deps.pool,
+      timeoutMs: deps.roundTimeoutMs,
+      logger: log,
+      progress,
+      onKeyPackage: (node, keyPackage) => holders.add(node, keyPackage),
+    },
+    params,
   );
+  // relayDkg returns only when every participant returned this very package in round 3.
+  if (holders.heldByAll(participants) === null) {
+    throw new KmaasError('ERR_INTERNAL', 'DKG relay returned a package not every node holds');
+  }
+  return finish(deps, params, pkg, progress, log);
+}
+
+/** Every participant holds `pkg`: store it, then let the nodes erase the ceremony state. */
+async function finish(
+  deps: DkgWorkerDeps,
+  params: DkgParams,
+  pkg: KeyPackage,
+  progress: (p: DkgProgress) => Promise<void>,
+  log: Logger,
+): Promise<KeyPackage> {
   await progress({ phase: 'store', done: 0, total: 1 });
+  // ERR_CEREMONY_CONFLICT when Redis already holds a different package.
   await deps.registry.store(pkg);
+  const uncommitted = await commitDkg(
+    { pool: deps.pool, timeoutMs: deps.roundTimeoutMs, logger: log },
+    params,
+  );
   await progress({ phase: 'store', done: 1, total: 1 });
-  log.info({ ceremonyId, groupKey: pkg.groupKey }, 'DKG complete; key package stored');
+  log.info(
+    { ceremonyId: params.ceremonyId, groupKey: pkg.groupKey, uncommitted },
+    'DKG complete; key package stored',
+  );
   return pkg;
 }
 

@@ -11,6 +11,12 @@
  *            node j -> coordinator       { packages: [{ from: j, to: m, signingShare: f_j(m) }] } for m != j
  *   round 3  coordinator -> node m       dkg.round3 { ceremonyId, round2: the n-1 packages to m }
  *            node m -> coordinator       { keyPackage }
+ *   commit   coordinator -> every node   dkg.commit { ceremonyId }  (commitDkg; dkg-job.ts sends it
+ *            node j -> coordinator       { ceremonyId, erased }     once every node holds the key)
+ *
+ * Nodes answer every round idempotently under the same ceremony id, also after storing the key
+ * (round 3 then returns the stored package), until the commit: a retry replays the ceremony, and
+ * a node that had not finished round 3 finishes it then.
  *
  * Every node must return the identical key package, which must be consistent (parseKeyPackage).
  * Each node verifies the proofs of knowledge and the shares against the commitments itself; a node
@@ -21,6 +27,7 @@ import { decodeElementB64, fromB64 } from '../shared/encoding.ts';
 import { KmaasError, toKmaasError, type ErrorCode } from '../shared/errors.ts';
 import { parseKeyPackage, type KeyPackage } from '../shared/key-package.ts';
 import {
+  dkgCommitReply,
   dkgRound1Reply,
   dkgRound2Reply,
   dkgRound3Reply,
@@ -54,6 +61,11 @@ export interface DkgRelayDeps {
   logger: Logger;
   /** Told after each answer; must not throw. */
   progress(p: DkgProgress): Promise<void>;
+  /**
+   * Told of each well-formed round-3 answer as it arrives, also when the round fails for
+   * another node: which nodes hold which key package. Must not throw.
+   */
+  onKeyPackage?(node: number, keyPackage: KeyPackage): void;
 }
 
 type Round1Package = ReturnType<typeof dkgRound1Reply.parse>;
@@ -104,7 +116,11 @@ export async function relayDkg(deps: DkgRelayDeps, params: DkgParams): Promise<K
     'round3',
     ids,
     (node) => ({ ceremonyId, round2: inbox.get(node)!.sort((a, b) => a.from - b.from) }),
-    (node, body) => checkRound3(params, ids, node, body),
+    (node, body) => {
+      const pkg = checkRound3(params, ids, node, body);
+      deps.onKeyPackage?.(node, pkg);
+      return pkg;
+    },
   );
 
   const byPackage = new Map<string, number[]>();
@@ -120,6 +136,38 @@ export async function relayDkg(deps: DkgRelayDeps, params: DkgParams): Promise<K
     });
   }
   return round3.get(ids[0]!)!;
+}
+
+/**
+ * Tell every participant that every participant holds the key, so that it erases the ceremony
+ * state. Best effort: a node that misses it keeps a sealed state it no longer needs (reported in
+ * the log), which changes nothing else. Returns the nodes that did not confirm.
+ */
+export async function commitDkg(
+  deps: Pick<DkgRelayDeps, 'pool' | 'timeoutMs' | 'logger'>,
+  params: Pick<DkgParams, 'ceremonyId' | 'participants'>,
+): Promise<number[]> {
+  const { ceremonyId } = params;
+  const failed: number[] = [];
+  await Promise.all(
+    [...params.participants].map(async (node) => {
+      try {
+        const link = deps.pool.get(node);
+        if (!link) throw new KmaasError('ERR_NODE_UNAVAILABLE', `node ${node} is not configured`);
+        const body = await link.request('dkg.commit', { ceremonyId }, deps.timeoutMs);
+        const reply = parseMessage(dkgCommitReply, body, 'commit reply');
+        if (reply.ceremonyId !== ceremonyId) throw new Error(`commit of ${reply.ceremonyId}`);
+      } catch (err) {
+        failed.push(node);
+        const e = toKmaasError(err);
+        deps.logger.warn(
+          { ceremonyId, node, code: e.code },
+          `DKG commit not confirmed; the node keeps its ceremony state: ${e.message}`,
+        );
+      }
+    }),
+  );
+  return failed.sort((a, b) => a - b);
 }
 
 /** Send one round to every participant at once; all must answer well or the ceremony fails. */
@@ -237,6 +285,19 @@ function checkRound2(ids: readonly number[], node: number, body: unknown): Round
   } catch (err) {
     throw malformed(node, 'round-2 reply', err instanceof Error ? err.message : 'invalid');
   }
+}
+
+/**
+ * A node's answer to round 3 or to `keyPackage`: a consistent key package for exactly this
+ * tenant, version, threshold and committee. ERR_DKG_FAILED naming the node otherwise.
+ */
+export function checkHeldKeyPackage(params: DkgParams, node: number, body: unknown): KeyPackage {
+  return checkRound3(
+    params,
+    [...params.participants].sort((a, b) => a - b),
+    node,
+    body,
+  );
 }
 
 /** A consistent key package for exactly this tenant, version, threshold and committee. */

@@ -11,25 +11,36 @@
  * the key package anyway (shared/voprf-client.ts verifyPartial) so that a lying node is caught
  * here, named, and replaced, instead of failing the client's derivation. The client checks again.
  *
- * Routing: ask the t healthiest share holders; when one fails (error, timeout, bad proof, drop)
- * ask the next untried one; when one is slow past the hedge delay ask a backup in parallel; the
- * first t valid answers win. Everything ends by the overall deadline. No queue, no Redis except
- * on a key-package cache miss.
+ * Routing: ask the t healthiest, least busy share holders; when one fails (error, timeout, bad
+ * proof, drop) ask the next untried one; when one is slow, compared with the hedge delay and with
+ * its own usual latency, ask a backup in parallel; the first t valid answers win. Everything ends
+ * by the overall deadline, except that answers which arrived in time are still checked (when
+ * they can still make t). No Redis except on a key-package cache miss.
+ *
+ * Load: a request is admitted only while the blinded elements in flight stay under the limit
+ * (coordinator/admission.ts), or refused at once with ERR_OVERLOADED before any node is asked; a
+ * hedge is admitted by the same rule or not sent. A node busy with earlier batches gets the
+ * request when it has room, and a request still waiting for that when it is decided is never
+ * sent (coordinator/node-link.ts). Proofs are checked in worker threads
+ * (coordinator/verify-pool.ts), and no timer decides before the sockets have been read, so a
+ * busy coordinator neither stalls on its own checks nor blames nodes for its delays.
  */
 import { performance } from 'node:perf_hooks';
 import { z } from 'zod';
-import { decodeElementB64, fromB64, type GroupElement } from '../shared/encoding.ts';
+import { decodeElement, fromB64 } from '../shared/encoding.ts';
 import { ERROR_CODES, KmaasError, toKmaasError, type ErrorCode } from '../shared/errors.ts';
 import type { ParsedKeyPackage } from '../shared/key-package.ts';
 import { evaluateReply, parseMessage, type EvaluateResponse } from '../shared/messages.ts';
-import { verifyPartial } from '../shared/voprf-client.ts';
 import { checkBatchSize } from '../shared/suite.ts';
 import { requireBearer } from '../shared/bearer.ts';
+import { overloaded, type Admission, type Lease, type RefusalLog } from './admission.ts';
 import type { KeyCache } from './key-cache.ts';
 import type { Logger } from './logger.ts';
 import { NodeReplyError, type NodeLink } from './node-link.ts';
 import type { NodePool } from './node-pool.ts';
 import type { Redacted } from '../shared/redacted.ts';
+import type { VerifyTask } from './verify-answer.ts';
+import type { VerifyPool } from './verify-pool.ts';
 
 export interface EvaluateDeps {
   pool: NodePool;
@@ -38,6 +49,11 @@ export interface EvaluateDeps {
   nodeTimeoutMs: number;
   deadlineMs: number;
   hedgeDelayMs: number;
+  /** Checks node answers, in worker threads or inline. */
+  verifier: VerifyPool;
+  /** The bound on blinded elements in flight. */
+  admission: Admission;
+  refusals: RefusalLog;
 }
 
 export interface EvaluateCall {
@@ -58,6 +74,12 @@ interface Failure {
   refused: boolean;
 }
 
+/** The client's blinded elements: as sent (to pass on to the nodes) and as checked bytes. */
+export interface Blinded {
+  encoded: string[];
+  bytes: Uint8Array[];
+}
+
 /**
  * The body's shape only; every element is then decoded on its own so that bad base64, wrong
  * lengths, invalid and identity points each get their own code (shared/encoding.ts).
@@ -67,8 +89,17 @@ const evaluateBodyShape = z.object({ blinded: z.array(z.string().max(1024)) }).s
 /** Long node messages are cut: they end up in a client-facing error. */
 const MAX_NODE_MESSAGE = 300;
 
-/** Decode and check the client's blinded elements before any node is bothered. */
-export function parseBlinded(body: unknown): { points: GroupElement[]; encoded: string[] } {
+/** A node is hedged only once it has taken this many times its usual latency. */
+const HEDGE_LATENCY_FACTOR = 3;
+
+/**
+ * A node's own timeout never ends before the overall deadline it is cut to: when the deadline is
+ * the nearer one, it decides, and names the deadline.
+ */
+const DEADLINE_MARGIN_MS = 10;
+
+/** The body's shape and batch size: all that admission needs to know, and cheap to learn. */
+export function parseBatch(body: unknown): string[] {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw new KmaasError(
       'ERR_VALIDATION',
@@ -78,8 +109,21 @@ export function parseBlinded(body: unknown): { points: GroupElement[]; encoded: 
   }
   const { blinded } = parseMessage(evaluateBodyShape, body, 'body');
   checkBatchSize(blinded.length);
-  const points = blinded.map((b, i) => decodeElementB64(b, `blinded[${i}]`));
-  return { points, encoded: blinded };
+  return blinded;
+}
+
+/** Decode and check the client's blinded elements before any node is bothered. */
+export function parseBlinded(body: unknown): Blinded {
+  return decodeBlinded(parseBatch(body));
+}
+
+function decodeBlinded(encoded: string[]): Blinded {
+  const bytes = encoded.map((b, i) => {
+    const raw = fromB64(b, `blinded[${i}]`);
+    decodeElement(raw, `blinded[${i}]`);
+    return raw;
+  });
+  return { encoded, bytes };
 }
 
 /**
@@ -91,43 +135,63 @@ export function authenticateClient(deps: EvaluateDeps, authorization: string | u
   return requireBearer(authorization, deps.clientToken, 'evaluate');
 }
 
-/** Check the batch and the key, then gather t verified partial evaluations. */
+/**
+ * Admit the request, check the batch and the key, then gather t verified partial evaluations.
+ * Throws ERR_OVERLOADED, before anything else is done, when the work in flight is at its bound.
+ */
 export async function evaluate(
   deps: EvaluateDeps,
   call: EvaluateCall,
   log: Logger,
 ): Promise<EvaluateResponse> {
-  const { points, encoded } = parseBlinded(call.body);
-  const pkg = await deps.keys.get(call.tenant, call.version);
-  const started = performance.now();
-  const partials = await gatherPartials(
-    deps,
-    pkg,
-    points,
-    {
+  const encoded = parseBatch(call.body);
+  const lease = deps.admission.tryAcquire(encoded.length);
+  if (!lease) {
+    deps.refusals.refused(log, {
       tenant: call.tenant,
       version: call.version,
-      blinded: encoded,
-      auth: { token: call.token },
-    },
-    log,
-  );
-  log.debug(
-    {
+      batch: encoded.length,
+      inflight: deps.admission.inflight,
+      limit: deps.admission.limit,
+    });
+    throw overloaded(encoded.length);
+  }
+  try {
+    const blinded = decodeBlinded(encoded);
+    const pkg = await deps.keys.get(call.tenant, call.version);
+    const started = performance.now();
+    const partials = await gatherPartials(
+      deps,
+      pkg,
+      blinded,
+      {
+        tenant: call.tenant,
+        version: call.version,
+        blinded: encoded,
+        auth: { token: call.token },
+      },
+      lease,
+      log,
+    );
+    log.debug(
+      {
+        tenant: call.tenant,
+        version: call.version,
+        batch: encoded.length,
+        nodes: partials.map((p) => p.node),
+        ms: Math.round(performance.now() - started),
+      },
+      'evaluated',
+    );
+    return {
       tenant: call.tenant,
       version: call.version,
-      batch: points.length,
-      nodes: partials.map((p) => p.node),
-      ms: Math.round(performance.now() - started),
-    },
-    'evaluated',
-  );
-  return {
-    tenant: call.tenant,
-    version: call.version,
-    threshold: pkg.threshold,
-    partials,
-  };
+      threshold: pkg.threshold,
+      partials,
+    };
+  } finally {
+    lease.release();
+  }
 }
 
 interface NodeEvaluateRequest {
@@ -137,14 +201,27 @@ interface NodeEvaluateRequest {
   auth: { token: string };
 }
 
+/** One node asked: waiting for its answer, then having its answer checked. */
+interface Attempt {
+  link: NodeLink;
+  phase: 'asked' | 'checking';
+  /** The request went on the wire; until then it waits for room at a busy node. */
+  sent: boolean;
+  hedge: NodeJS.Timeout | null;
+  /** Drops the request if it has not been sent yet. */
+  cancel: AbortController;
+}
+
 function gatherPartials(
   deps: EvaluateDeps,
   pkg: ParsedKeyPackage,
-  points: readonly GroupElement[],
+  blinded: Blinded,
   request: NodeEvaluateRequest,
+  lease: Lease,
   log: Logger,
 ): Promise<NodePartial[]> {
   const t = pkg.threshold;
+  const batch = blinded.bytes.length;
   const context = { tenant: request.tenant, version: request.version };
   const candidates = deps.pool.healthy().filter((l) => pkg.verificationShares.has(l.id));
   const failures: Failure[] = [];
@@ -162,16 +239,22 @@ function gatherPartials(
 
   const deadlineAt = performance.now() + deps.deadlineMs;
   const valid: NodePartial[] = [];
-  const inflight = new Set<number>();
+  // Open attempts by node: asked and not yet answered, or answered and being checked.
+  const attempts = new Map<number, Attempt>();
+  // Drops the checks still queued once the request is decided (and, per attempt, node requests
+  // still waiting to be sent).
+  const decided = new AbortController();
   let next = 0;
   let done = false;
+  let pastDeadline = false;
 
   return new Promise<NodePartial[]>((resolve, reject) => {
     const finish = (): void => {
       if (done) return;
       done = true;
       clearTimeout(deadline);
-      clearTimeout(hedge);
+      for (const attempt of attempts.values()) drop(attempt);
+      decided.abort();
       if (valid.length >= t) {
         resolve(valid.slice(0, t).sort((a, b) => a.node - b.node));
       } else {
@@ -179,115 +262,213 @@ function gatherPartials(
       }
     };
 
-    const settle = (node: number): void => {
-      inflight.delete(node);
-      if (done) return;
+    const isOpen = (attempt: Attempt): boolean =>
+      !done && attempts.get(attempt.link.id) === attempt;
+
+    /** An attempt ended, well or badly: decide, or ask someone else. */
+    const close = (attempt: Attempt): void => {
+      drop(attempt);
+      attempts.delete(attempt.link.id);
       if (valid.length >= t) return finish();
-      topUp();
-      if (inflight.size === 0) finish();
+      if (!pastDeadline) topUp();
+      if (attempts.size === 0 || (pastDeadline && valid.length + attempts.size < t)) finish();
     };
 
-    const launch = (link: NodeLink): void => {
+    const launch = (link: NodeLink, hedgeable: boolean): void => {
       const remaining = deadlineAt - performance.now();
       if (remaining <= 0) return;
-      inflight.add(link.id);
-      void link
-        .request('evaluate', request, Math.min(deps.nodeTimeoutMs, Math.ceil(remaining)))
-        .then(
-          (body) => {
-            if (!done) accept(link, body);
-          },
-          (err: unknown) => {
-            if (!done) fail(link, err);
-          },
-        )
-        .finally(() => settle(link.id));
-    };
-
-    const accept = (link: NodeLink, body: unknown): void => {
-      try {
-        valid.push(checkAnswer(pkg, points, link.id, body));
-      } catch (err) {
-        const e = toKmaasError(err);
-        link.recordFailure();
-        failures.push({ node: link.id, code: e.code, message: e.message, refused: false });
-        // Named at warn: a node that answers wrongly is either broken or lying.
-        log.warn(
-          { ...context, node: link.id, code: e.code },
-          e.code === 'ERR_PROOF_INVALID'
-            ? 'node returned an evaluation with an invalid proof; excluded'
-            : 'node returned a malformed evaluation; excluded',
+      const attempt: Attempt = {
+        link,
+        phase: 'asked',
+        sent: false,
+        hedge: null,
+        cancel: new AbortController(),
+      };
+      attempts.set(link.id, attempt);
+      // The hedge clock starts when the node has the request, not while it waits its turn here.
+      const onSent = (): void => {
+        attempt.sent = true;
+        if (!hedgeable || !isOpen(attempt)) return;
+        const delay = Math.max(
+          deps.hedgeDelayMs,
+          HEDGE_LATENCY_FACTOR * (link.usualLatency() ?? 0),
         );
-      }
+        attempt.hedge = setTimeout(() => setImmediate(() => hedge(attempt)), delay);
+      };
+      const timeoutMs = Math.min(deps.nodeTimeoutMs, Math.ceil(remaining) + DEADLINE_MARGIN_MS);
+      const opts = { elements: batch, signal: attempt.cancel.signal, onSent };
+      link.request('evaluate', request, timeoutMs, opts).then(
+        (body) => onAnswer(attempt, body),
+        (err: unknown) => onError(attempt, err),
+      );
     };
 
-    const fail = (link: NodeLink, err: unknown): void => {
+    const onAnswer = (attempt: Attempt, body: unknown): void => {
+      if (!isOpen(attempt) || attempt.phase !== 'asked') return;
+      stopHedge(attempt);
+      attempt.phase = 'checking';
+      const { link } = attempt;
+      let answer: { partial: NodePartial; task: VerifyTask };
+      try {
+        answer = readAnswer(pkg, blinded, link.id, body);
+      } catch (err) {
+        wrongAnswer(link, err);
+        return close(attempt);
+      }
+      deps.verifier.verify(answer.task, decided.signal).then(
+        () => {
+          if (!isOpen(attempt)) return;
+          valid.push(answer.partial);
+          close(attempt);
+        },
+        (err: unknown) => {
+          if (!isOpen(attempt)) return;
+          if (toKmaasError(err).code === 'ERR_INTERNAL') uncheckable(link, err);
+          else wrongAnswer(link, err);
+          close(attempt);
+        },
+      );
+    };
+
+    const onError = (attempt: Attempt, err: unknown): void => {
+      if (!isOpen(attempt) || attempt.phase !== 'asked') return;
       const e = toKmaasError(err);
+      const node = attempt.link.id;
       const refused = err instanceof NodeReplyError;
       failures.push({
-        node: link.id,
+        node,
         code: e.code,
-        message: cut(refused ? `node ${link.id}: ${e.message}` : e.message),
+        message: cut(refused ? `node ${node}: ${e.message}` : e.message),
         refused,
       });
-      log.warn({ ...context, node: link.id, code: e.code }, 'node failed to evaluate');
+      log.warn({ ...context, node, code: e.code }, 'node failed to evaluate');
+      close(attempt);
+    };
+
+    /** The answer is wrong: the node is broken or lying. Named at warn, and ranked down. */
+    const wrongAnswer = (link: NodeLink, err: unknown): void => {
+      const e = toKmaasError(err);
+      link.recordFailure();
+      failures.push({ node: link.id, code: e.code, message: e.message, refused: false });
+      log.warn(
+        { ...context, node: link.id, code: e.code },
+        e.code === 'ERR_PROOF_INVALID'
+          ? 'node returned an evaluation with an invalid proof; excluded'
+          : 'node returned a malformed evaluation; excluded',
+      );
+    };
+
+    /** The check itself failed (a verify worker died): not the node's fault. */
+    const uncheckable = (link: NodeLink, err: unknown): void => {
+      failures.push({
+        node: link.id,
+        code: 'ERR_INTERNAL',
+        message: `node ${link.id} answered, but its answer could not be checked`,
+        refused: false,
+      });
+      log.error({ ...context, node: link.id, err }, 'could not check a node answer');
     };
 
     /** Keep t requests going while untried holders remain. */
     const topUp = (): void => {
-      while (!done && valid.length + inflight.size < t && next < candidates.length) {
-        launch(candidates[next++]!);
+      while (!done && valid.length + attempts.size < t && next < candidates.length) {
+        launch(candidates[next++]!, true);
       }
     };
 
-    // Hedge: every request still open after the delay gets one backup, if any holder is left.
-    const hedge = setTimeout(() => {
-      let backups = inflight.size;
-      while (!done && backups-- > 0 && next < candidates.length) launch(candidates[next++]!);
-    }, deps.hedgeDelayMs);
-
-    const deadline = setTimeout(() => {
-      for (const node of inflight) {
-        failures.push({
-          node,
-          code: 'ERR_NODE_UNAVAILABLE',
-          message: `node ${node} did not answer before the ${deps.deadlineMs} ms deadline`,
-          refused: false,
-        });
+    // The node is slow by its own standard: ask one backup, if a holder is left and the
+    // coordinator has room for the extra work. Backups are not hedged in turn.
+    const hedge = (attempt: Attempt): void => {
+      attempt.hedge = null;
+      if (!isOpen(attempt) || attempt.phase !== 'asked' || pastDeadline) return;
+      if (next >= candidates.length) return;
+      if (!lease.extend(batch)) {
+        log.debug(
+          { ...context, node: attempt.link.id, batch },
+          'node slow, but not hedging: the coordinator is at its admission limit',
+        );
+        return;
       }
-      finish();
-    }, deps.deadlineMs);
+      const backup = candidates[next++]!;
+      log.debug({ ...context, node: attempt.link.id, backup: backup.id }, 'node slow: hedging');
+      launch(backup, false);
+    };
+
+    // Decided after the poll phase, so that answers already in the sockets count. Nodes still
+    // silent then have failed; answers that came in time are still checked, and decide, unless
+    // they are too few to make t.
+    const deadline = setTimeout(
+      () =>
+        setImmediate(() => {
+          if (done) return;
+          pastDeadline = true;
+          for (const attempt of [...attempts.values()]) {
+            if (attempt.phase !== 'asked') continue;
+            drop(attempt);
+            attempts.delete(attempt.link.id);
+            const node = attempt.link.id;
+            failures.push({
+              node,
+              code: 'ERR_NODE_UNAVAILABLE',
+              message: attempt.sent
+                ? `node ${node} did not answer before the ${deps.deadlineMs} ms deadline`
+                : `node ${node} was busy and could not be asked before the ${deps.deadlineMs} ms deadline`,
+              refused: false,
+            });
+          }
+          if (valid.length + attempts.size < t) finish();
+        }),
+      deps.deadlineMs,
+    );
 
     topUp();
   });
 }
 
-/** Parse and verify one node's answer; throws a KmaasError naming the node when it is wrong. */
-function checkAnswer(
+function stopHedge(attempt: Attempt): void {
+  if (attempt.hedge) clearTimeout(attempt.hedge);
+  attempt.hedge = null;
+}
+
+/** No hedge, and no sending if it has not been sent yet: the attempt is over. */
+function drop(attempt: Attempt): void {
+  stopHedge(attempt);
+  if (!attempt.sent) attempt.cancel.abort();
+}
+
+/**
+ * Parse one node's answer and turn it into the bytes its check needs; throws a KmaasError naming
+ * the node when its shape is wrong. The proof itself is checked by the verify pool.
+ */
+function readAnswer(
   pkg: ParsedKeyPackage,
-  points: readonly GroupElement[],
+  blinded: Blinded,
   node: number,
   body: unknown,
-): NodePartial {
+): { partial: NodePartial; task: VerifyTask } {
   const reply = parseMessage(evaluateReply, body, `node ${node} evaluate reply`);
   if (reply.node !== node) {
     throw new KmaasError('ERR_PROOF_INVALID', `node ${node} answered as node ${reply.node}`, {
       node,
     });
   }
-  if (reply.evaluated.length !== points.length) {
+  if (reply.evaluated.length !== blinded.bytes.length) {
     throw new KmaasError(
       'ERR_PROOF_INVALID',
-      `node ${node} returned ${reply.evaluated.length} elements for ${points.length}`,
+      `node ${node} returned ${reply.evaluated.length} elements for ${blinded.bytes.length}`,
       { node },
     );
   }
-  const evaluated = reply.evaluated.map((e, i) =>
-    decodeElementB64(e, `node ${node} evaluated[${i}]`),
-  );
+  const evaluated = reply.evaluated.map((e, i) => fromB64(e, `node ${node} evaluated[${i}]`));
   const proof = fromB64(reply.proof, `node ${node} proof`);
-  verifyPartial(pkg, points, { node, evaluated, proof });
-  return { node, evaluated: reply.evaluated, proof: reply.proof };
+  const key = pkg.verificationShares.get(node);
+  if (!key) {
+    throw new KmaasError('ERR_PROOF_INVALID', `node ${node} is not in the key package`, { node });
+  }
+  return {
+    partial: { node, evaluated: reply.evaluated, proof: reply.proof },
+    task: { node, key: key.toBytes(), blinded: blinded.bytes, evaluated, proof },
+  };
 }
 
 /**

@@ -6,8 +6,23 @@
  *
  * The link matches replies to requests by id and gives each request its own deadline. It keeps
  * itself alive: reconnects with capped exponential backoff and jitter, pings every heartbeat and
- * terminates a socket whose pongs stop coming. Whatever happens to the socket, a pending request
- * fails at once with ERR_NODE_UNAVAILABLE; nothing waits on a dead connection.
+ * terminates a socket from which nothing (no pong, no reply) has come for MISSED_PONG_LIMIT
+ * heartbeats. Whatever happens to the socket, a pending request fails at once with
+ * ERR_NODE_UNAVAILABLE; nothing waits on a dead connection.
+ *
+ * Timers judge the node, but they run on the coordinator's own event loop. When that loop was
+ * busy, a timer fires late, and the node's answer may already be waiting, unread, in the socket.
+ * So no timer blames a node at once: a request deadline and a heartbeat decide in a setImmediate
+ * callback, which runs after the poll phase has read what the sockets hold; and a heartbeat that
+ * itself fired much later than its period does not count a missing pong, since the node was not
+ * given a fair period to be heard in.
+ *
+ * A node works through its requests one at a time, in arrival order. Sent all at once, a burst of
+ * large evaluations would queue inside the node, and each one's deadline would run while it
+ * waited behind the others: the node would look slow, be timed out, and its work be sent again
+ * elsewhere. So the link keeps at most EVALUATE_WINDOW blinded elements of evaluations on the
+ * wire; the rest wait here, smaller batches first (by a bounded amount), where they can still be
+ * cancelled, and a request's deadline starts when it is sent.
  */
 import { randomInt } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
@@ -19,6 +34,7 @@ import {
   type NodeRequest,
   type NodeRequestType,
 } from '../shared/messages.ts';
+import { MAX_BATCH } from '../shared/suite.ts';
 import type { Logger } from './logger.ts';
 import type { Redacted } from '../shared/redacted.ts';
 
@@ -28,8 +44,14 @@ const MAX_REPLY_BYTES = 1 << 20;
 const EWMA_ALPHA = 0.2;
 /** A failure lowers a node's rank for this long; after it the node gets a fresh chance. */
 const FAILURE_MEMORY_MS = 30_000;
-/** Pongs a node may miss in a row before its socket is declared dead. */
+/** Heartbeats in a row with nothing heard from a node before its socket is declared dead. */
 const MISSED_PONG_LIMIT = 2;
+/** A heartbeat this many periods after the previous one means our own event loop was stalled. */
+const LATE_TICK_PERIODS = 1.5;
+/** Blinded elements of evaluations on the wire to one node at once (one full batch). */
+const EVALUATE_WINDOW = MAX_BATCH;
+/** Waiting handicap per element: a 1-element request overtakes a full batch queued < 0.5 s ago. */
+const HANDICAP_MS_PER_ELEMENT = 2;
 /** How long a polite close may take before the socket is cut. */
 const CLOSE_GRACE_MS = 1000;
 
@@ -51,6 +73,8 @@ export interface NodeLinkState {
   lastHeartbeat: string | null;
   /** Exponentially weighted average of ping round trips, in milliseconds. */
   latencyMs: number | null;
+  /** Requests sent and not yet answered, and requests waiting to be sent. */
+  pending: number;
   /** Failures (timeouts, drops, bad answers) since the last good answer, within the memory window. */
   recentFailures: number;
 }
@@ -66,7 +90,32 @@ export class NodeReplyError extends KmaasError {
   }
 }
 
+export interface RequestOptions {
+  /** Blinded elements of an evaluation: it is sent only when the window has room for them. */
+  elements?: number;
+  /** Aborting drops the request if it is still waiting to be sent. */
+  signal?: AbortSignal;
+  /** Called when the request goes on the wire (at once, unless it had to wait). */
+  onSent?: () => void;
+}
+
+/** A request waiting for room in the evaluate window. */
+interface Waiting {
+  type: NodeRequestType;
+  body: unknown;
+  timeoutMs: number;
+  elements: number;
+  priority: number;
+  opts: RequestOptions;
+  resolve: (body: unknown) => void;
+  reject: (err: KmaasError) => void;
+  onAbort: (() => void) | undefined;
+}
+
 interface Pending {
+  type: NodeRequestType;
+  sentAt: number;
+  elements: number;
   resolve(body: unknown): void;
   reject(err: KmaasError): void;
   timer: NodeJS.Timeout;
@@ -88,6 +137,9 @@ export class NodeLink {
   readonly #opts: NodeLinkOptions;
   readonly #log: Logger;
   readonly #pending = new Map<string, Pending>();
+  readonly #waiting: Waiting[] = [];
+  /** Blinded elements of the evaluations in #pending. */
+  #wireElements = 0;
   readonly #upListeners = new Set<() => void>();
   #ws: WebSocket | null = null;
   #open = false;
@@ -98,8 +150,14 @@ export class NodeLink {
   #heartbeatTimer: NodeJS.Timeout | null = null;
   #missedPongs = 0;
   #pingSentAt = 0;
+  /** When anything (a pong, a reply, a ping) last came from the node. */
+  #heardAt = 0;
+  /** When the heartbeat timer last fired. */
+  #lastTickAt = 0;
   #lastHeartbeat: number | null = null;
   #latencyMs: number | null = null;
+  /** Exponentially weighted average of evaluate round trips that succeeded, in milliseconds. */
+  #evaluateMs: number | null = null;
   #failures = 0;
   #lastFailureAt = 0;
   // Logged once per outage, not once per reconnect attempt.
@@ -130,27 +188,113 @@ export class NodeLink {
 
   /**
    * Send one request and wait for its reply body. Rejects with a NodeReplyError when the node
-   * answers with an error, and with ERR_NODE_UNAVAILABLE when the link is down, drops, or the
-   * node does not answer within `timeoutMs`.
+   * answers with an error, and with ERR_NODE_UNAVAILABLE when the link is down, drops, the node
+   * does not answer within `timeoutMs` of the request being sent, or `opts.signal` aborts it
+   * before it was sent. An evaluation (`opts.elements`) may wait for room in the window first.
    */
-  request(type: NodeRequestType, body: unknown, timeoutMs: number): Promise<unknown> {
-    const ws = this.#ws;
-    if (!ws || !this.#open) {
+  request(
+    type: NodeRequestType,
+    body: unknown,
+    timeoutMs: number,
+    opts: RequestOptions = {},
+  ): Promise<unknown> {
+    if (!this.#ws || !this.#open) {
       return Promise.reject(unavailable(this.id, 'disconnected', 'is not connected'));
     }
-    const id = String(++this.#seq);
-    const message: NodeRequest = { v: PROTOCOL_VERSION, id, type, body };
+    if (opts.signal?.aborted) {
+      return Promise.reject(unavailable(this.id, 'cancelled', `was not sent ${type}: cancelled`));
+    }
+    const elements = opts.elements ?? 0;
     return new Promise<unknown>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#pending.delete(id);
-        this.recordFailure();
-        reject(unavailable(this.id, 'timeout', `did not answer ${type} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.#pending.set(id, { resolve, reject, timer });
-      ws.send(JSON.stringify(message), (err) => {
-        if (err) this.#settle(id, unavailable(this.id, 'send-failed', `could not be sent ${type}`));
-      });
+      const job: Waiting = {
+        type,
+        body,
+        timeoutMs,
+        elements,
+        priority: performance.now() + HANDICAP_MS_PER_ELEMENT * elements,
+        opts,
+        resolve,
+        reject,
+        onAbort: undefined,
+      };
+      // Nothing overtakes what already waits, except by its place in the queue.
+      if (elements === 0 || (this.#waiting.length === 0 && this.#fits(elements))) {
+        this.#send(job);
+        return;
+      }
+      if (opts.signal) {
+        job.onAbort = () => {
+          const at = this.#waiting.indexOf(job);
+          if (at === -1) return;
+          this.#waiting.splice(at, 1);
+          reject(unavailable(this.id, 'cancelled', `was not sent ${type}: cancelled`));
+        };
+        opts.signal.addEventListener('abort', job.onAbort, { once: true });
+      }
+      this.#waiting.push(job);
+      this.#pump();
     });
+  }
+
+  #fits(elements: number): boolean {
+    return this.#wireElements === 0 || this.#wireElements + elements <= EVALUATE_WINDOW;
+  }
+
+  #send(job: Waiting): void {
+    if (job.onAbort) job.opts.signal?.removeEventListener('abort', job.onAbort);
+    const ws = this.#ws;
+    if (!ws || !this.#open) {
+      job.reject(unavailable(this.id, 'disconnected', 'is not connected'));
+      return;
+    }
+    const { type, timeoutMs } = job;
+    const id = String(++this.#seq);
+    const message: NodeRequest = { v: PROTOCOL_VERSION, id, type, body: job.body };
+    const timer = setTimeout(() => {
+      // Decided after the poll phase: a reply already in the socket is read first, and wins.
+      setImmediate(() => {
+        if (this.#pending.get(id) !== entry) return;
+        this.#forget(id, entry);
+        this.recordFailure();
+        entry.reject(
+          unavailable(this.id, 'timeout', `did not answer ${type} within ${timeoutMs} ms`),
+        );
+        this.#pump();
+      });
+    }, timeoutMs);
+    const entry: Pending = {
+      type,
+      sentAt: performance.now(),
+      elements: job.elements,
+      resolve: job.resolve,
+      reject: job.reject,
+      timer,
+    };
+    this.#pending.set(id, entry);
+    this.#wireElements += job.elements;
+    job.opts.onSent?.();
+    ws.send(JSON.stringify(message), (err) => {
+      if (err) this.#settle(id, unavailable(this.id, 'send-failed', `could not be sent ${type}`));
+    });
+  }
+
+  /** Send what waits, most urgent first, while the window has room. */
+  #pump(): void {
+    while (this.#waiting.length > 0 && this.#open) {
+      let best = 0;
+      for (let i = 1; i < this.#waiting.length; i++) {
+        if (this.#waiting[i]!.priority < this.#waiting[best]!.priority) best = i;
+      }
+      // The most urgent waits for room rather than let smaller ones past it for ever.
+      if (!this.#fits(this.#waiting[best]!.elements)) return;
+      this.#send(this.#waiting.splice(best, 1)[0]!);
+    }
+  }
+
+  #forget(id: string, entry: Pending): void {
+    this.#pending.delete(id);
+    clearTimeout(entry.timer);
+    this.#wireElements -= entry.elements;
   }
 
   /** Lower this node's rank for a while: it answered, but wrongly (bad proof, malformed reply). */
@@ -167,6 +311,7 @@ export class NodeLink {
       lastHeartbeat:
         this.#lastHeartbeat === null ? null : new Date(this.#lastHeartbeat).toISOString(),
       latencyMs: this.#latencyMs === null ? null : Math.round(this.#latencyMs * 100) / 100,
+      pending: this.#pending.size + this.#waiting.length,
       recentFailures: this.recentFailures(),
     };
   }
@@ -177,6 +322,25 @@ export class NodeLink {
 
   latency(): number {
     return this.#latencyMs ?? Number.POSITIVE_INFINITY;
+  }
+
+  /**
+   * How busy this node is with our work right now: blinded elements of the evaluations sent or
+   * waiting to be sent, plus one for each other request.
+   */
+  load(): number {
+    let load = this.#wireElements;
+    for (const entry of this.#pending.values()) if (entry.elements === 0) load++;
+    for (const job of this.#waiting) load += job.elements;
+    return load;
+  }
+
+  /**
+   * How long this node usually takes to answer an evaluation (its average round trip), or its
+   * ping round trip before it has answered one; null when neither is known yet.
+   */
+  usualLatency(): number | null {
+    return this.#evaluateMs ?? this.#latencyMs;
   }
 
   /** Stop for good: no more reconnects, pending requests fail, the socket closes. Idempotent. */
@@ -212,6 +376,9 @@ export class NodeLink {
     ws.on('open', () => this.#onOpen(ws));
     ws.on('message', (data, isBinary) => this.#onMessage(data, isBinary));
     ws.on('pong', () => this.#onPong(ws));
+    ws.on('ping', () => {
+      if (this.#ws === ws) this.#heardAt = performance.now();
+    });
     ws.on('error', (err) => {
       // The 'close' event that follows does the work; this only says why.
       if (this.#downLogged) this.#log.debug({ err: err.message }, 'node link error');
@@ -226,6 +393,7 @@ export class NodeLink {
     this.#reconnectAttempt = 0;
     this.#downLogged = false;
     this.#missedPongs = 0;
+    this.#heardAt = performance.now();
     this.#log.info({ url: this.url }, 'node connected');
     this.#startHeartbeat(ws);
     for (const listener of this.#upListeners) listener();
@@ -262,17 +430,43 @@ export class NodeLink {
 
   #startHeartbeat(ws: WebSocket): void {
     this.#stopHeartbeat();
+    const period = this.#opts.heartbeatMs;
+    this.#lastTickAt = performance.now();
     this.#heartbeatTimer = setInterval(() => {
-      if (this.#missedPongs >= MISSED_PONG_LIMIT) {
-        this.#log.warn({ missed: this.#missedPongs }, 'node missed heartbeats, terminating link');
-        ws.terminate();
-        return;
-      }
-      this.#missedPongs++;
-      this.#pingSentAt = performance.now();
-      ws.ping();
-    }, this.#opts.heartbeatMs);
+      const now = performance.now();
+      const sinceLast = now - this.#lastTickAt;
+      this.#lastTickAt = now;
+      // Judged after the poll phase, so that a pong or reply already in the socket counts.
+      setImmediate(() => this.#beat(ws, sinceLast > LATE_TICK_PERIODS * period ? sinceLast : 0));
+    }, period);
     this.#heartbeatTimer.unref();
+  }
+
+  /**
+   * One heartbeat. `lateBy` is the time since the previous one when that was far longer than a
+   * period (0 otherwise): our own event loop was stalled, so silence in that period is no
+   * evidence against the node.
+   */
+  #beat(ws: WebSocket, lateBy: number): void {
+    if (this.#ws !== ws || !this.#open) return;
+    if (this.#heardAt > this.#pingSentAt) {
+      // A pong, or any message at all, since the last ping: the node is alive, if busy.
+      this.#missedPongs = 0;
+    } else if (lateBy > 0) {
+      this.#log.debug(
+        { sinceLastHeartbeatMs: Math.round(lateBy), missed: this.#missedPongs },
+        'heartbeat ran late (coordinator event loop lag); silence not counted',
+      );
+    } else {
+      this.#missedPongs++;
+    }
+    if (this.#missedPongs >= MISSED_PONG_LIMIT) {
+      this.#log.warn({ missed: this.#missedPongs }, 'node missed heartbeats, terminating link');
+      ws.terminate();
+      return;
+    }
+    this.#pingSentAt = performance.now();
+    ws.ping();
   }
 
   #stopHeartbeat(): void {
@@ -283,6 +477,7 @@ export class NodeLink {
   #onPong(ws: WebSocket): void {
     if (this.#ws !== ws) return;
     this.#missedPongs = 0;
+    this.#heardAt = performance.now();
     this.#lastHeartbeat = Date.now();
     const rtt = performance.now() - this.#pingSentAt;
     this.#latencyMs =
@@ -290,6 +485,7 @@ export class NodeLink {
   }
 
   #onMessage(data: WebSocket.RawData, isBinary: boolean): void {
+    this.#heardAt = performance.now();
     if (isBinary) {
       this.#log.warn('node sent a binary frame; ignored');
       return;
@@ -329,13 +525,27 @@ export class NodeLink {
   #settle(id: string, err: KmaasError | null, body?: unknown): void {
     const pending = this.#pending.get(id);
     if (!pending) return;
-    this.#pending.delete(id);
-    clearTimeout(pending.timer);
-    if (err) pending.reject(err);
-    else pending.resolve(body);
+    this.#forget(id, pending);
+    if (err) {
+      pending.reject(err);
+    } else {
+      if (pending.type === 'evaluate') {
+        const rtt = performance.now() - pending.sentAt;
+        this.#evaluateMs =
+          this.#evaluateMs === null
+            ? rtt
+            : this.#evaluateMs + EWMA_ALPHA * (rtt - this.#evaluateMs);
+      }
+      pending.resolve(body);
+    }
+    this.#pump();
   }
 
   #failAll(reason: string, message: string): void {
+    for (const job of this.#waiting.splice(0)) {
+      if (job.onAbort) job.opts.signal?.removeEventListener('abort', job.onAbort);
+      job.reject(unavailable(this.id, reason, message));
+    }
     for (const id of [...this.#pending.keys()]) {
       this.#settle(id, unavailable(this.id, reason, message));
     }

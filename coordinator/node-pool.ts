@@ -1,7 +1,9 @@
 /**
  * All node links of one coordinator, and the order in which to ask them. A node that failed
- * recently goes behind every node that did not; among equals the lower heartbeat latency wins,
- * then the lower id so that the order is stable.
+ * recently goes behind every node that did not; among equals the one with less of our work open
+ * (blinded elements sent or waiting) goes first, so that concurrent evaluations spread over the
+ * committee instead of queueing at the same t nodes; then the lower heartbeat latency wins, then
+ * the lower id so that the order is stable.
  */
 import type { NodeEndpoint } from './config.ts';
 import type { Logger } from './logger.ts';
@@ -39,11 +41,25 @@ export class NodePool {
     return this.all().filter((l) => l.connected);
   }
 
-  /** Connected links, best first: fewest recent failures, then lowest latency, then lowest id. */
+  /**
+   * Connected links, best first: fewest recent failures, then least open work, then lowest
+   * latency, then lowest id.
+   */
   healthy(): NodeLink[] {
     return this.connected()
-      .map((link) => ({ link, failures: link.recentFailures(), latency: link.latency() }))
-      .sort((a, b) => a.failures - b.failures || a.latency - b.latency || a.link.id - b.link.id)
+      .map((link) => ({
+        link,
+        failures: link.recentFailures(),
+        load: link.load(),
+        latency: link.latency(),
+      }))
+      .sort(
+        (a, b) =>
+          a.failures - b.failures ||
+          a.load - b.load ||
+          a.latency - b.latency ||
+          a.link.id - b.link.id,
+      )
       .map((x) => x.link);
   }
 

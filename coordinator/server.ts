@@ -4,13 +4,15 @@
  * replicas can run behind a load balancer (DESIGN.md section 6).
  *
  * close() is idempotent and runs every step even when one fails, in an order that lets work in
- * flight end cleanly: stop taking requests, let a running ceremony finish (bounded), stop the
- * queue and the registry's background work, drop the node links, and last close Redis.
+ * flight end cleanly: stop taking requests, stop the proof-checking workers, let a running
+ * ceremony finish (bounded), stop the queue and the registry's background work, drop the node
+ * links, and last close Redis.
  */
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Redis, type RedisOptions } from 'ioredis';
+import { Admission, RefusalLog } from './admission.ts';
 import { createApi } from './api.ts';
 import type { CoordinatorConfig } from './config.ts';
 import { createDkgQueue, createDkgWorker } from './dkg-job.ts';
@@ -19,6 +21,7 @@ import { createLogger, type Logger } from './logger.ts';
 import { NodePool } from './node-pool.ts';
 import { redisKeys } from './redis-keys.ts';
 import { Registry } from './registry.ts';
+import { VerifyPool } from './verify-pool.ts';
 
 export interface CoordinatorHandle {
   /** The port the HTTP server listens on (the real one when 0 was asked for). */
@@ -104,6 +107,9 @@ export async function startCoordinator(
       },
     ]);
 
+    const verifier = new VerifyPool({ size: config.verifyWorkers, logger: log });
+    teardown.push(['verify workers', () => verifier.close()]);
+
     const app = createApi({
       adminToken: config.adminToken,
       pool,
@@ -117,6 +123,9 @@ export async function startCoordinator(
         nodeTimeoutMs: config.nodeTimeoutMs,
         deadlineMs: config.evaluateDeadlineMs,
         hedgeDelayMs: config.hedgeDelayMs,
+        verifier,
+        admission: new Admission(config.maxInflightElements),
+        refusals: new RefusalLog(),
       },
       creator: {
         redis,

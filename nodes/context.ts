@@ -3,6 +3,7 @@
  * sources of randomness (a parameter so tests can replay fixed values; default crypto RNG).
  */
 import type { Rng } from '../shared/shamir.ts';
+import type { AuditLog } from './audit-log.ts';
 import type { Keyring } from './keyring.ts';
 import type { Redacted } from '../shared/redacted.ts';
 import type { NodeStore } from './store.ts';
@@ -12,6 +13,8 @@ export interface NodeContext {
   store: NodeStore;
   keyring: Keyring;
   clientToken: Redacted<string>;
+  /** The hash-chained audit log (audit-log.ts); absent when handlers are driven without one. */
+  audit?: AuditLog;
   /** Feeds DKG polynomials and DLEQ proof nonces; undefined means the crypto RNG. */
   rng?: Rng;
 }

@@ -1,11 +1,18 @@
 /**
  * DKG request handlers: load the ceremony state, run one transition of dkg-machine.ts, persist
  * the result (sealed) before replying. Persisting first means a node restarted between rounds
- * answers the next round as if it never stopped, and a repeated request gets the same answer:
+ * answers the next round as if it never stopped, and a repeated request gets the same answer,
+ * also after the key is stored:
  *
  *   dkg.round1  same ceremony id and parameters -> the same broadcast
  *   dkg.round2  same round-1 packages           -> the same outgoing packages
  *   dkg.round3  ceremony already finished       -> the stored key package
+ *   dkg.commit  every participant holds the key -> the ceremony state is erased
+ *
+ * The state outlives the key on purpose: a participant that has not finished round 3 (it
+ * crashed, its answer was lost) can only finish when the others replay rounds 1 and 2 for it,
+ * under the same ceremony id. The coordinator sends dkg.commit once every participant returned
+ * the same key package; abandoned ceremonies expire (dkg-expiry.ts).
  *
  * A (tenant, version) that already has a key never gets a second one (ERR_CEREMONY_CONFLICT).
  * Handlers are synchronous (better-sqlite3, noble), so requests never interleave.
@@ -13,7 +20,12 @@
 import type { z } from 'zod';
 import { KmaasError } from '../shared/errors.ts';
 import type { KeyPackage } from '../shared/key-package.ts';
-import type { dkgRound1Request, dkgRound2Request, dkgRound3Request } from '../shared/messages.ts';
+import type {
+  dkgCommitRequest,
+  dkgRound1Request,
+  dkgRound2Request,
+  dkgRound3Request,
+} from '../shared/messages.ts';
 import type { LogFields, NodeContext } from './context.ts';
 import { decodeCeremony, encodeCeremony } from './dkg-codec.ts';
 import {
@@ -22,6 +34,7 @@ import {
   finishRound3,
   sameParams,
   startCeremony,
+  type CeremonyParams,
   type CeremonyState,
   type Round1Wire,
   type Round2Wire,
@@ -56,16 +69,38 @@ function save(ctx: NodeContext, state: CeremonyState): void {
   }
 }
 
-/** The state of a ceremony in progress; a finished or unknown ceremony is an error. */
-function inProgress(ctx: NodeContext, ceremonyId: string): CeremonyState {
-  const state = load(ctx, ceremonyId);
-  if (state) return state;
-  if (ctx.store.findKeyByCeremony(ceremonyId)) {
-    throw conflict(ceremonyId, `ceremony ${ceremonyId} has already finished`);
-  }
-  throw new KmaasError('ERR_UNKNOWN_CEREMONY', `no ceremony ${ceremonyId} on this node`, {
+function unknownCeremony(ceremonyId: string): KmaasError {
+  return new KmaasError('ERR_UNKNOWN_CEREMONY', `no ceremony ${ceremonyId} on this node`, {
     ceremonyId,
   });
+}
+
+/**
+ * Refuse to work on a ceremony when its (tenant, version) already has a key made by another
+ * ceremony: this one can never finish here.
+ */
+function checkNotSuperseded(ctx: NodeContext, params: CeremonyParams): void {
+  const holder = ctx.store.keyCeremonyId(params.tenant, params.version);
+  if (holder !== undefined && holder !== params.ceremonyId) {
+    throw conflict(
+      params.ceremonyId,
+      `${params.tenant} v${params.version} already has a key on node ${ctx.nodeId}`,
+      { tenant: params.tenant, version: params.version },
+    );
+  }
+}
+
+/** The stored state of a ceremony; a committed or unknown ceremony is an error. */
+function stateOf(ctx: NodeContext, ceremonyId: string): CeremonyState {
+  const state = load(ctx, ceremonyId);
+  if (state) {
+    checkNotSuperseded(ctx, state.params);
+    return state;
+  }
+  if (ctx.store.keyRecordByCeremony(ceremonyId)) {
+    throw conflict(ceremonyId, `ceremony ${ceremonyId} has finished and was committed`);
+  }
+  throw unknownCeremony(ceremonyId);
 }
 
 function describe(state: CeremonyState, log: LogFields): void {
@@ -83,13 +118,6 @@ export function handleRound1(
   log.tenant = body.tenant;
   log.version = body.version;
   const params = checkParams(ctx.nodeId, body);
-  if (ctx.store.hasKey(params.tenant, params.version)) {
-    throw conflict(
-      params.ceremonyId,
-      `${params.tenant} v${params.version} already has a key on node ${ctx.nodeId}`,
-      { tenant: params.tenant, version: params.version },
-    );
-  }
   const existing = load(ctx, params.ceremonyId);
   if (existing) {
     if (!sameParams(existing.params, params)) {
@@ -98,7 +126,16 @@ export function handleRound1(
         `ceremony ${params.ceremonyId} exists with other parameters`,
       );
     }
+    // A replay, also after this node stored the key of this very ceremony.
+    checkNotSuperseded(ctx, params);
     return existing.round1;
+  }
+  if (ctx.store.hasKey(params.tenant, params.version)) {
+    throw conflict(
+      params.ceremonyId,
+      `${params.tenant} v${params.version} already has a key on node ${ctx.nodeId}`,
+      { tenant: params.tenant, version: params.version },
+    );
   }
   const state = startCeremony(ctx.nodeId, params, ctx.rng);
   save(ctx, state);
@@ -113,7 +150,7 @@ export function handleRound2(
   log: LogFields,
 ): { packages: Round2Wire[] } {
   log.ceremonyId = body.ceremonyId;
-  const state = inProgress(ctx, body.ceremonyId);
+  const state = stateOf(ctx, body.ceremonyId);
   describe(state, log);
   const next = advanceRound2(ctx.nodeId, state, body.round1);
   if (next.state !== state) save(ctx, next.state);
@@ -126,18 +163,15 @@ export function handleRound3(
   log: LogFields,
 ): { keyPackage: KeyPackage } {
   log.ceremonyId = body.ceremonyId;
-  const state = load(ctx, body.ceremonyId);
-  if (!state) {
-    const done = ctx.store.findKeyByCeremony(body.ceremonyId);
-    if (!done) {
-      throw new KmaasError('ERR_UNKNOWN_CEREMONY', `no ceremony ${body.ceremonyId} on this node`, {
-        ceremonyId: body.ceremonyId,
-      });
-    }
+  // Finished already (before or after a commit): the stored package, whatever was sent.
+  const done = ctx.store.keyRecordByCeremony(body.ceremonyId);
+  if (done) {
     log.tenant = done.tenant;
     log.version = done.version;
+    log.replayed = true;
     return { keyPackage: done.keyPackage };
   }
+  const state = stateOf(ctx, body.ceremonyId);
   describe(state, log);
   const { share, keyPackage } = finishRound3(ctx.nodeId, state, body.round2);
   const key = {
@@ -151,4 +185,32 @@ export function handleRound3(
   ctx.store.saveKey(key);
   ctx.keyring.add(key);
   return { keyPackage };
+}
+
+/**
+ * Every participant returned the same key package: this node's ceremony state is no longer
+ * needed. Only a node that holds the key of this ceremony erases it; repeating is harmless.
+ */
+export function handleCommit(
+  ctx: NodeContext,
+  body: z.infer<typeof dkgCommitRequest>,
+  log: LogFields,
+): { ceremonyId: string; erased: boolean } {
+  log.ceremonyId = body.ceremonyId;
+  const done = ctx.store.keyRecordByCeremony(body.ceremonyId);
+  if (!done) {
+    const pending = ctx.store.ceremonyKey(body.ceremonyId);
+    if (!pending) throw unknownCeremony(body.ceremonyId);
+    log.tenant = pending.tenant;
+    log.version = pending.version;
+    throw conflict(
+      body.ceremonyId,
+      `ceremony ${body.ceremonyId} has not finished on node ${ctx.nodeId}; its state is kept`,
+    );
+  }
+  log.tenant = done.tenant;
+  log.version = done.version;
+  const erased = ctx.store.deleteCeremony(body.ceremonyId);
+  log.erased = erased;
+  return { ceremonyId: body.ceremonyId, erased };
 }

@@ -23,7 +23,7 @@ import {
   type NodeRequestType,
 } from '../shared/messages.ts';
 import type { LogFields, NodeContext } from './context.ts';
-import { handleRound1, handleRound2, handleRound3 } from './dkg.ts';
+import { handleCommit, handleRound1, handleRound2, handleRound3 } from './dkg.ts';
 import { handleEvaluate } from './evaluate.ts';
 
 type Handler<K extends NodeRequestType> = (
@@ -42,6 +42,7 @@ const handlers: { [K in NodeRequestType]: Handler<K> } = {
   'dkg.round1': handleRound1,
   'dkg.round2': handleRound2,
   'dkg.round3': handleRound3,
+  'dkg.commit': handleCommit,
   evaluate: handleEvaluate,
   keyPackage: (ctx, body, log) => {
     log.tenant = body.tenant;

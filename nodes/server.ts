@@ -6,18 +6,22 @@
  *                 (RFC 6750 section 2.1), refused with 401 before any WebSocket exists.
  *
  * startNode opens the store (ERR_WRONG_NODE_SECRET stops it there), loads every key into memory,
- * then listens. close() is idempotent and runs every cleanup step even when one fails.
+ * opens the audit log (audit-log.ts; every evaluation and DKG message is recorded), then
+ * listens. close() is idempotent and runs every cleanup step even when one fails.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { ERROR_CODES, type ErrorCode } from '../shared/errors.ts';
+import { ERROR_CODES, toKmaasError, type ErrorCode } from '../shared/errors.ts';
 import type { Rng } from '../shared/shamir.ts';
 import { bearerToken, tokenMatches } from '../shared/bearer.ts';
+import { AuditLog } from './audit-log.ts';
+import { auditRequest } from './audit-request.ts';
 import type { NodeConfig } from './config.ts';
 import type { NodeContext } from './context.ts';
+import { startCeremonyExpiry } from './dkg-expiry.ts';
 import { Keyring } from './keyring.ts';
 import { createLogger } from './logger.ts';
 import { createDispatcher } from './protocol.ts';
@@ -102,18 +106,23 @@ export async function startNode(
   const log = logger.bindings().node === undefined ? logger.child({ node: config.nodeId }) : logger;
   const store = NodeStore.open(config.dataDir, config.nodeId, config.secret);
   let keyring: Keyring;
+  let audit: AuditLog;
   try {
     keyring = new Keyring(config.nodeId);
     for (const key of store.listKeys()) keyring.add(key);
+    audit = await AuditLog.open(config.dataDir, { logger: log });
   } catch (err) {
     store.close();
     throw err;
   }
+  // Abandoned DKG ceremonies: expired now and hourly (dkg-expiry.ts).
+  const stopExpiry = startCeremonyExpiry(store, log);
   const ctx: NodeContext = {
     nodeId: config.nodeId,
     store,
     keyring,
     clientToken: config.clientToken,
+    audit,
     ...(options.rng ? { rng: options.rng } : {}),
   };
 
@@ -157,7 +166,9 @@ export async function startNode(
           ? data.toString('utf8')
           : Buffer.from(data).toString('utf8');
       if (isBinary) connLog.debug('binary frame read as UTF-8 text');
-      ws.send(JSON.stringify(dispatch(text)));
+      const reply = dispatch(text);
+      auditRequest(ctx, text, reply, connLog);
+      ws.send(JSON.stringify(reply));
     });
     ws.on('error', (err) => connLog.warn({ err }, 'WebSocket error'));
     ws.on('close', (code) => connLog.info({ code }, 'coordinator disconnected'));
@@ -185,6 +196,10 @@ export async function startNode(
     });
   } catch (err) {
     clearInterval(pinger);
+    stopExpiry();
+    await audit
+      .close(toKmaasError(err).code)
+      .catch((e: unknown) => log.error({ err: e }, 'audit log close failed'));
     store.close();
     throw err;
   }
@@ -198,6 +213,7 @@ export async function startNode(
     (closing ??= runAll(
       [
         ['stop pings', () => clearInterval(pinger)],
+        ['stop ceremony expiry', stopExpiry],
         [
           'close WebSockets',
           () => {
@@ -213,6 +229,7 @@ export async function startNode(
               http.closeAllConnections();
             }),
         ],
+        ['close audit log', () => audit.close()],
         ['close store', () => store.close()],
       ],
       log,

@@ -4,7 +4,12 @@
  *
  *   meta        node id, KEK salt, sealed check value, schema version
  *   keys        (tenant, version) -> sealed share, public key package, ceremony that made it
- *   ceremonies  ceremony id -> sealed DKG state between rounds (survives a restart)
+ *   ceremonies  ceremony id -> sealed DKG state (survives a restart). Kept after the key is
+ *               stored, so that every round of the ceremony can be replayed for a participant
+ *               that has not finished; erased by dkg.commit (every participant holds the key),
+ *               when another ceremony's key for the same (tenant, version) is stored, or by
+ *               expireCeremonies once abandoned (no key for its (tenant, version), untouched for
+ *               long; see dkg-expiry.ts).
  *
  * Shares and ceremony state are sealed (sealing.ts) before they reach SQLite; nothing secret is
  * ever written in the clear. The check value is sealed at first start; a later start whose secret
@@ -55,6 +60,28 @@ export interface StoredKey {
   ceremonyId: string;
   share: SecretShare;
   keyPackage: KeyPackage;
+}
+
+/** The public part of a stored key: what a replayed round 3 and dkg.commit need. */
+export interface KeyRecord {
+  tenant: string;
+  version: number;
+  ceremonyId: string;
+  keyPackage: KeyPackage;
+}
+
+/** A ceremony state removed by expireCeremonies. */
+export interface ExpiredCeremony {
+  ceremonyId: string;
+  tenant: string;
+  version: number;
+  /** When its state last changed (ms since the epoch). */
+  updatedAt: number;
+}
+
+export interface StoreOptions {
+  /** The clock that timestamps rows (ms since the epoch); default Date.now. Tests only. */
+  now?: () => number;
 }
 
 export interface StoredCeremony {
@@ -157,13 +184,21 @@ export class NodeStore {
   readonly #db: Database.Database;
   readonly #sealer: Sealer;
   readonly #nodeId: number;
+  readonly #now: () => number;
   #closed = false;
 
-  private constructor(path: string, db: Database.Database, sealer: Sealer, nodeId: number) {
+  private constructor(
+    path: string,
+    db: Database.Database,
+    sealer: Sealer,
+    nodeId: number,
+    now: () => number,
+  ) {
     this.path = path;
     this.#db = db;
     this.#sealer = sealer;
     this.#nodeId = nodeId;
+    this.#now = now;
   }
 
   /**
@@ -171,7 +206,12 @@ export class NodeStore {
    * when `secret` is not the one the database was created with, ERR_CONFIG when the database
    * belongs to another node id; in both cases the file is left untouched.
    */
-  static open(dataDir: string, nodeId: number, secret: Redacted<Uint8Array>): NodeStore {
+  static open(
+    dataDir: string,
+    nodeId: number,
+    secret: Redacted<Uint8Array>,
+    options: StoreOptions = {},
+  ): NodeStore {
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const path = join(dataDir, DB_FILE);
     const existingSalt = existsSync(path) ? verifyExisting(path, nodeId, secret) : undefined;
@@ -181,12 +221,12 @@ export class NodeStore {
       db.pragma('journal_mode = WAL');
       // FULL: a committed key survives power loss, not only a process crash. Writes are rare.
       db.pragma('synchronous = FULL');
-      // Deleted rows (finished ceremonies) are overwritten, not left in free pages. They were
-      // sealed anyway; this keeps even their ciphertext from outliving the ceremony.
+      // Deleted rows (committed or expired ceremonies) are overwritten, not left in free pages.
+      // They were sealed anyway; this keeps even their ciphertext from outliving the ceremony.
       db.pragma('secure_delete = ON');
       db.exec(SCHEMA);
       const salt = existingSalt ?? NodeStore.#initialise(db, nodeId, secret);
-      return new NodeStore(path, db, new Sealer(secret, salt), nodeId);
+      return new NodeStore(path, db, new Sealer(secret, salt), nodeId, options.now ?? Date.now);
     } catch (err) {
       db.close();
       throw err;
@@ -272,10 +312,35 @@ export class NodeStore {
     return row && this.#toKey(row);
   }
 
+  /** The ceremony that made the key of (tenant, version), if there is one; nothing is unsealed. */
+  keyCeremonyId(tenant: string, version: number): string | undefined {
+    const row = this.#db
+      .prepare('SELECT ceremony_id FROM keys WHERE tenant = ? AND version = ?')
+      .get(tenant, version) as { ceremony_id: string } | undefined;
+    return row?.ceremony_id;
+  }
+
+  /** The public record of the key `ceremonyId` made, if it made one; nothing is unsealed. */
+  keyRecordByCeremony(ceremonyId: string): KeyRecord | undefined {
+    const row = this.#db
+      .prepare('SELECT tenant, version, key_package FROM keys WHERE ceremony_id = ?')
+      .get(ceremonyId) as Pick<KeyRow, 'tenant' | 'version' | 'key_package'> | undefined;
+    return (
+      row && {
+        tenant: row.tenant,
+        version: row.version,
+        ceremonyId,
+        keyPackage: JSON.parse(row.key_package) as KeyPackage,
+      }
+    );
+  }
+
   /**
-   * Store a finished key and erase every ceremony state of that (tenant, version) in the same
-   * transaction: the polynomial coefficients are not needed once the share exists. Refuses to
-   * replace an existing key (ERR_CEREMONY_CONFLICT).
+   * Store a finished key. Its own ceremony's state is kept (dkg.commit erases it once every
+   * participant holds the key: until then a participant that has not finished needs the others
+   * to replay their rounds); the state of any other ceremony of that (tenant, version) can never
+   * finish any more and is erased in the same transaction. Refuses to replace an existing key
+   * (ERR_CEREMONY_CONFLICT).
    */
   saveKey(key: StoredKey): void {
     const shareBytes = encodeScalar(key.share.reveal());
@@ -285,7 +350,9 @@ export class NodeStore {
       `INSERT INTO keys (tenant, version, ceremony_id, sealed_share, key_package, created_at)
        VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
     );
-    const erase = this.#db.prepare('DELETE FROM ceremonies WHERE tenant = ? AND version = ?');
+    const eraseOthers = this.#db.prepare(
+      'DELETE FROM ceremonies WHERE tenant = ? AND version = ? AND ceremony_id <> ?',
+    );
     this.#db.transaction(() => {
       const r = insert.run(
         key.tenant,
@@ -293,7 +360,7 @@ export class NodeStore {
         key.ceremonyId,
         sealed,
         JSON.stringify(key.keyPackage),
-        Date.now(),
+        this.#now(),
       );
       if (r.changes !== 1) {
         throw new KmaasError(
@@ -302,7 +369,7 @@ export class NodeStore {
           { tenant: key.tenant, version: key.version },
         );
       }
-      erase.run(key.tenant, key.version);
+      eraseOthers.run(key.tenant, key.version, key.ceremonyId);
     })();
   }
 
@@ -320,6 +387,13 @@ export class NodeStore {
     };
   }
 
+  /** Which key a stored ceremony is for, without unsealing its state. */
+  ceremonyKey(ceremonyId: string): { tenant: string; version: number } | undefined {
+    return this.#db
+      .prepare('SELECT tenant, version FROM ceremonies WHERE ceremony_id = ?')
+      .get(ceremonyId) as { tenant: string; version: number } | undefined;
+  }
+
   saveCeremony(c: StoredCeremony): void {
     const sealed = this.#sealer.seal(
       c.state,
@@ -333,7 +407,39 @@ export class NodeStore {
            sealed_state = excluded.sealed_state, updated_at = excluded.updated_at
          WHERE tenant = excluded.tenant AND version = excluded.version`,
       )
-      .run(c.ceremonyId, c.tenant, c.version, sealed, Date.now());
+      .run(c.ceremonyId, c.tenant, c.version, sealed, this.#now());
+  }
+
+  /** Erase the state of `ceremonyId`; true when there was one. */
+  deleteCeremony(ceremonyId: string): boolean {
+    return (
+      this.#db.prepare('DELETE FROM ceremonies WHERE ceremony_id = ?').run(ceremonyId).changes > 0
+    );
+  }
+
+  /**
+   * Erase every abandoned ceremony: its (tenant, version) has no key, and its state has not
+   * changed since before `cutoff` (ms since the epoch). Returns what was erased.
+   */
+  expireCeremonies(cutoff: number): ExpiredCeremony[] {
+    const abandoned = `FROM ceremonies c WHERE c.updated_at < ? AND NOT EXISTS
+      (SELECT 1 FROM keys k WHERE k.tenant = c.tenant AND k.version = c.version)`;
+    const select = this.#db.prepare(
+      `SELECT c.ceremony_id, c.tenant, c.version, c.updated_at ${abandoned} ORDER BY c.updated_at`,
+    );
+    const erase = this.#db.prepare('DELETE FROM ceremonies WHERE ceremony_id = ?');
+    return this.#db.transaction(() => {
+      const rows = select.all(cutoff) as (Omit<CeremonyRow, 'sealed_state'> & {
+        updated_at: number;
+      })[];
+      for (const r of rows) erase.run(r.ceremony_id);
+      return rows.map((r) => ({
+        ceremonyId: r.ceremony_id,
+        tenant: r.tenant,
+        version: r.version,
+        updatedAt: r.updated_at,
+      }));
+    })();
   }
 
   /** Idempotent. Closing checkpoints the WAL into node.db. */

@@ -23,7 +23,7 @@ const opts = new Command()
 
 const seconds = Number(opts.seconds);
 const dir = mkdtempSync(join(tmpdir(), 'kmaas-bench-'));
-const cluster = new LocalCluster({ dataDir: dir, cleanRedisOnStop: true, logLevel: 'warn' });
+const cluster = new LocalCluster({ dataDir: dir, cleanRedisOnStop: true });
 stopOnSignal(() => cluster.stop());
 
 function percentile(sorted: number[], p: number): number {

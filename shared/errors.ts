@@ -97,6 +97,10 @@ export const ERROR_CODES = {
     status: 500,
     doc: 'A node was started with a secret that does not open its existing database.',
   },
+  ERR_AUDIT_BROKEN: {
+    status: 500,
+    doc: 'An audit log failed verification; the first broken entry is named.',
+  },
   ERR_INTERNAL: { status: 500, doc: 'An unexpected failure; the log has the details.' },
 } as const satisfies Record<string, { status: number; doc: string }>;
 

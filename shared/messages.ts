@@ -8,7 +8,7 @@
  *   coordinator -> node  { v: 1, id, type, body }
  *   node -> coordinator  { v: 1, id, ok: true, body } | { v: 1, id, ok: false, error }
  * `id` is the request id the reply echoes. Types: status, dkg.round1, dkg.round2, dkg.round3,
- * evaluate, keyPackage. All byte strings are unpadded base64url.
+ * dkg.commit, evaluate, keyPackage. All byte strings are unpadded base64url.
  */
 import { z } from 'zod';
 import { KmaasError, type ErrorBody } from './errors.ts';
@@ -59,6 +59,9 @@ export const dkgRound3Request = z
   .object({ ceremonyId, round2: z.array(dkgRound2Package).min(1).max(64) })
   .strict();
 
+/** Every participant returned the same key package: the node may erase the ceremony's state. */
+export const dkgCommitRequest = z.object({ ceremonyId }).strict();
+
 /**
  * `auth` is the end user's credential, passed through untouched so that every node checks it
  * itself (DESIGN.md section 4). Until OIDC + DPoP land it is the cluster's development token.
@@ -79,6 +82,7 @@ export const nodeRequestBodies = {
   'dkg.round1': dkgRound1Request,
   'dkg.round2': dkgRound2Request,
   'dkg.round3': dkgRound3Request,
+  'dkg.commit': dkgCommitRequest,
   evaluate: evaluateRequest,
   keyPackage: keyPackageRequest,
 } as const;
@@ -104,6 +108,9 @@ export const dkgRound1Reply = dkgRound1Package;
 export const dkgRound2Reply = z.object({ packages: z.array(dkgRound2Package) });
 
 export const dkgRound3Reply = z.object({ keyPackage: keyPackageSchema });
+
+/** `erased` is false when the state was already gone (a repeated commit). */
+export const dkgCommitReply = z.object({ ceremonyId, erased: z.boolean() });
 
 export const keyPackageReply = z.object({ keyPackage: keyPackageSchema });
 

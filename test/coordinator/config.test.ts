@@ -37,6 +37,9 @@ describe('coordinator: configuration', function () {
       redisUrl: 'redis://127.0.0.1:6379',
       redisPrefix: 'kmaas:',
       nodeTimeoutMs: 2000,
+      hedgeDelayMs: 1000,
+      verifyWorkers: 1,
+      maxInflightElements: 2048,
       logLevel: 'info',
     });
     expect(c.nodes).to.deep.equal([
@@ -53,6 +56,15 @@ describe('coordinator: configuration', function () {
       KMAAS_NODE_TIMEOUT_MS: '750',
     });
     expect(c).to.deep.include({ port: 0, redisPrefix: 'kmaas:blue:', nodeTimeoutMs: 750 });
+  });
+
+  it('reads the load settings; 0 verify workers means checking inline', () => {
+    const c = loadConfig({
+      ...BASE,
+      KMAAS_VERIFY_WORKERS: '0',
+      KMAAS_MAX_INFLIGHT_ELEMENTS: '256',
+    });
+    expect(c).to.deep.include({ verifyWorkers: 0, maxInflightElements: 256 });
   });
 
   const table: [string, Record<string, string | undefined>, string][] = [
@@ -90,6 +102,18 @@ describe('coordinator: configuration', function () {
     ['a Redis URL of another scheme', { ...BASE, REDIS_URL: 'http://127.0.0.1:6379' }, 'REDIS_URL'],
     ['a prefix with spaces', { ...BASE, KMAAS_REDIS_PREFIX: 'my prefix' }, 'KMAAS_REDIS_PREFIX'],
     ['an unknown log level', { ...BASE, LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+    ['negative verify workers', { ...BASE, KMAAS_VERIFY_WORKERS: '-1' }, 'KMAAS_VERIFY_WORKERS'],
+    ['fractional verify workers', { ...BASE, KMAAS_VERIFY_WORKERS: '1.5' }, 'KMAAS_VERIFY_WORKERS'],
+    [
+      'an element limit below one full batch',
+      { ...BASE, KMAAS_MAX_INFLIGHT_ELEMENTS: '255' },
+      'KMAAS_MAX_INFLIGHT_ELEMENTS',
+    ],
+    [
+      'an element limit that is not a number',
+      { ...BASE, KMAAS_MAX_INFLIGHT_ELEMENTS: 'lots' },
+      'KMAAS_MAX_INFLIGHT_ELEMENTS',
+    ],
   ];
   for (const [name, env, setting] of table) {
     it(`${name} -> ERR_CONFIG naming ${setting}`, () => {

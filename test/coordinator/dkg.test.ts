@@ -186,6 +186,53 @@ describe('coordinator: tenant creation (DKG job)', function () {
     expect(cluster.node(1).received.filter((t) => t === 'dkg.round1').length).to.be.at.least(2);
   });
 
+  it('a node that crashes in round 3 finishes in the retry; the job completes only then', async () => {
+    cluster = await Cluster.start({ nodes: 3, config: { dkgAttempts: 4, dkgBackoffMs: 300 } });
+    await cluster.waitForNodes();
+    // Node 3 drops its connection on the first round 3 it gets, before storing anything, while
+    // nodes 1 and 2 store the key (and a registry rebuild may put their package into Redis).
+    cluster.node(3).round3Crashes = 1;
+
+    const res = await create(cluster, { tenant: 'acme' });
+    const job = await jobWhen(cluster, res.body.jobId, ['completed', 'failed']);
+
+    expect(job.state, JSON.stringify(job.error)).to.equal('completed');
+    expect(job.attemptsMade).to.be.at.least(1);
+    const stored = await http<KeyPackage>(cluster.port, 'GET', '/v1/tenants/acme/keys/1');
+    expect(stored.status).to.equal(200);
+    for (const node of cluster.nodes) {
+      expect(node.keys.has('acme/1'), `node ${node.id} holds the key`).to.equal(true);
+      expect(canonicalKeyPackage(node.keys.get('acme/1')!.keyPackage)).to.equal(
+        canonicalKeyPackage(stored.body),
+      );
+      // Committed once every node held it, not before.
+      expect(node.committed).to.have.length(1);
+    }
+    expect(cluster.node(3).received.filter((t) => t === 'dkg.round3')).to.have.length.at.least(2);
+    // The first attempt said who lacked the key.
+    const failed = cluster.logs.find(/^DKG attempt failed/);
+    expect(failed[0]?.details).to.deep.include({ missing: [3], holders: [1, 2] });
+  });
+
+  it('a node that never finishes round 3 fails the job, naming it in details.missing', async () => {
+    cluster = await Cluster.start({ nodes: 3, config: { dkgAttempts: 3, dkgBackoffMs: 100 } });
+    await cluster.waitForNodes();
+    cluster.node(3).round3Crashes = Infinity;
+
+    const res = await create(cluster, { tenant: 'acme' });
+    const job = await jobWhen(cluster, res.body.jobId, ['completed', 'failed']);
+
+    expect(job.state).to.equal('failed');
+    expect(job.attemptsMade).to.equal(3);
+    expect(job.error?.code).to.equal('ERR_DKG_FAILED');
+    expect(job.error?.details).to.deep.include({ missing: [3], holders: [1, 2] });
+    expect(job.error?.message).to.match(/node\(s\) 3 do not hold the key that node\(s\) 1, 2 hold/);
+    expect(cluster.node(3).keys.has('acme/1')).to.equal(false);
+    // Nobody was told to erase the ceremony state: node 3 may still finish from it.
+    for (const node of cluster.nodes) expect(node.committed).to.deep.equal([]);
+    expect(await cluster.redis.exists(`${cluster.prefix}lock:create:acme`)).to.equal(0);
+  });
+
   it('refuses a tenant that exists, and a second creation racing the first', async () => {
     cluster = await Cluster.start({ nodes: 3 });
     await cluster.waitForNodes();

@@ -3,6 +3,7 @@
  * shared/messages.ts so that the coordinator can be tested without nodes/. Its answers are real:
  * evaluations with shared/voprf-node.ts evaluateBatch over a share it was given (or made in a real
  * ristretto255_FROST.DKG), so a client can combine them. Misbehaviour is switched on per node.
+ * Like a real node it answers every DKG round again, identically, until dkg.commit.
  */
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
@@ -57,7 +58,12 @@ interface Ceremony {
   secret: DkgSecret;
   round1: { node: number; commitment: string[]; proofOfKnowledge: string };
   others?: DkgRound1[];
+  round2?: { packages: { from: number; to: number; signingShare: string }[] };
+  keyPackage?: KeyPackage;
 }
+
+/** What #handle returns to drop the connection without answering. */
+const CRASH = Symbol('crash');
 
 export class FakeNode {
   readonly id: number;
@@ -65,8 +71,28 @@ export class FakeNode {
   pongDelayMs: number | null;
   /** When set, dkg.round3 answers ERR_DKG_FAILED naming these nodes. */
   dkgCulprits: number[] | null = null;
+  /**
+   * How many of the next dkg.round3 requests "crash" the node: the connection drops before it
+   * answers or stores anything (Infinity: every one).
+   */
+  round3Crashes = 0;
+  /** Ceremony ids of the dkg.commit requests received. */
+  readonly committed: string[] = [];
   /** Request types in the order received. */
   readonly received: NodeRequestType[] = [];
+  /** Evaluate answers wait for this promise, when set, before they are sent. */
+  hold: Promise<void> | null = null;
+  /** Evaluate answers are sent this long after the request arrived (see serial). */
+  evaluateDelayMs = 0;
+  /** Work through evaluations one at a time: each answer evaluateDelayMs after the previous. */
+  serial = false;
+  /** The batch size of each evaluate request, in the order received. */
+  readonly evaluateSizes: number[] = [];
+  #lastEvaluation: Promise<void> = Promise.resolve();
+  /** Runs right after an evaluate answer was handed to the socket (to stall the event loop). */
+  afterEvaluate: (() => void) | null = null;
+  /** Runs when a ping arrives, before it is answered or not (see pongDelayMs). */
+  onPing: (() => void) | null = null;
   readonly keys = new Map<string, { share: bigint; keyPackage: KeyPackage }>();
   readonly #opts: FakeNodeOptions;
   readonly #ceremonies = new Map<string, Ceremony>();
@@ -147,18 +173,43 @@ export class FakeNode {
     this.#sockets.add(ws);
     ws.on('close', () => this.#sockets.delete(ws));
     ws.on('ping', (data) => {
+      this.onPing?.();
       if (this.pongDelayMs === null) return;
       setTimeout(() => {
         if (ws.readyState === WebSocket.OPEN) ws.pong(data);
       }, this.pongDelayMs);
     });
     ws.on('message', (data: Buffer) => {
+      const before = this.received.length;
       const reply = this.#handle(data.toString('utf8'));
-      if (reply) ws.send(JSON.stringify(reply));
+      if (reply === CRASH) ws.terminate();
+      else if (reply && this.received.length > before && this.received.at(-1) === 'evaluate') {
+        const request = JSON.parse(data.toString('utf8')) as { body: { blinded: unknown[] } };
+        this.evaluateSizes.push(request.body.blinded.length);
+        this.#sendEvaluation(ws, reply);
+      } else if (reply) ws.send(JSON.stringify(reply));
     });
   }
 
-  #handle(text: string): NodeReply | null {
+  /** An evaluate answer, held or delayed as the test asks. */
+  #sendEvaluation(ws: WebSocket, reply: NodeReply): void {
+    const send = (): void => {
+      if (ws.readyState !== WebSocket.OPEN) return;
+      ws.send(JSON.stringify(reply));
+      this.afterEvaluate?.();
+    };
+    const { hold, evaluateDelayMs, serial } = this;
+    if (hold === null && evaluateDelayMs === 0) return send();
+    const previous = serial ? this.#lastEvaluation : Promise.resolve();
+    this.#lastEvaluation = (async () => {
+      await previous;
+      if (hold) await hold;
+      if (evaluateDelayMs > 0) await new Promise((r) => setTimeout(r, evaluateDelayMs));
+      send();
+    })();
+  }
+
+  #handle(text: string): NodeReply | null | typeof CRASH {
     let id = 'unknown';
     try {
       const envelope = parseMessage(nodeRequestEnvelope, JSON.parse(text), 'message');
@@ -169,6 +220,10 @@ export class FakeNode {
       }
       this.received.push(type);
       if (type === 'evaluate' && this.behaviour === 'silent') return null;
+      if (type === 'dkg.round3' && this.round3Crashes > 0) {
+        this.round3Crashes--;
+        return CRASH;
+      }
       const body = this.#dispatch(type, envelope.body);
       return { v: PROTOCOL_VERSION, id, ok: true, body };
     } catch (err) {
@@ -199,6 +254,13 @@ export class FakeNode {
         return this.#round2(parseMessage(nodeRequestBodies['dkg.round2'], raw, type));
       case 'dkg.round3':
         return this.#round3(parseMessage(nodeRequestBodies['dkg.round3'], raw, type));
+      case 'dkg.commit': {
+        const { ceremonyId } = parseMessage(nodeRequestBodies['dkg.commit'], raw, type);
+        const c = this.#ceremony(ceremonyId);
+        if (!c.keyPackage) throw new KmaasError('ERR_CEREMONY_CONFLICT', 'not finished here');
+        this.committed.push(ceremonyId);
+        return { ceremonyId, erased: this.#ceremonies.delete(ceremonyId) };
+      }
     }
   }
 
@@ -252,6 +314,7 @@ export class FakeNode {
     round1: { node: number; commitment: string[]; proofOfKnowledge: string }[];
   }) {
     const c = this.#ceremony(body.ceremonyId);
+    if (c.round2) return c.round2;
     c.others = body.round1
       .filter((p) => p.node !== this.id)
       .map((p) => ({
@@ -261,13 +324,14 @@ export class FakeNode {
       })) as DkgRound1[];
     const out = DKG.round2(c.secret, c.others);
     const nodeOf = new Map(c.participants.map((n) => [Identifier.fromNumber(n), n]));
-    return {
+    c.round2 = {
       packages: Object.entries(out).map(([to, p]) => ({
         from: this.id,
         to: nodeOf.get(to)!,
         signingShare: toB64(p.signingShare),
       })),
     };
+    return c.round2;
   }
 
   #round3(body: {
@@ -280,6 +344,7 @@ export class FakeNode {
       });
     }
     const c = this.#ceremony(body.ceremonyId);
+    if (c.keyPackage) return { keyPackage: c.keyPackage };
     const key = DKG.round3(
       c.secret,
       c.others!,
@@ -302,7 +367,7 @@ export class FakeNode {
       verificationShares,
     });
     this.install(keyPackage, Fn.fromBytes(key.secret.signingShare));
-    this.#ceremonies.delete(body.ceremonyId);
+    c.keyPackage = keyPackage;
     return { keyPackage };
   }
 

@@ -3,6 +3,8 @@
  * shape, and the coordinator keeps answering afterwards (DESIGN.md section 4).
  */
 import { expect } from 'chai';
+import { gzipSync } from 'node:zlib';
+import { asKmaasError } from '../../coordinator/api.ts';
 import { ERROR_CODES } from '../../shared/errors.ts';
 import { Point, toB64 } from '../../shared/encoding.ts';
 import { MAX_BATCH } from '../../shared/suite.ts';
@@ -363,6 +365,59 @@ const cases: Case[] = [
     token: client,
     code: 'ERR_VALIDATION',
   },
+  {
+    name: 'evaluate: corrupt gzip body',
+    method: 'POST',
+    path: EVAL,
+    raw: 'notgzip',
+    headers: { 'content-encoding': 'gzip' },
+    token: client,
+    code: 'ERR_MALFORMED_JSON',
+  },
+  {
+    name: 'create: corrupt gzip body',
+    method: 'POST',
+    path: '/v1/tenants',
+    raw: 'notgzip',
+    headers: { 'content-encoding': 'gzip' },
+    token: admin,
+    code: 'ERR_MALFORMED_JSON',
+  },
+  {
+    name: 'create: corrupt deflate body',
+    method: 'POST',
+    path: '/v1/tenants',
+    raw: 'x',
+    headers: { 'content-encoding': 'deflate' },
+    token: admin,
+    code: 'ERR_MALFORMED_JSON',
+  },
+  {
+    name: 'create: unknown content encoding',
+    method: 'POST',
+    path: '/v1/tenants',
+    raw: '{}',
+    headers: { 'content-encoding': 'zstd-but-not-really' },
+    token: admin,
+    code: 'ERR_VALIDATION',
+  },
+  // Malformed percent-encoding in a path parameter
+  {
+    name: 'evaluate: tenant %zz',
+    method: 'POST',
+    path: '/v1/tenants/%zz/keys/1/evaluate',
+    json: { blinded: [VALID] },
+    token: client,
+    code: 'ERR_VALIDATION',
+  },
+  { name: 'job: id %zz', method: 'GET', path: '/v1/jobs/%zz', code: 'ERR_VALIDATION' },
+  { name: 'tenant: a lone %', method: 'GET', path: '/v1/tenants/%', code: 'ERR_VALIDATION' },
+  {
+    name: 'key: version %E0%A4%A',
+    method: 'GET',
+    path: '/v1/tenants/acme/keys/%E0%A4%A',
+    code: 'ERR_VALIDATION',
+  },
   // Routes
   { name: 'unknown route', method: 'GET', path: '/v1/nothing', code: 'ERR_NOT_FOUND' },
   {
@@ -421,6 +476,60 @@ describe('coordinator: bad input over HTTP', function () {
       token: admin,
     });
     expect(bad.body.error.details).to.deep.equal({ field: 'threshold' });
+  });
+
+  it('names the path with a malformed percent-encoding, and logs no internal error', async () => {
+    const res = await http(cluster.port, 'GET', '/v1/tenants/%zz');
+    expect(res.body.error.message).to.include('/v1/tenants/%zz');
+    expect(res.body.error.details).to.deep.equal({ field: 'path' });
+    await http(cluster.port, 'POST', '/v1/tenants', {
+      raw: 'notgzip',
+      headers: { 'content-encoding': 'gzip' },
+      token: admin,
+    });
+    expect(cluster.logs.lines.filter((l) => (l.level as number) >= 50)).to.deep.equal([]);
+  });
+
+  it('reads a well-formed gzip body', async () => {
+    const res = await fetch(`http://127.0.0.1:${cluster.port}${EVAL}`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'content-encoding': 'gzip',
+        authorization: `Bearer ${client}`,
+      },
+      body: gzipSync(JSON.stringify({ blinded: [VALID] })),
+    });
+    expect(res.status, await res.text()).to.equal(200);
+  });
+
+  it('answers HEAD errors with the status and the JSON content type', async () => {
+    for (const [path, status] of [
+      ['/v1/nothing', 404],
+      ['/v1/tenants/%zz', 400],
+      ['/v1/tenants/nobody', 404],
+    ] as const) {
+      const res = await fetch(`http://127.0.0.1:${cluster.port}${path}`, { method: 'HEAD' });
+      expect(res.status, path).to.equal(status);
+      expect(res.headers.get('content-type'), path).to.match(/^application\/json/);
+    }
+  });
+
+  it('maps any exposed 4xx from express to a client code, never ERR_INTERNAL', () => {
+    const exposed = (status: number) =>
+      Object.assign(new Error('unsupported thing'), { status, expose: true });
+    const at = { path: '/v1/tenants' };
+    expect(asKmaasError(exposed(415), at).code).to.equal('ERR_VALIDATION');
+    expect(asKmaasError(exposed(413), at).code).to.equal('ERR_BODY_TOO_LARGE');
+    expect(asKmaasError(exposed(404), at).code).to.equal('ERR_NOT_FOUND');
+    const statusCode = Object.assign(new Error('bad'), { statusCode: 400, expose: true });
+    expect(asKmaasError(statusCode, at).code).to.equal('ERR_VALIDATION');
+    // Not exposed, or not a client status: ours, and internal.
+    expect(asKmaasError(Object.assign(new Error('x'), { status: 400 }), at).code).to.equal(
+      'ERR_INTERNAL',
+    );
+    expect(asKmaasError(exposed(500), at).code).to.equal('ERR_INTERNAL');
+    expect(asKmaasError(new Error('boom'), at).code).to.equal('ERR_INTERNAL');
   });
 
   it('echoes a well-formed X-Request-Id and replaces a malformed one', async () => {

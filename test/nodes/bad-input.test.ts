@@ -278,6 +278,29 @@ const rows: Row[] = [
     details: { field: 'threshold' },
   },
   {
+    name: 'dkg.round1 with 33 participants',
+    text: envelope('dkg.round1', {
+      ceremonyId: ceremonyId(),
+      tenant: 'new',
+      version: 1,
+      threshold: 17,
+      participants: Array.from({ length: 33 }, (_, i) => i + 1),
+    }),
+    code: 'ERR_VALIDATION',
+    details: { field: 'participants' },
+  },
+  {
+    name: 'dkg.commit of an unknown ceremony',
+    text: envelope('dkg.commit', { ceremonyId: 'never-started' }),
+    code: 'ERR_UNKNOWN_CEREMONY',
+  },
+  {
+    name: 'dkg.commit without a ceremony id',
+    text: envelope('dkg.commit', {}),
+    code: 'ERR_VALIDATION',
+    details: { field: 'ceremonyId' },
+  },
+  {
     name: 'dkg.round1 for an existing key',
     text: envelope('dkg.round1', {
       ceremonyId: ceremonyId(),

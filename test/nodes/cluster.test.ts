@@ -114,6 +114,8 @@ describe('nodes over WebSocket: a 5-node cluster, 3-of-5', () => {
     pkg = parseKeyPackage(first);
     expect(pkg.threshold).to.equal(3);
     expect(pkg.verificationShares.size).to.equal(5);
+    // dkg.commit: every node erased its ceremony state.
+    for (const c of dkg.committed.values()) expect(c.erased).to.equal(true);
   });
 
   it('evaluation through 3 nodes equals the plain VOPRF under the recombined key', async () => {

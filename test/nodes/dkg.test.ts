@@ -1,14 +1,15 @@
 /**
  * The DKG handlers (nodes/dkg.ts over nodes/dkg-machine.ts), driven directly: tables of "from
- * this state, this message, gives this error", idempotent repeats, restart between rounds, and
- * culprits named when a sender cheats.
+ * this state, this message, gives this error", idempotent repeats before and after the key is
+ * stored, restart between rounds, a participant that finishes in a second attempt, dkg.commit,
+ * and culprits named when a sender cheats.
  */
 import { expect } from 'chai';
 import { Fn, Point, fromB64, toB64 } from '../../shared/encoding.ts';
 import { parseKeyPackage, type KeyPackage } from '../../shared/key-package.ts';
 import { interpolateAtZero } from '../../shared/shamir.ts';
 import type { NodeContext } from '../../nodes/context.ts';
-import { handleRound1, handleRound2, handleRound3 } from '../../nodes/dkg.ts';
+import { handleCommit, handleRound1, handleRound2, handleRound3 } from '../../nodes/dkg.ts';
 import type { Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
 import { Keyring } from '../../nodes/keyring.ts';
 import { Redacted } from '../../shared/redacted.ts';
@@ -48,6 +49,7 @@ const r2 = (n: TestNode, id: string, round1: Round1Wire[]) =>
   handleRound2(n.ctx, { ceremonyId: id, round1 }, {});
 const r3 = (n: TestNode, id: string, round2: Round2Wire[]) =>
   handleRound3(n.ctx, { ceremonyId: id, round2 }, {});
+const commit = (n: TestNode, id: string) => handleCommit(n.ctx, { ceremonyId: id }, {});
 
 function inbox(all: Round2Wire[], to: number): Round2Wire[] {
   return all.filter((p) => p.to === to);
@@ -143,6 +145,16 @@ describe('nodes/dkg: the node side of the three DKG rounds', () => {
       ],
       ['a participant appears twice', { participants: [1, 2, 2, 3, 4] }, 'ERR_BAD_IDENTIFIER'],
       ['a participant id is zero', { participants: [0, 1, 2, 3, 4] }, 'ERR_BAD_IDENTIFIER'],
+      [
+        'more than 32 participants (33)',
+        { participants: Array.from({ length: 33 }, (_, i) => i + 1), threshold: 17 },
+        'ERR_VALIDATION',
+      ],
+      [
+        '64 participants, the most the message schema allows',
+        { participants: Array.from({ length: 64 }, (_, i) => i + 1), threshold: 33 },
+        'ERR_VALIDATION',
+      ],
       ['threshold is not a majority (2 of 5)', { threshold: 2 }, 'ERR_BAD_THRESHOLD'],
       ['threshold is above n (6 of 5)', { threshold: 6 }, 'ERR_BAD_THRESHOLD'],
       [
@@ -346,12 +358,167 @@ describe('nodes/dkg: the node side of the three DKG rounds', () => {
       expect(r3(node(1), p.ceremonyId, inbox(round2, 1)).keyPackage.tenant).to.equal('acme');
     });
 
-    it('a repeated round 3 returns the stored key package; round 1 and 2 then conflict', () => {
+    it('a repeated round 3 returns the stored key package, whatever it is sent', () => {
       const first = r3(node(1), p.ceremonyId, inbox(round2, 1));
       expect(r3(node(1), p.ceremonyId, [])).to.deep.equal(first);
+      expect(r3(node(1), p.ceremonyId, inbox(round2, 2))).to.deep.equal(first);
+    });
+  });
+
+  describe('every round replays identically, before and after the key is stored', () => {
+    let p: DkgParams;
+    let round1: Round1Wire[];
+    let round2: Round2Wire[];
+    /** Node 1's first answer to each round. */
+    let first: {
+      round1: Round1Wire;
+      round2: { packages: Round2Wire[] };
+      round3: { keyPackage: KeyPackage };
+    };
+    beforeEach(() => {
+      p = params();
+      ({ round1, round2 } = upToRound2(p));
+      first = {
+        round1: round1[0]!,
+        round2: { packages: round2.filter((x) => x.from === 1) },
+        round3: r3(node(1), p.ceremonyId, inbox(round2, 1)),
+      };
+    });
+
+    const replays: [string, () => unknown, keyof typeof first][] = [
+      ['round 1', () => r1(node(1), p), 'round1'],
+      ['round 2', () => r2(node(1), p.ceremonyId, round1), 'round2'],
+      [
+        'round 2, packages in another order',
+        () => r2(node(1), p.ceremonyId, [...round1].reverse()),
+        'round2',
+      ],
+      ['round 3', () => r3(node(1), p.ceremonyId, inbox(round2, 1)), 'round3'],
+      ['round 3 without packages', () => r3(node(1), p.ceremonyId, []), 'round3'],
+    ];
+    const stages: [string, () => void][] = [
+      ['right after the key is stored', () => undefined],
+      ['after a restart', () => restart(node(1))],
+      [
+        'after the other nodes finished too',
+        () => {
+          for (const n of nodes.slice(1)) r3(n, p.ceremonyId, inbox(round2, n.id));
+        },
+      ],
+    ];
+    for (const [stage, before] of stages) {
+      for (const [name, replay, round] of replays) {
+        it(`${name}, ${stage}, gives the first answer`, () => {
+          before();
+          expect(node(1).ctx.store.hasKey('acme', 1)).to.equal(true);
+          expect(replay()).to.deep.equal(first[round]);
+        });
+      }
+    }
+
+    it('rounds 1 and 2 replay identically before round 3 as well', () => {
+      const q = params({ tenant: 'other' });
+      const a = upToRound2(q);
+      expect(nodes.map((n) => r1(n, q))).to.deep.equal(a.round1);
+      expect(nodes.flatMap((n) => r2(n, q.ceremonyId, a.round1).packages)).to.deep.equal(a.round2);
+    });
+
+    it('other round-1 packages or other parameters still conflict after the key is stored', () => {
+      const other = nodes.slice(1).map((n) => r1(n, { ...p, ceremonyId: ceremonyId() }));
+      expectCode(() => r2(node(1), p.ceremonyId, [round1[0]!, ...other]), 'ERR_CEREMONY_CONFLICT');
+      expectCode(() => r1(node(1), { ...p, threshold: 4 }), 'ERR_CEREMONY_CONFLICT');
+      // A new ceremony for the same key is refused.
+      expectCode(() => r1(node(1), { ...p, ceremonyId: ceremonyId() }), 'ERR_CEREMONY_CONFLICT', {
+        tenant: 'acme',
+        version: 1,
+      });
+    });
+  });
+
+  describe('dkg.commit erases the ceremony state of a finished ceremony', () => {
+    it('erases the state; round 3 still answers, rounds 1 and 2 then conflict', () => {
+      const p = params();
+      const { round2 } = upToRound2(p);
+      const pkg = r3(node(1), p.ceremonyId, inbox(round2, 1));
+      expect(node(1).ctx.store.loadCeremony(p.ceremonyId)).to.not.equal(undefined);
+      expect(commit(node(1), p.ceremonyId)).to.deep.equal({
+        ceremonyId: p.ceremonyId,
+        erased: true,
+      });
+      expect(node(1).ctx.store.loadCeremony(p.ceremonyId)).to.equal(undefined);
+      // Repeating it is harmless.
+      expect(commit(node(1), p.ceremonyId)).to.deep.equal({
+        ceremonyId: p.ceremonyId,
+        erased: false,
+      });
+      expect(r3(node(1), p.ceremonyId, [])).to.deep.equal(pkg);
       expectCode(() => r1(node(1), p), 'ERR_CEREMONY_CONFLICT');
       expectCode(() => r2(node(1), p.ceremonyId, []), 'ERR_CEREMONY_CONFLICT');
+      // The key itself is untouched.
+      restart(node(1));
+      expect(node(1).ctx.keyring.get('acme', 1).keyPackage).to.deep.equal(pkg.keyPackage);
     });
+
+    const refusals: [string, (p: DkgParams) => void, string][] = [
+      ['an unknown ceremony', () => undefined, 'ERR_UNKNOWN_CEREMONY'],
+      ['a ceremony after round 1', (p) => r1(node(1), p), 'ERR_CEREMONY_CONFLICT'],
+      ['a ceremony after round 2', (p) => upToRound2(p), 'ERR_CEREMONY_CONFLICT'],
+    ];
+    for (const [name, setup, code] of refusals) {
+      it(`refuses ${name} with ${code} and keeps its state`, () => {
+        const p = params();
+        setup(p);
+        const before = node(1).ctx.store.loadCeremony(p.ceremonyId)?.state;
+        expectCode(() => commit(node(1), p.ceremonyId), code as 'ERR_CEREMONY_CONFLICT');
+        expect(node(1).ctx.store.loadCeremony(p.ceremonyId)?.state).to.deep.equal(before);
+      });
+    }
+
+    it('storing a key erases the state of another ceremony for the same key, not its own', () => {
+      const a = params();
+      const b = params();
+      upToRound2(b);
+      const { round2 } = upToRound2(a);
+      r3(node(1), a.ceremonyId, inbox(round2, 1));
+      expect(node(1).ctx.store.loadCeremony(a.ceremonyId)).to.not.equal(undefined);
+      expect(node(1).ctx.store.loadCeremony(b.ceremonyId)).to.equal(undefined);
+      expect(node(2).ctx.store.loadCeremony(b.ceremonyId)).to.not.equal(undefined);
+    });
+  });
+
+  it('a node that crashed before round 3 finishes it in a second attempt, with the same key', () => {
+    const p = params();
+    // Attempt 1: rounds 1 and 2 everywhere; round 3 reaches every node but node 3, which dies.
+    const attempt1 = upToRound2(p);
+    const firstKeys = new Map(
+      nodes
+        .filter((n) => n.id !== 3)
+        .map((n) => [n.id, r3(n, p.ceremonyId, inbox(attempt1.round2, n.id)).keyPackage]),
+    );
+    restart(node(3));
+    expect(node(3).ctx.store.hasKey('acme', 1)).to.equal(false);
+
+    // Attempt 2, same ceremony id: every node replays rounds 1 and 2 identically ...
+    const round1 = nodes.map((n) => r1(n, p));
+    expect(round1).to.deep.equal(attempt1.round1);
+    const round2 = nodes.flatMap((n) => r2(n, p.ceremonyId, round1).packages);
+    expect(round2).to.deep.equal(attempt1.round2);
+    // ... and round 3 gives the stored package on four nodes, a fresh one, the same, on node 3.
+    const packages = nodes.map((n) => r3(n, p.ceremonyId, inbox(round2, n.id)).keyPackage);
+    for (const pkg of packages) expect(pkg).to.deep.equal(firstKeys.get(1));
+    for (const [id, pkg] of firstKeys) expect(packages[id - 1]).to.deep.equal(pkg);
+
+    restart(node(3));
+    expect(node(3).ctx.keyring.get('acme', 1).keyPackage).to.deep.equal(packages[0]);
+    const group = parseKeyPackage(packages[0]!).groupKey;
+    const shares = [1, 3, 5].map((id) => ({
+      id,
+      value: node(id).ctx.store.getKey('acme', 1)!.share.reveal(),
+    }));
+    expect(Point.BASE.multiply(interpolateAtZero(shares)).equals(group)).to.equal(true);
+
+    for (const n of nodes) commit(n, p.ceremonyId);
+    for (const n of nodes) expect(n.ctx.store.loadCeremony(p.ceremonyId)).to.equal(undefined);
   });
 
   it('a restart between every round loses nothing', () => {
@@ -367,7 +534,8 @@ describe('nodes/dkg: the node side of the three DKG rounds', () => {
     nodes.forEach(restart);
     for (const n of nodes) {
       expect(n.ctx.keyring.get('acme', 1).keyPackage).to.deep.equal(packages[0]);
-      expect(n.ctx.store.loadCeremony(p.ceremonyId)).to.equal(undefined);
+      // Kept until dkg.commit, for participants that have not finished.
+      expect(n.ctx.store.loadCeremony(p.ceremonyId)).to.not.equal(undefined);
     }
   });
 });

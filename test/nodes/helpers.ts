@@ -15,6 +15,7 @@ import type { z } from 'zod';
 import { KmaasError, type ErrorBody, type ErrorCode } from '../../shared/errors.ts';
 import type { KeyPackage } from '../../shared/key-package.ts';
 import {
+  dkgCommitReply,
   dkgRound1Reply,
   dkgRound2Reply,
   dkgRound3Reply,
@@ -96,6 +97,7 @@ const REPLY_SCHEMAS: Record<string, z.ZodType> = {
   'dkg.round1': dkgRound1Reply,
   'dkg.round2': dkgRound2Reply,
   'dkg.round3': dkgRound3Reply,
+  'dkg.commit': dkgCommitReply,
   evaluate: evaluateReply,
   keyPackage: keyPackageReply,
 };
@@ -238,9 +240,14 @@ export interface DkgResult {
   packages: Map<number, KeyPackage>;
   /** Every round-2 package relayed (secret shares: tests use them to check the logs). */
   relayed: Round2Wire[];
+  /** Each node's answer to the final dkg.commit. */
+  committed: Map<number, { ceremonyId: string; erased: boolean }>;
 }
 
-/** The coordinator's relay of the three DKG rounds; returns each node's key package. */
+/**
+ * The coordinator's relay of the three DKG rounds, then dkg.commit to every node (all returned
+ * a package; runDkg's callers check that they are identical); returns each node's key package.
+ */
 export async function runDkg(cluster: Cluster, params: DkgParams): Promise<DkgResult> {
   const nodes = params.participants.map((id) => cluster.node(id));
   const round1 = await Promise.all(
@@ -263,7 +270,18 @@ export async function runDkg(cluster: Cluster, params: DkgParams): Promise<DkgRe
       }),
     ),
   );
-  return { packages: new Map(nodes.map((n, i) => [n.id, round3[i]!.keyPackage])), relayed };
+  const committed = await Promise.all(
+    nodes.map((n) =>
+      n.client.call<{ ceremonyId: string; erased: boolean }>('dkg.commit', {
+        ceremonyId: params.ceremonyId,
+      }),
+    ),
+  );
+  return {
+    packages: new Map(nodes.map((n, i) => [n.id, round3[i]!.keyPackage])),
+    relayed,
+    committed: new Map(nodes.map((n, i) => [n.id, committed[i]!])),
+  };
 }
 
 /** A fresh ceremony id of the allowed alphabet. */

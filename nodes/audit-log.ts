@@ -1,0 +1,515 @@
+/**
+ * The share node's audit log (DESIGN.md section 5): `<dataDir>/audit.jsonl`, append-only and
+ * hash-chained, one JSON object per line.
+ *
+ *   { seq, time, type, tenant?, version?, subject?, count?, requestId, ceremonyId?, outcome,
+ *     repairedTail?, prev, hash }
+ *
+ *   seq   1 for the first line, then +1 per line
+ *   prev  hex SHA-256 of the previous line's bytes (UTF-8, without its newline); 64 zeros first
+ *   hash  hex SHA-256 of the canonical JSON (RFC 8785) of the entry without `hash`
+ *
+ * Entries hold public facts only: never blinded elements, evaluations, tokens or shares. The
+ * writer copies the fields named above and nothing else from what it is given.
+ *
+ * The hot path does not wait on the disk (DESIGN.md section 7): append() builds, hashes and
+ * chains the entry in memory and returns; a writer appends the lines queued meanwhile as one
+ * batch and fsyncs it. A crash loses at most the entries not yet fsynced, and leaves at worst a
+ * torn last line, which the next open() moves aside (audit.jsonl.torn-<time>) before it
+ * continues the chain from the last complete line and records that it did (node.start with
+ * `repairedTail`). Lines already written are never rewritten.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, type FileHandle } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { KmaasError, type ErrorCode } from '../shared/errors.ts';
+
+export const AUDIT_FILE = 'audit.jsonl';
+/** The `prev` of the first line. */
+export const GENESIS = '0'.repeat(64);
+/** Far above any entry the node writes (under 1 KiB); a longer line is refused unread. */
+const MAX_LINE_BYTES = 1024 * 1024;
+const NEWLINE = 0x0a;
+
+/** Evaluations, every DKG message type, and the node's own start and stop. */
+export type AuditType = 'evaluate' | `dkg.${string}` | 'node.start' | 'node.stop';
+const AUDIT_TYPE = /^(?:evaluate|dkg\.[a-z0-9]+|node\.start|node\.stop)$/;
+
+/** 'ok', or the error code the request was refused with. */
+export type AuditOutcome = 'ok' | ErrorCode;
+
+export interface AuditEvent {
+  type: AuditType;
+  tenant?: string;
+  version?: number;
+  /** Who the credential names: the shared development token for now, later the OIDC subject. */
+  subject?: string;
+  /** Number of blinded elements in an evaluation. */
+  count?: number;
+  /** The request's id; for node.start and node.stop, an id shared by one run of the node. */
+  requestId: string;
+  ceremonyId?: string;
+  outcome: AuditOutcome;
+  /** On node.start only: a torn last line was found and moved to `file`. */
+  repairedTail?: { file: string; bytes: number };
+}
+
+export interface AuditEntry extends AuditEvent {
+  seq: number;
+  /** ISO 8601, UTC. */
+  time: string;
+  prev: string;
+  hash: string;
+}
+
+const hex64 = z.string().regex(/^[0-9a-f]{64}$/, 'expected 64 lowercase hex digits');
+
+/** What every line must hold; further fields are allowed (the hash covers them too). */
+const entrySchema = z.looseObject({
+  seq: z.number().int().min(1),
+  time: z.string().min(1),
+  type: z.string().regex(AUDIT_TYPE, 'expected evaluate, dkg.<round>, node.start or node.stop'),
+  requestId: z.string().min(1),
+  outcome: z.string().min(1),
+  prev: hex64,
+  hash: hex64,
+});
+
+/**
+ * RFC 8785 canonical JSON: object keys sorted by UTF-16 code units, no whitespace, strings and
+ * numbers as ECMAScript serialises them (section 3.2.2 defers to it).
+ */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (typeof value === 'object' && value !== null) {
+    const keys = Object.keys(value).sort();
+    const record = value as Record<string, unknown>;
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(record[k])}`).join(',')}}`;
+  }
+  if (typeof value === 'number' && !Number.isFinite(value)) {
+    throw new TypeError('canonical JSON has no form for a non-finite number');
+  }
+  return JSON.stringify(value);
+}
+
+function sha256Hex(data: string | Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** The `hash` an entry must carry: over everything in it but `hash` itself. */
+export function entryHash(entry: Record<string, unknown>): string {
+  const rest = { ...entry };
+  delete rest.hash;
+  return sha256Hex(canonicalJson(rest));
+}
+
+/** What the next line's `prev` must be. */
+export function lineHash(line: string | Uint8Array): string {
+  return sha256Hex(line);
+}
+
+function short(hash: string): string {
+  return `${hash.slice(0, 12)}...`;
+}
+
+type LineCheck =
+  { entry: z.infer<typeof entrySchema>; seq: number } | { reason: string; seq: number | undefined };
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** One line (without its newline) against the chain so far. */
+function checkLine(bytes: Uint8Array, expectedSeq: number, expectedPrev: string): LineCheck {
+  if (bytes.length > MAX_LINE_BYTES) {
+    return { reason: `line longer than ${MAX_LINE_BYTES} bytes`, seq: undefined };
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(utf8.decode(bytes));
+  } catch {
+    return { reason: 'not a JSON line', seq: undefined };
+  }
+  const parsed = entrySchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue?.path.join('.') || '(top level)';
+    const seq = (json as { seq?: unknown } | null)?.seq;
+    return {
+      reason: `field ${where}: ${issue?.message ?? 'invalid'}`,
+      seq: Number.isSafeInteger(seq) ? (seq as number) : undefined,
+    };
+  }
+  const entry = parsed.data;
+  if (entry.seq !== expectedSeq) {
+    return {
+      reason: `seq is ${entry.seq}, expected ${expectedSeq} (a line is missing, moved or repeated)`,
+      seq: entry.seq,
+    };
+  }
+  if (entry.prev !== expectedPrev) {
+    const what = expectedSeq === 1 ? 'the genesis value' : 'the hash of the previous line';
+    return {
+      reason: `prev is ${short(entry.prev)}, expected ${what} ${short(expectedPrev)}`,
+      seq: entry.seq,
+    };
+  }
+  const computed = entryHash(entry);
+  if (entry.hash !== computed) {
+    return {
+      reason: `hash is ${short(entry.hash)} but the entry hashes to ${short(computed)} (edited)`,
+      seq: entry.seq,
+    };
+  }
+  return { entry, seq: entry.seq };
+}
+
+export interface AuditVerification {
+  ok: boolean;
+  /** Entries that verified: all of them when `ok`, else those before the first broken one. */
+  entries: number;
+  /** seq of the last entry that verified (0 when none did). */
+  lastSeq: number;
+  /** `hash` of the last entry that verified (GENESIS when none did). */
+  head: string;
+  /**
+   * The first line that fails, 1-based; `seq` is the one it carries, or the one it should carry
+   * when it has none that can be read.
+   */
+  firstBroken?: { line: number; seq: number; reason: string };
+}
+
+/**
+ * Check a whole audit log, reading it as a stream: every line parses, seq goes up by one from
+ * 1, prev is the hash of the previous line and hash matches the entry. Stops at the first
+ * broken line. A chain cannot show that lines were cut from its end: compare `head` with one
+ * recorded earlier for that.
+ */
+export async function verifyAuditLog(path: string): Promise<AuditVerification> {
+  let entries = 0;
+  let lastSeq = 0;
+  let head = GENESIS;
+  let prev = GENESIS;
+  const broken = (seq: number | undefined, reason: string): AuditVerification => ({
+    ok: false,
+    entries,
+    lastSeq,
+    head,
+    firstBroken: { line: entries + 1, seq: seq ?? lastSeq + 1, reason },
+  });
+
+  const stream = createReadStream(path);
+  let rest: Buffer = Buffer.alloc(0);
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      const buf = rest.length === 0 ? chunk : Buffer.concat([rest, chunk]);
+      let start = 0;
+      for (let nl = buf.indexOf(NEWLINE); nl !== -1; nl = buf.indexOf(NEWLINE, start)) {
+        const line = buf.subarray(start, nl);
+        const checked = checkLine(line, lastSeq + 1, prev);
+        if ('reason' in checked) return broken(checked.seq, checked.reason);
+        entries += 1;
+        lastSeq = checked.seq;
+        head = checked.entry.hash;
+        prev = lineHash(line);
+        start = nl + 1;
+      }
+      rest = buf.subarray(start);
+      if (rest.length > MAX_LINE_BYTES) {
+        return broken(undefined, `line longer than ${MAX_LINE_BYTES} bytes`);
+      }
+    }
+  } finally {
+    stream.destroy();
+  }
+  if (rest.length > 0) {
+    const checked = checkLine(rest, lastSeq + 1, prev);
+    return broken(checked.seq, 'last line has no newline (a torn write, or the file was cut)');
+  }
+  return { ok: true, entries, lastSeq, head };
+}
+
+/** The index of the last newline before `end`, reading backwards; -1 when there is none. */
+async function lastNewline(fh: FileHandle, end: number, limit = Infinity): Promise<number> {
+  const chunk = Buffer.alloc(64 * 1024);
+  let pos = end;
+  while (pos > 0 && end - pos < limit) {
+    const length = Math.min(chunk.length, pos);
+    pos -= length;
+    const { bytesRead } = await fh.read(chunk, 0, length, pos);
+    const at = chunk.subarray(0, bytesRead).lastIndexOf(NEWLINE);
+    if (at !== -1) return pos + at;
+  }
+  return -1;
+}
+
+async function readAt(fh: FileHandle, start: number, end: number): Promise<Buffer> {
+  const buf = Buffer.alloc(end - start);
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesRead } = await fh.read(buf, done, buf.length - done, start + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return buf.subarray(0, done);
+}
+
+/** Write `bytes` to a new file next to `path`, named after the time, and fsync it. */
+async function moveAside(path: string, bytes: Buffer, time: string): Promise<string> {
+  const stamp = time.replace(/[:.]/g, '-');
+  for (let n = 0; ; n++) {
+    const aside = `${path}.torn-${stamp}${n === 0 ? '' : `-${n}`}`;
+    let fh: FileHandle;
+    try {
+      fh = await open(aside, 'wx', 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
+      throw err;
+    }
+    try {
+      await fh.writeFile(bytes);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    return aside;
+  }
+}
+
+/** The entry on a line, when it is one whose hash matches; else undefined. */
+function lastEntry(line: Uint8Array): z.infer<typeof entrySchema> | undefined {
+  try {
+    const parsed = entrySchema.safeParse(JSON.parse(utf8.decode(line)));
+    return parsed.success && parsed.data.hash === entryHash(parsed.data) ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+interface ChainHead {
+  seq: number;
+  prev: string;
+  head: string;
+  repairedTail?: { file: string; bytes: number };
+}
+
+/**
+ * Where the chain continues: the last complete line. A torn tail (bytes after the last newline,
+ * left by a crash mid-write) is copied aside, then cut off; nothing before it is touched.
+ */
+async function recover(
+  fh: FileHandle,
+  path: string,
+  time: string,
+  log: Logger,
+): Promise<ChainHead> {
+  const size = (await fh.stat()).size;
+  let end = size;
+  let repairedTail: ChainHead['repairedTail'];
+  let nl = await lastNewline(fh, end);
+  if (nl !== size - 1) {
+    const torn = await readAt(fh, nl + 1, size);
+    const file = await moveAside(path, torn, time);
+    await fh.truncate(nl + 1);
+    await fh.sync();
+    end = nl + 1;
+    repairedTail = { file: basename(file), bytes: torn.length };
+    log.warn(
+      { path, bytes: torn.length, movedTo: file },
+      'audit log: torn last line moved aside; the chain continues from the last complete line',
+    );
+  }
+  const fresh = { seq: 0, prev: GENESIS, head: GENESIS };
+  if (end === 0) return repairedTail ? { ...fresh, repairedTail } : fresh;
+
+  nl = end - 1;
+  const start = (await lastNewline(fh, nl, MAX_LINE_BYTES)) + 1;
+  const line = nl - start > MAX_LINE_BYTES ? undefined : await readAt(fh, start, nl);
+  // Only its own integrity can be checked here; `kmaas audit verify` checks the whole chain.
+  const entry = line && lastEntry(line);
+  if (!line || !entry) {
+    throw new KmaasError(
+      'ERR_AUDIT_BROKEN',
+      `the last line of ${path} is not a valid audit entry; the chain cannot continue from it. ` +
+        `Run \`kmaas audit verify ${path}\`, keep the file as evidence and move it away to start a new log`,
+      { path },
+    );
+  }
+  return {
+    seq: entry.seq,
+    prev: lineHash(line),
+    head: entry.hash,
+    ...(repairedTail ? { repairedTail } : {}),
+  };
+}
+
+export interface AuditLogOptions {
+  logger: Logger;
+  /** Milliseconds since the epoch; default Date.now. Tests pass a fixed clock. */
+  now?: () => number;
+}
+
+/** Only the fields of the format, in its order: nothing else reaches the file. */
+function pick(event: AuditEvent): AuditEvent {
+  return {
+    type: event.type,
+    ...(event.tenant === undefined ? {} : { tenant: event.tenant }),
+    ...(event.version === undefined ? {} : { version: event.version }),
+    ...(event.subject === undefined ? {} : { subject: event.subject }),
+    ...(event.count === undefined ? {} : { count: event.count }),
+    requestId: event.requestId,
+    ...(event.ceremonyId === undefined ? {} : { ceremonyId: event.ceremonyId }),
+    outcome: event.outcome,
+    ...(event.repairedTail === undefined
+      ? {}
+      : { repairedTail: { file: event.repairedTail.file, bytes: event.repairedTail.bytes } }),
+  };
+}
+
+export class AuditLog {
+  readonly path: string;
+  /** Shared by this run's node.start and node.stop entries. */
+  readonly runId = randomUUID();
+  readonly #fh: FileHandle;
+  readonly #log: Logger;
+  readonly #now: () => number;
+  #seq: number;
+  #prev: string;
+  #head: string;
+  /** Lines appended but not yet handed to a batch. */
+  #pending: string[] = [];
+  #scheduled = false;
+  /** Settles when the last batch scheduled is on disk (or failed); never rejects. */
+  #tail: Promise<void> = Promise.resolve();
+  #failed = false;
+  #failure: unknown;
+  #lost = 0;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+
+  private constructor(path: string, fh: FileHandle, start: ChainHead, options: AuditLogOptions) {
+    this.path = path;
+    this.#fh = fh;
+    this.#log = options.logger;
+    this.#now = options.now ?? Date.now;
+    this.#seq = start.seq;
+    this.#prev = start.prev;
+    this.#head = start.head;
+  }
+
+  /**
+   * Open `<dataDir>/audit.jsonl` (created when missing), repair a torn tail, and record
+   * node.start (with `repairedTail` when there was one). Throws ERR_AUDIT_BROKEN when the last
+   * complete line is not a valid entry: that is tampering or corruption, not a crash.
+   */
+  static async open(dataDir: string, options: AuditLogOptions): Promise<AuditLog> {
+    await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    const path = join(dataDir, AUDIT_FILE);
+    const fh = await open(path, 'a+', 0o600);
+    let start: ChainHead;
+    try {
+      const time = new Date((options.now ?? Date.now)()).toISOString();
+      start = await recover(fh, path, time, options.logger);
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+    const audit = new AuditLog(path, fh, start, options);
+    const { repairedTail } = start;
+    audit.append({
+      type: 'node.start',
+      requestId: audit.runId,
+      outcome: 'ok',
+      ...(repairedTail ? { repairedTail } : {}),
+    });
+    return audit;
+  }
+
+  /** seq of the last entry appended (0 for an empty log). */
+  get seq(): number {
+    return this.#seq;
+  }
+
+  /** `hash` of the last entry appended. */
+  get head(): string {
+    return this.#head;
+  }
+
+  /**
+   * Chain one entry and queue its line; returns at once, without waiting for the disk. Throws
+   * only when the log is closed.
+   */
+  append(event: AuditEvent): AuditEntry {
+    if (this.#closed) throw new Error('audit log is closed');
+    const body = {
+      seq: this.#seq + 1,
+      time: new Date(this.#now()).toISOString(),
+      ...pick(event),
+      prev: this.#prev,
+    };
+    const entry: AuditEntry = { ...body, hash: entryHash(body) };
+    const line = JSON.stringify(entry);
+    this.#seq = entry.seq;
+    this.#prev = lineHash(line);
+    this.#head = entry.hash;
+    this.#pending.push(`${line}\n`);
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      this.#tail = this.#tail.then(() => this.#writeBatch());
+    }
+    return entry;
+  }
+
+  /** Group commit: everything queued since the last batch started, in one write and one fsync. */
+  async #writeBatch(): Promise<void> {
+    this.#scheduled = false;
+    const lines = this.#pending;
+    this.#pending = [];
+    // After a failed write the file may end in a torn line: appending after it would bury it in
+    // the middle, so nothing more is written until a restart repairs it.
+    if (this.#failed) {
+      this.#lost += lines.length;
+      return;
+    }
+    try {
+      await this.#fh.appendFile(lines.join(''), 'utf8');
+      await this.#fh.sync();
+    } catch (err) {
+      this.#failed = true;
+      this.#failure = err;
+      this.#lost += lines.length;
+      this.#log.error(
+        { err, path: this.path, lost: lines.length },
+        'audit log write failed: no further entries are written until the node restarts',
+      );
+    }
+  }
+
+  /** Resolves when every entry appended so far is on disk; rejects if a write failed. */
+  async flush(): Promise<void> {
+    await this.#tail;
+    if (this.#failed) throw this.#failure;
+  }
+
+  /**
+   * Record node.stop with `outcome`, write everything and close the file. Idempotent; rejects
+   * (after closing) if any entry could not be written.
+   */
+  close(outcome: AuditOutcome = 'ok'): Promise<void> {
+    return (this.#closing ??= this.#close(outcome));
+  }
+
+  async #close(outcome: AuditOutcome): Promise<void> {
+    this.append({ type: 'node.stop', requestId: this.runId, outcome });
+    this.#closed = true;
+    try {
+      await this.flush();
+    } finally {
+      await this.#fh.close();
+      if (this.#lost > 0) {
+        this.#log.error({ path: this.path, lost: this.#lost }, 'audit entries were not written');
+      }
+    }
+  }
+}

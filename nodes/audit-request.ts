@@ -1,0 +1,83 @@
+/**
+ * What the node records in its audit log for each request: every evaluation and every DKG
+ * message (any `dkg.*` type the node knows), accepted or refused, with the refusal's code.
+ *
+ * Called by the WebSocket handler (server.ts) with the frame and the dispatcher's reply, so that
+ * requests refused before any handler ran (bad envelope, bad body) are recorded too. It reads
+ * the frame again on its own: fields are copied only when they are well-formed (a refused
+ * request may carry anything), and the blinded elements and the token are never copied: only
+ * the number of elements, and whether the token named a subject.
+ */
+import type { Logger } from 'pino';
+import { tokenMatches } from '../shared/bearer.ts';
+import { TENANT_PATTERN } from '../shared/document.ts';
+import { nodeRequestBodies, type NodeReply } from '../shared/messages.ts';
+import type { AuditEvent, AuditType } from './audit-log.ts';
+import type { NodeContext } from './context.ts';
+
+/**
+ * The subject of the shared development token. With OIDC (DESIGN.md section 4) this becomes the
+ * token's verified `sub`, passed out of the handler rather than verified a second time here.
+ */
+export const DEV_SUBJECT = 'dev-token';
+
+const CEREMONY_ID = /^[A-Za-z0-9_-]{8,64}$/;
+
+type Json = Record<string, unknown>;
+
+function isObject(value: unknown): value is Json {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function auditedType(type: unknown): AuditType | undefined {
+  if (typeof type !== 'string' || !Object.hasOwn(nodeRequestBodies, type)) return undefined;
+  return type === 'evaluate' || type.startsWith('dkg.') ? (type as AuditType) : undefined;
+}
+
+/** The entry for one request, or undefined when its type is not audited (or unreadable). */
+export function requestEvent(
+  ctx: Pick<NodeContext, 'clientToken'>,
+  text: string,
+  reply: NodeReply,
+): AuditEvent | undefined {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (!isObject(json)) return undefined;
+  const type = auditedType(json.type);
+  if (type === undefined) return undefined;
+  const body = isObject(json.body) ? json.body : {};
+  const { tenant, version, ceremonyId, blinded, auth } = body;
+  const event: AuditEvent = {
+    type,
+    requestId: reply.id,
+    outcome: reply.ok ? 'ok' : reply.error.code,
+  };
+  if (typeof tenant === 'string' && TENANT_PATTERN.test(tenant)) event.tenant = tenant;
+  if (Number.isSafeInteger(version) && (version as number) >= 1) event.version = version as number;
+  if (typeof ceremonyId === 'string' && CEREMONY_ID.test(ceremonyId)) event.ceremonyId = ceremonyId;
+  if (type === 'evaluate') {
+    if (Array.isArray(blinded)) event.count = blinded.length;
+    // An accepted evaluation passed the credential check; only a refused one is checked again,
+    // to tell a bad credential from a good one refused for another reason.
+    const token = isObject(auth) && typeof auth.token === 'string' ? auth.token : undefined;
+    if (reply.ok || (token !== undefined && tokenMatches(token, ctx.clientToken))) {
+      event.subject = DEV_SUBJECT;
+    }
+  }
+  return event;
+}
+
+/** Record one request; never throws (a failure to record is logged at error). */
+export function auditRequest(ctx: NodeContext, text: string, reply: NodeReply, log: Logger): void {
+  if (!ctx.audit) return;
+  try {
+    const event = requestEvent(ctx, text, reply);
+    if (event) ctx.audit.append(event);
+  } catch (err) {
+    log.error({ err, requestId: reply.id }, 'audit entry not recorded');
+  }
+}
