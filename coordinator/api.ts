@@ -6,7 +6,7 @@
  * when well-formed) and a child logger bound to it. Errors from express and its body parser that
  * are the client's doing (a malformed percent-encoding in the path, a corrupt compressed body,
  * anything marked `expose` with a 4xx status) get a 4xx code too; only our own failures are
- * ERR_INTERNAL. ERR_OVERLOADED carries a Retry-After header.
+ * ERR_INTERNAL. ERR_OVERLOADED and ERR_RATE_LIMITED carry a Retry-After header.
  */
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
@@ -163,7 +163,8 @@ export function createApi(deps: ApiDeps): express.Express {
     const log = (res.locals as Partial<Locals>).log ?? deps.logger;
     if (e.code === 'ERR_INTERNAL') log.error({ err }, 'request failed');
     if (res.headersSent) return;
-    if (e.code === 'ERR_OVERLOADED') res.setHeader('retry-after', String(retryAfter(e)));
+    if (e.code === 'ERR_OVERLOADED' || e.code === 'ERR_RATE_LIMITED')
+      res.setHeader('retry-after', String(retryAfter(e)));
     res.status(e.status).json({ error: e.toBody() });
   });
 

@@ -73,6 +73,11 @@ const configSchema = z.object({
   // Blinded elements under evaluation at once; a request beyond it is refused with ERR_OVERLOADED.
   // At least one full batch, so that any valid request can be admitted when nothing else runs.
   maxInflightElements: ms(MAX_BATCH, 1_000_000).default(2048),
+  // Blinded elements per (tenant, subject) per minute, across replicas (in Redis); 0: no limit.
+  // Otherwise at least one full batch, so that every valid request can pass on a fresh budget.
+  rateElementsPerMin: ms(0, 1_000_000_000)
+    .refine((n) => n === 0 || n >= MAX_BATCH, `expected 0 (no limit) or at least ${MAX_BATCH}`)
+    .default(60_000),
   dkgTimeoutMs: ms(10, 600_000).default(15_000),
   dkgAttempts: ms(1, 20).default(3),
   dkgBackoffMs: ms(1, 600_000).default(2000),
@@ -100,6 +105,7 @@ export const CONFIG_ENV = {
   hedgeDelayMs: 'KMAAS_HEDGE_DELAY_MS',
   verifyWorkers: 'KMAAS_VERIFY_WORKERS',
   maxInflightElements: 'KMAAS_MAX_INFLIGHT_ELEMENTS',
+  rateElementsPerMin: 'KMAAS_RATE_ELEMENTS_PER_MIN',
   dkgTimeoutMs: 'KMAAS_DKG_TIMEOUT_MS',
   dkgAttempts: 'KMAAS_DKG_ATTEMPTS',
   dkgBackoffMs: 'KMAAS_DKG_BACKOFF_MS',

@@ -39,6 +39,7 @@ import type { Logger } from './logger.ts';
 import { NodeReplyError, type NodeLink } from './node-link.ts';
 import type { NodePool } from './node-pool.ts';
 import type { Redacted } from '../shared/redacted.ts';
+import type { RateLimit } from './rate-limit.ts';
 import type { VerifyTask } from './verify-answer.ts';
 import type { VerifyPool } from './verify-pool.ts';
 
@@ -54,6 +55,8 @@ export interface EvaluateDeps {
   /** The bound on blinded elements in flight. */
   admission: Admission;
   refusals: RefusalLog;
+  /** Blinded elements per (tenant, subject), shared by the replicas; absent means no limit. */
+  rateLimit?: RateLimit;
 }
 
 export interface EvaluateCall {
@@ -72,6 +75,8 @@ interface Failure {
   message: string;
   /** The node itself answered with this error (as opposed to timing out or answering wrongly). */
   refused: boolean;
+  /** The wait a node named with ERR_RATE_LIMITED. */
+  retryAfterSeconds?: number;
 }
 
 /** The client's blinded elements: as sent (to pass on to the nodes) and as checked bytes. */
@@ -137,7 +142,9 @@ export function authenticateClient(deps: EvaluateDeps, authorization: string | u
 
 /**
  * Admit the request, check the batch and the key, then gather t verified partial evaluations.
- * Throws ERR_OVERLOADED, before anything else is done, when the work in flight is at its bound.
+ * Throws ERR_OVERLOADED, before anything else is done, when the work in flight is at its bound;
+ * then ERR_RATE_LIMITED, before any element is decoded, when the (tenant, subject) is over its
+ * budget (coordinator/rate-limit.ts: one Redis round trip).
  */
 export async function evaluate(
   deps: EvaluateDeps,
@@ -157,6 +164,7 @@ export async function evaluate(
     throw overloaded(encoded.length);
   }
   try {
+    await deps.rateLimit?.take(call.tenant, call.token, encoded.length, log);
     const blinded = decodeBlinded(encoded);
     const pkg = await deps.keys.get(call.tenant, call.version);
     const started = performance.now();
@@ -335,11 +343,13 @@ function gatherPartials(
       const e = toKmaasError(err);
       const node = attempt.link.id;
       const refused = err instanceof NodeReplyError;
+      const wait = e.details?.retryAfterSeconds;
       failures.push({
         node,
         code: e.code,
         message: cut(refused ? `node ${node}: ${e.message}` : e.message),
         refused,
+        ...(typeof wait === 'number' && Number.isFinite(wait) ? { retryAfterSeconds: wait } : {}),
       });
       log.warn({ ...context, node, code: e.code }, 'node failed to evaluate');
       close(attempt);
@@ -486,8 +496,14 @@ function tooFewError(t: number, valid: number, failures: readonly Failure[]): Km
   }
   for (const [code, list] of refusals) {
     if (list.length >= t) {
+      // A rate limit passes on the longest wait the nodes named, for the Retry-After header.
+      const waits = list.flatMap((f) =>
+        f.retryAfterSeconds === undefined ? [] : [f.retryAfterSeconds],
+      );
+      const wait = code === 'ERR_RATE_LIMITED' ? Math.ceil(Math.max(1, ...waits)) : undefined;
       return new KmaasError(code, `${list.length} nodes refused the request: ${list[0]!.message}`, {
         nodes: list.map((f) => f.node).sort((a, b) => a - b),
+        ...(wait === undefined ? {} : { retryAfterSeconds: wait }),
       });
     }
   }

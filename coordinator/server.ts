@@ -19,6 +19,7 @@ import { createDkgQueue, createDkgWorker } from './dkg-job.ts';
 import { KeyCache } from './key-cache.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { NodePool } from './node-pool.ts';
+import { RateLimit } from './rate-limit.ts';
 import { redisKeys } from './redis-keys.ts';
 import { Registry } from './registry.ts';
 import { VerifyPool } from './verify-pool.ts';
@@ -126,6 +127,12 @@ export async function startCoordinator(
         verifier,
         admission: new Admission(config.maxInflightElements),
         refusals: new RefusalLog(),
+        rateLimit: new RateLimit({
+          redis,
+          prefix: config.redisPrefix,
+          points: config.rateElementsPerMin,
+          durationSeconds: 60,
+        }),
       },
       creator: {
         redis,

@@ -17,6 +17,7 @@ import { z } from 'zod';
 import { KmaasError } from '../shared/errors.ts';
 import { MAX_IDENTIFIER } from '../shared/identifiers.ts';
 import { Redacted } from '../shared/redacted.ts';
+import { MAX_BATCH } from '../shared/suite.ts';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -26,6 +27,9 @@ export const MIN_SECRET_BYTES = 32;
 /** Bearer tokens shorter than this are guessable; refuse them rather than run with them. */
 export const MIN_TOKEN_LENGTH = 16;
 
+/** KMAAS_NODE_RATE_ELEMENTS_PER_MIN when not set. */
+export const DEFAULT_RATE_ELEMENTS_PER_MIN = 60_000;
+
 export interface NodeConfig {
   nodeId: number;
   host: string;
@@ -34,6 +38,8 @@ export interface NodeConfig {
   secret: Redacted<Uint8Array>;
   clusterToken: Redacted<string>;
   clientToken: Redacted<string>;
+  /** Blinded elements per (tenant, subject) per minute; 0 disables the limit. Default 60000. */
+  rateElementsPerMin?: number;
   logLevel: LogLevel;
 }
 
@@ -49,6 +55,7 @@ const SETTINGS = {
   clusterTokenFile: 'KMAAS_CLUSTER_TOKEN_FILE',
   clientToken: 'KMAAS_CLIENT_TOKEN',
   clientTokenFile: 'KMAAS_CLIENT_TOKEN_FILE',
+  nodeRateElementsPerMin: 'KMAAS_NODE_RATE_ELEMENTS_PER_MIN',
   logLevel: 'LOG_LEVEL',
 } as const;
 
@@ -102,6 +109,10 @@ const settingsSchema = z.object({
     .min(2 * MIN_SECRET_BYTES, `expected at least ${MIN_SECRET_BYTES} bytes of hex`),
   clusterToken: token,
   clientToken: token,
+  // At least one full batch, so that every valid request can pass when the budget is fresh.
+  nodeRateElementsPerMin: integer(0, 1_000_000_000)
+    .refine((n) => n === 0 || n >= MAX_BATCH, `expected 0 (no limit) or at least ${MAX_BATCH}`)
+    .default(DEFAULT_RATE_ELEMENTS_PER_MIN),
   logLevel: z.enum(LOG_LEVELS).default('info'),
 });
 
@@ -215,6 +226,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
     secret: new Redacted(hexToBytes(s.nodeSecret), 'node secret'),
     clusterToken: new Redacted(s.clusterToken, 'cluster token'),
     clientToken: new Redacted(s.clientToken, 'client token'),
+    rateElementsPerMin: s.nodeRateElementsPerMin,
     logLevel: s.logLevel,
   };
 }

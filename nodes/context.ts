@@ -5,6 +5,7 @@
 import type { Rng } from '../shared/shamir.ts';
 import type { AuditLog } from './audit-log.ts';
 import type { Keyring } from './keyring.ts';
+import type { ElementRateLimit } from './rate-limit.ts';
 import type { Redacted } from '../shared/redacted.ts';
 import type { NodeStore } from './store.ts';
 
@@ -15,6 +16,8 @@ export interface NodeContext {
   clientToken: Redacted<string>;
   /** The hash-chained audit log (audit-log.ts); absent when handlers are driven without one. */
   audit?: AuditLog;
+  /** Blinded elements per (tenant, subject) (rate-limit.ts); absent means no limit. */
+  rateLimit?: ElementRateLimit;
   /** Feeds DKG polynomials and DLEQ proof nonces; undefined means the crypto RNG. */
   rng?: Rng;
 }

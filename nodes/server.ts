@@ -19,12 +19,13 @@ import type { Rng } from '../shared/shamir.ts';
 import { bearerToken, tokenMatches } from '../shared/bearer.ts';
 import { AuditLog } from './audit-log.ts';
 import { auditRequest } from './audit-request.ts';
-import type { NodeConfig } from './config.ts';
+import { DEFAULT_RATE_ELEMENTS_PER_MIN, type NodeConfig } from './config.ts';
 import type { NodeContext } from './context.ts';
 import { startCeremonyExpiry } from './dkg-expiry.ts';
 import { Keyring } from './keyring.ts';
 import { createLogger } from './logger.ts';
 import { createDispatcher } from './protocol.ts';
+import { ElementRateLimit, rateLimitFrame } from './rate-limit.ts';
 import { NodeStore } from './store.ts';
 
 export const WS_PATH = '/v1/ws';
@@ -45,6 +46,8 @@ export interface NodeHandle {
 export interface StartOptions {
   /** Randomness for DKG and proofs; default the crypto RNG. Tests only. */
   rng?: Rng;
+  /** Replaces the per-minute limit of the configuration (shorter windows). Tests only. */
+  rateLimit?: ElementRateLimit;
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
@@ -123,6 +126,9 @@ export async function startNode(
     keyring,
     clientToken: config.clientToken,
     audit,
+    rateLimit:
+      options.rateLimit ??
+      ElementRateLimit.perMinute(config.rateElementsPerMin ?? DEFAULT_RATE_ELEMENTS_PER_MIN),
     ...(options.rng ? { rng: options.rng } : {}),
   };
 
@@ -166,10 +172,19 @@ export async function startNode(
           ? data.toString('utf8')
           : Buffer.from(data).toString('utf8');
       if (isBinary) connLog.debug('binary frame read as UTF-8 text');
-      const reply = dispatch(text);
+      void answer(text);
+    });
+    // The rate limit is asynchronous (rate-limit.ts); replies are matched by id, not by order.
+    const answer = async (text: string): Promise<void> => {
+      let reply = await rateLimitFrame(ctx, text).catch((err: unknown) => {
+        connLog.error({ err }, 'rate limit check failed; request let through');
+        return undefined;
+      });
+      if (reply) connLog.debug({ requestId: reply.id, code: 'ERR_RATE_LIMITED' }, 'rate limited');
+      reply ??= dispatch(text);
       auditRequest(ctx, text, reply, connLog);
       ws.send(JSON.stringify(reply));
-    });
+    };
     ws.on('error', (err) => connLog.warn({ err }, 'WebSocket error'));
     ws.on('close', (code) => connLog.info({ code }, 'coordinator disconnected'));
   });

@@ -69,6 +69,10 @@ export const ERROR_CODES = {
     status: 503,
     doc: 'The service is at its work limit; retry after the Retry-After header. Nothing was evaluated.',
   },
+  ERR_RATE_LIMITED: {
+    status: 429,
+    doc: 'Too many requests for this subject and tenant; retry after the Retry-After header.',
+  },
   ERR_NODE_UNAVAILABLE: { status: 503, doc: 'A node is not connected or did not answer in time.' },
   ERR_UNSUPPORTED_VERSION: {
     status: 400,

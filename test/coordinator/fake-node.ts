@@ -37,9 +37,10 @@ type DkgRound1 = ReturnType<typeof DKG.round1>['public'];
 /**
  * honest: answers everything correctly. wrong-point: evaluations are valid points but not
  * k_j*B (the proof no longer matches). silent: never answers evaluate. refuse: answers evaluate
- * with ERR_UNAUTHORIZED.
+ * with ERR_UNAUTHORIZED. rate-limited: answers evaluate with ERR_RATE_LIMITED and
+ * retryAfterSeconds.
  */
-export type Behaviour = 'honest' | 'wrong-point' | 'silent' | 'refuse';
+export type Behaviour = 'honest' | 'wrong-point' | 'silent' | 'refuse' | 'rate-limited';
 
 export interface FakeNodeOptions {
   id: number;
@@ -80,6 +81,8 @@ export class FakeNode {
   readonly committed: string[] = [];
   /** Request types in the order received. */
   readonly received: NodeRequestType[] = [];
+  /** The wait a rate-limited node names. */
+  retryAfterSeconds = 1;
   /** Evaluate answers wait for this promise, when set, before they are sent. */
   hold: Promise<void> | null = null;
   /** Evaluate answers are sent this long after the request arrived (see serial). */
@@ -273,6 +276,11 @@ export class FakeNode {
   #evaluate(body: { tenant: string; version: number; blinded: string[]; auth: { token: string } }) {
     if (this.behaviour === 'refuse' || body.auth.token !== this.#opts.clientToken) {
       throw new KmaasError('ERR_UNAUTHORIZED', 'token not accepted');
+    }
+    if (this.behaviour === 'rate-limited') {
+      throw new KmaasError('ERR_RATE_LIMITED', 'too many blinded elements', {
+        retryAfterSeconds: this.retryAfterSeconds,
+      });
     }
     const { share } = this.#key(body.tenant, body.version);
     const points = body.blinded.map((b, i) => decodeElementB64(b, `blinded[${i}]`));
