@@ -63,6 +63,8 @@ const configSchema = z.object({
   clientToken: token('client token'),
   adminToken: token('admin token'),
   nodeTimeoutMs: ms(10, 60_000).default(2000),
+  // Added per blinded element to the node timeout (twice to the deadline): full batches take longer.
+  perElementMs: ms(0, 1000).default(10),
   // The whole evaluation, retries and hedges included, ends by this deadline.
   evaluateDeadlineMs: ms(10, 120_000).default(5000),
   // A node that has not answered after this long, and after three times its usual latency, gets
@@ -72,7 +74,8 @@ const configSchema = z.object({
   verifyWorkers: ms(0, 64).default(1),
   // Blinded elements under evaluation at once; a request beyond it is refused with ERR_OVERLOADED.
   // At least one full batch, so that any valid request can be admitted when nothing else runs.
-  maxInflightElements: ms(MAX_BATCH, 1_000_000).default(2048),
+  // 1024 is four full batches: what 5 nodes (t = 3) on two cores finish within the deadline.
+  maxInflightElements: ms(MAX_BATCH, 1_000_000).default(1024),
   // Blinded elements per (tenant, subject) per minute, across replicas (in Redis); 0: no limit.
   // Otherwise at least one full batch, so that every valid request can pass on a fresh budget.
   rateElementsPerMin: ms(0, 1_000_000_000)
@@ -101,6 +104,7 @@ export const CONFIG_ENV = {
   clientToken: 'KMAAS_CLIENT_TOKEN',
   adminToken: 'KMAAS_ADMIN_TOKEN',
   nodeTimeoutMs: 'KMAAS_NODE_TIMEOUT_MS',
+  perElementMs: 'KMAAS_NODE_TIMEOUT_PER_ELEMENT_MS',
   evaluateDeadlineMs: 'KMAAS_EVALUATE_DEADLINE_MS',
   hedgeDelayMs: 'KMAAS_HEDGE_DELAY_MS',
   verifyWorkers: 'KMAAS_VERIFY_WORKERS',

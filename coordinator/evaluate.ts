@@ -49,6 +49,12 @@ export interface EvaluateDeps {
   clientToken: Redacted<string>;
   nodeTimeoutMs: number;
   deadlineMs: number;
+  /**
+   * Added to the node timeout per blinded element, and twice that to the deadline: a node needs
+   * about a millisecond per element on a quiet core and several on a busy one, so a fixed timeout
+   * either gives up on full batches that are on their way or waits too long on small ones.
+   */
+  perElementMs: number;
   hedgeDelayMs: number;
   /** Checks node answers, in worker threads or inline. */
   verifier: VerifyPool;
@@ -230,6 +236,8 @@ function gatherPartials(
 ): Promise<NodePartial[]> {
   const t = pkg.threshold;
   const batch = blinded.bytes.length;
+  const nodeTimeoutMs = deps.nodeTimeoutMs + batch * deps.perElementMs;
+  const deadlineMs = deps.deadlineMs + 2 * batch * deps.perElementMs;
   const context = { tenant: request.tenant, version: request.version };
   const candidates = deps.pool.healthy().filter((l) => pkg.verificationShares.has(l.id));
   const failures: Failure[] = [];
@@ -245,7 +253,7 @@ function gatherPartials(
   }
   if (candidates.length < t) return Promise.reject(tooFewError(t, 0, failures));
 
-  const deadlineAt = performance.now() + deps.deadlineMs;
+  const deadlineAt = performance.now() + deadlineMs;
   const valid: NodePartial[] = [];
   // Open attempts by node: asked and not yet answered, or answered and being checked.
   const attempts = new Map<number, Attempt>();
@@ -303,7 +311,7 @@ function gatherPartials(
         );
         attempt.hedge = setTimeout(() => setImmediate(() => hedge(attempt)), delay);
       };
-      const timeoutMs = Math.min(deps.nodeTimeoutMs, Math.ceil(remaining) + DEADLINE_MARGIN_MS);
+      const timeoutMs = Math.min(nodeTimeoutMs, Math.ceil(remaining) + DEADLINE_MARGIN_MS);
       const opts = { elements: batch, signal: attempt.cancel.signal, onSent };
       link.request('evaluate', request, timeoutMs, opts).then(
         (body) => onAnswer(attempt, body),
@@ -421,14 +429,14 @@ function gatherPartials(
               node,
               code: 'ERR_NODE_UNAVAILABLE',
               message: attempt.sent
-                ? `node ${node} did not answer before the ${deps.deadlineMs} ms deadline`
-                : `node ${node} was busy and could not be asked before the ${deps.deadlineMs} ms deadline`,
+                ? `node ${node} did not answer before the ${deadlineMs} ms deadline`
+                : `node ${node} was busy and could not be asked before the ${deadlineMs} ms deadline`,
               refused: false,
             });
           }
           if (valid.length + attempts.size < t) finish();
         }),
-      deps.deadlineMs,
+      deadlineMs,
     );
 
     topUp();

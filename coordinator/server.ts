@@ -123,6 +123,7 @@ export async function startCoordinator(
         clientToken: config.clientToken,
         nodeTimeoutMs: config.nodeTimeoutMs,
         deadlineMs: config.evaluateDeadlineMs,
+        perElementMs: config.perElementMs,
         hedgeDelayMs: config.hedgeDelayMs,
         verifier,
         admission: new Admission(config.maxInflightElements),

@@ -39,7 +39,8 @@ describe('coordinator: configuration', function () {
       nodeTimeoutMs: 2000,
       hedgeDelayMs: 1000,
       verifyWorkers: 1,
-      maxInflightElements: 2048,
+      maxInflightElements: 1024,
+      perElementMs: 10,
       logLevel: 'info',
     });
     expect(c.nodes).to.deep.equal([
