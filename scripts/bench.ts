@@ -37,6 +37,7 @@ interface CaseResult {
   requests: number;
   derivations: number;
   errors: number;
+  errorCodes: Record<string, number>;
   seconds: number;
   derivationsPerSecond: number;
   requestsPerSecond: number;
@@ -52,6 +53,7 @@ async function runCase(
 ): Promise<CaseResult> {
   const latencies: number[] = [];
   let errors = 0;
+  const errorCodes: Record<string, number> = {};
   let counter = 0;
   const deadline = performance.now() + seconds * 1000;
   // Warm-up outside the measurement: connections, key package cache, JIT.
@@ -65,8 +67,10 @@ async function runCase(
         try {
           await client.deriveKeys('bench', 1, docs);
           latencies.push(performance.now() - t0);
-        } catch {
+        } catch (err) {
           errors++;
+          const code = (err as { code?: string }).code ?? 'unknown';
+          errorCodes[code] = (errorCodes[code] ?? 0) + 1;
         }
       }
     }),
@@ -79,6 +83,7 @@ async function runCase(
     requests: latencies.length,
     derivations: latencies.length * batch,
     errors,
+    errorCodes,
     seconds: Number(elapsed.toFixed(2)),
     derivationsPerSecond: Number(((latencies.length * batch) / elapsed).toFixed(1)),
     requestsPerSecond: Number((latencies.length / elapsed).toFixed(1)),
@@ -116,7 +121,11 @@ try {
   console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const r of results) {
     console.log(
-      `| ${r.batch} | ${r.concurrency} | ${r.derivationsPerSecond} | ${r.requestsPerSecond} | ${r.p50ms} | ${r.p95ms} | ${r.p99ms} | ${r.errors} |`,
+      `| ${r.batch} | ${r.concurrency} | ${r.derivationsPerSecond} | ${r.requestsPerSecond} | ${r.p50ms} | ${r.p95ms} | ${r.p99ms} | ${
+        Object.entries(r.errorCodes)
+          .map(([c, n]) => `${n} ${c}`)
+          .join(', ') || 0
+      } |`,
     );
   }
   const report = {
