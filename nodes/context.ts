@@ -4,6 +4,7 @@
  */
 import type { Rng } from '../shared/shamir.ts';
 import type { AuditLog } from './audit-log.ts';
+import type { NodeIdentity } from './identity.ts';
 import type { Keyring } from './keyring.ts';
 import type { ElementRateLimit } from './rate-limit.ts';
 import type { Redacted } from '../shared/redacted.ts';
@@ -13,6 +14,8 @@ export interface NodeContext {
   nodeId: number;
   store: NodeStore;
   keyring: Keyring;
+  /** The node's identity keys (identity.ts); absent when handlers are driven without one. */
+  identity?: NodeIdentity;
   clientToken: Redacted<string>;
   /** The hash-chained audit log (audit-log.ts); absent when handlers are driven without one. */
   audit?: AuditLog;

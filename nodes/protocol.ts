@@ -38,6 +38,7 @@ const handlers: { [K in NodeRequestType]: Handler<K> } = {
     keys: ctx.keyring
       .list()
       .map((k) => ({ tenant: k.tenant, version: k.version, groupKey: k.keyPackage.groupKey })),
+    ...(ctx.identity ? { identity: ctx.identity.published() } : {}),
   }),
   'dkg.round1': handleRound1,
   'dkg.round2': handleRound2,

@@ -1,6 +1,6 @@
 /**
- * Sealing of everything secret the node writes to disk (DESIGN.md section 5): Shamir shares and
- * DKG ceremony state.
+ * Sealing of everything secret the node writes to disk (DESIGN.md section 5): Shamir shares, DKG
+ * ceremony state and the node's identity private keys (identity.ts).
  *
  *   KEK    = HKDF-SHA-256(IKM = node secret, salt = per-database random salt,
  *                         info = "KMaaS-v1 node KEK", L = 32)          (RFC 5869 section 2)
@@ -26,7 +26,7 @@ const FORMAT_V1 = 0x01;
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 
-export type SealPurpose = 'check' | 'share' | 'ceremony';
+export type SealPurpose = 'check' | 'share' | 'ceremony' | 'identity';
 
 /** What a sealed record is bound to; every field goes into the AAD. */
 export interface SealContext {

@@ -1,7 +1,8 @@
 /**
  * The share node's network face (docs/CONTRACTS.md, "Share node"): one HTTP server with
  *
- *   GET /healthz  -> { ok: true, node, keys }        (no credential; reveals only a key count)
+ *   GET /healthz  -> { ok: true, node, keys, identity } (no credential; a key count and the
+ *                 node's identity public keys)
  *   /v1/ws        WebSocket upgrade for the coordinator, `Authorization: Bearer <cluster token>`
  *                 (RFC 6750 section 2.1), refused with 401 before any WebSocket exists.
  *
@@ -22,6 +23,7 @@ import { auditRequest } from './audit-request.ts';
 import { DEFAULT_RATE_ELEMENTS_PER_MIN, type NodeConfig } from './config.ts';
 import type { NodeContext } from './context.ts';
 import { startCeremonyExpiry } from './dkg-expiry.ts';
+import { NodeIdentity } from './identity.ts';
 import { Keyring } from './keyring.ts';
 import { createLogger } from './logger.ts';
 import { createDispatcher } from './protocol.ts';
@@ -110,7 +112,9 @@ export async function startNode(
   const store = NodeStore.open(config.dataDir, config.nodeId, config.secret);
   let keyring: Keyring;
   let audit: AuditLog;
+  let identity: NodeIdentity;
   try {
+    identity = NodeIdentity.loadOrCreate(store);
     keyring = new Keyring(config.nodeId);
     for (const key of store.listKeys()) keyring.add(key);
     audit = await AuditLog.open(config.dataDir, { logger: log });
@@ -124,6 +128,7 @@ export async function startNode(
     nodeId: config.nodeId,
     store,
     keyring,
+    identity,
     clientToken: config.clientToken,
     audit,
     rateLimit:
@@ -134,7 +139,12 @@ export async function startNode(
 
   const http = createServer((req, res) => {
     if (req.method === 'GET' && pathOf(req) === '/healthz') {
-      sendJson(res, 200, { ok: true, node: config.nodeId, keys: keyring.size });
+      sendJson(res, 200, {
+        ok: true,
+        node: config.nodeId,
+        keys: keyring.size,
+        identity: identity.published(),
+      });
     } else {
       sendJson(res, 404, errorBody('ERR_NOT_FOUND', `no route ${req.method} ${pathOf(req)}`));
     }
@@ -216,6 +226,7 @@ export async function startNode(
       .close(toKmaasError(err).code)
       .catch((e: unknown) => log.error({ err: e }, 'audit log close failed'));
     store.close();
+    identity.destroy();
     throw err;
   }
   http.on('error', (err) => log.error({ err }, 'HTTP server error'));
@@ -246,6 +257,7 @@ export async function startNode(
         ],
         ['close audit log', () => audit.close()],
         ['close store', () => store.close()],
+        ['erase identity keys', () => identity.destroy()],
       ],
       log,
     ).then(() => log.info('node closed')));

@@ -2,7 +2,7 @@
  * The node's own database (DESIGN.md section 5): `node.db` in its data directory, SQLite in WAL
  * mode with synchronous=FULL, so a SIGKILL at any point leaves either the old or the new state.
  *
- *   meta        node id, KEK salt, sealed check value, schema version
+ *   meta        node id, KEK salt, sealed check value, schema version, sealed identity keys
  *   keys        (tenant, version) -> sealed share, public key package, ceremony that made it
  *   ceremonies  ceremony id -> sealed DKG state (survives a restart). Kept after the key is
  *               stored, so that every round of the ceremony can be replayed for a participant
@@ -247,6 +247,38 @@ export class NodeStore {
       insert.run('check', check);
     })();
     return salt;
+  }
+
+  #identityContext(): SealContext {
+    return { purpose: 'identity', nodeId: this.#nodeId, tenant: '', version: 0 };
+  }
+
+  /**
+   * The node's identity private keys (identity.ts), unsealed; undefined before they were made.
+   * The caller boxes them and zeroes this array.
+   */
+  loadIdentity(): Uint8Array | undefined {
+    const row = this.#db.prepare(`SELECT value FROM meta WHERE name = 'identity'`).get() as
+      { value: unknown } | undefined;
+    if (!row) return undefined;
+    if (!(row.value instanceof Uint8Array)) {
+      throw new KmaasError('ERR_INTERNAL', `${this.path}: meta table is damaged`);
+    }
+    return this.#unseal(Buffer.from(row.value), this.#identityContext());
+  }
+
+  /**
+   * Seal and store the identity private keys unless some are stored already (first writer wins);
+   * returns what is stored afterwards, unsealed, so every caller ends up with the same keys.
+   */
+  saveIdentityOnce(keys: Uint8Array): Uint8Array {
+    const sealed = this.#sealer.seal(keys, this.#identityContext());
+    this.#db
+      .prepare(`INSERT INTO meta (name, value) VALUES ('identity', ?) ON CONFLICT DO NOTHING`)
+      .run(sealed);
+    const stored = this.loadIdentity();
+    if (!stored) throw new KmaasError('ERR_INTERNAL', `${this.path}: identity keys not stored`);
+    return stored;
   }
 
   #shareContext(tenant: string, version: number): SealContext {

@@ -101,6 +101,8 @@ export const nodeRequestEnvelope = z.object({
 export const statusReply = z.object({
   node: nodeId,
   keys: z.array(z.object({ tenant, version, groupKey: b64 })),
+  /** The node's identity public keys (Ed25519, X25519); optional for older nodes. */
+  identity: z.object({ signing: b64, encryption: b64 }).optional(),
 });
 
 export const dkgRound1Reply = dkgRound1Package;

@@ -438,7 +438,7 @@ describe('nodes over WebSocket: bad input gets a specific error and the node kee
 
     it('GET /healthz answers without credentials; unknown routes are ERR_NOT_FOUND', async () => {
       const ok = await fetch(`http://${base()}/healthz`);
-      expect(await ok.json()).to.deep.equal({ ok: true, node: 1, keys: 1 });
+      expect(await ok.json()).to.deep.include({ ok: true, node: 1, keys: 1 });
       const missing = await fetch(`http://${base()}/nope`);
       expect(missing.status).to.equal(404);
       expect(((await missing.json()) as { error: { code: string } }).error.code).to.equal(

@@ -159,7 +159,7 @@ describe('nodes over WebSocket: a 5-node cluster, 3-of-5', () => {
     const status = await cluster
       .node(3)
       .client.call<{ node: number; keys: unknown[] }>('status', {});
-    expect(status).to.deep.equal({
+    expect(status).to.deep.include({
       node: 3,
       keys: [{ tenant: TENANT, version: VERSION, groupKey: dkg.packages.get(1)!.groupKey }],
     });
@@ -170,7 +170,7 @@ describe('nodes over WebSocket: a 5-node cluster, 3-of-5', () => {
     expect(kp.keyPackage).to.deep.equal(dkg.packages.get(1));
     const res = await fetch(`http://127.0.0.1:${cluster.node(2).handle.port}/healthz`);
     expect(res.status).to.equal(200);
-    expect(await res.json()).to.deep.equal({ ok: true, node: 2, keys: 1 });
+    expect(await res.json()).to.deep.include({ ok: true, node: 2, keys: 1 });
   });
 
   it('a restarted node loads its key from disk and serves the same outputs', async () => {

@@ -137,7 +137,8 @@ function apply(pkg: Pkg, c: Change, other: Pkg): Pkg {
     case 'none':
       return pkg;
     case 'other sender':
-      return { ...pkg, node: c.node };
+      // The drawn sender may be the package's own; then it is no change, so take its neighbour.
+      return { ...pkg, node: c.node !== pkg.node ? c.node : c.node === 2 ? 3 : c.node - 1 };
     case 'flipped bit': {
       const proof = pkg.proof.slice();
       proof[c.bit >> 3]! ^= 1 << (c.bit & 7);
