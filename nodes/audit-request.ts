@@ -2,10 +2,9 @@
  * What the node records in its audit log for each request: every evaluation and every DKG
  * message (any `dkg.*` type the node knows), accepted or refused, with the refusal's code.
  *
- * Called by the WebSocket handler (server.ts) with the frame and the dispatcher's reply, so that
- * requests refused before any handler ran (bad envelope, bad body) are recorded too. It reads
- * the frame again on its own: fields are copied only when they are well-formed (a refused
- * request may carry anything), and the blinded elements and the token are never copied: only
+ * Called by the WebSocket handler (server.ts) with the frame as the dispatcher parsed it and its
+ * reply, so that requests refused before any handler ran (bad envelope, bad body) are recorded
+ * too. Fields are copied only when they are well-formed (a refused request may carry anything), and the blinded elements and the token are never copied: only
  * the number of elements, and whether the token named a subject.
  */
 import type { Logger } from 'pino';
@@ -37,15 +36,9 @@ function auditedType(type: unknown): AuditType | undefined {
 /** The entry for one request, or undefined when its type is not audited (or unreadable). */
 export function requestEvent(
   ctx: Pick<NodeContext, 'clientToken'>,
-  text: string,
+  json: unknown,
   reply: NodeReply,
 ): AuditEvent | undefined {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
   if (!isObject(json)) return undefined;
   const type = auditedType(json.type);
   if (type === undefined) return undefined;
@@ -72,10 +65,10 @@ export function requestEvent(
 }
 
 /** Record one request; never throws (a failure to record is logged at error). */
-export function auditRequest(ctx: NodeContext, text: string, reply: NodeReply, log: Logger): void {
+export function auditRequest(ctx: NodeContext, json: unknown, reply: NodeReply, log: Logger): void {
   if (!ctx.audit) return;
   try {
-    const event = requestEvent(ctx, text, reply);
+    const event = requestEvent(ctx, json, reply);
     if (event) ctx.audit.append(event);
   } catch (err) {
     log.error({ err, requestId: reply.id }, 'audit entry not recorded');

@@ -5,24 +5,24 @@
  *   coordinator -> node  { tenant, version, blinded: [B_i], auth }
  *   node -> coordinator  { node, evaluated: [Z_i = k_j*B_i], proof }   (one batched DLEQ proof)
  *
- * Checks in order of cost, cheapest first: the end user's credential (constant time), the key
- * (in memory: no database on this path), the batch size, then each element's encoding
- * (RFC 9496 section 4.3.1 decode, RFC 9497 section 3.3 identity check).
+ * Checks in order of cost, cheapest first: the end user's credential (constant time),
+ * the node's rate limit, the key (in memory: no database on this path), the batch size, then each
+ * element's encoding (RFC 9496 section 4.3.1 decode, RFC 9497 section 3.3 identity check).
  */
 import type { z } from 'zod';
 import { decodeElementB64, toB64 } from '../shared/encoding.ts';
 import { KmaasError } from '../shared/errors.ts';
 import type { evaluateReply, evaluateRequest } from '../shared/messages.ts';
 import { evaluateBatch } from '../shared/voprf-node.ts';
-import { checkBatchSize } from '../shared/suite.ts';
-import { tokenMatches } from '../shared/bearer.ts';
+import { checkBatchSize, MAX_BATCH } from '../shared/suite.ts';
+import { subjectOf, tokenMatches } from '../shared/bearer.ts';
 import type { LogFields, NodeContext } from './context.ts';
 
-export function handleEvaluate(
+export async function handleEvaluate(
   ctx: NodeContext,
   body: z.infer<typeof evaluateRequest>,
   log: LogFields,
-): z.infer<typeof evaluateReply> {
+): Promise<z.infer<typeof evaluateReply>> {
   log.tenant = body.tenant;
   log.version = body.version;
   log.batch = body.blinded.length;
@@ -31,8 +31,22 @@ export function handleEvaluate(
   if (!tokenMatches(body.auth.token, ctx.clientToken)) {
     throw new KmaasError('ERR_UNAUTHORIZED', 'the end-user credential is not valid');
   }
+  // DESIGN.md section 4: this node's own limit per (tenant, subject), charged in elements once
+  // the credential is known good and the batch well-sized, before the key is looked up or any
+  // point decoded; an empty or oversized batch is refused below and costs nothing.
+  const count = body.blinded.length;
+  if (ctx.rateLimit && count >= 1 && count <= MAX_BATCH) {
+    const refusal = await ctx.rateLimit
+      .take(body.tenant, subjectOf(body.auth.token), count)
+      .catch(() => {
+        // The in-memory limiter does not fail in practice; if it does, serve rather than refuse all.
+        log.rateLimit = 'failed; let through';
+        return undefined;
+      });
+    if (refusal) throw refusal;
+  }
   const key = ctx.keyring.get(body.tenant, body.version);
-  checkBatchSize(body.blinded.length);
+  checkBatchSize(count);
   const blinded = body.blinded.map((b, i) => decodeElementB64(b, `blinded[${i}]`));
   const { evaluated, proof } = evaluateBatch(
     key.share.reveal(),

@@ -75,19 +75,21 @@ function run<K extends NodeRequestType>(
   return (handlers[type] as Handler<K>)(ctx, body, log);
 }
 
-export type Dispatch = (text: string) => NodeReply;
+/** The reply, and the frame as parsed (undefined when it is not JSON) for the audit log. */
+export type Dispatch = (text: string) => Promise<{ reply: NodeReply; json: unknown }>;
 
 /** A function from one received text frame to its reply. `logger` is bound to the connection. */
 export function createDispatcher(ctx: NodeContext, logger: Logger): Dispatch {
-  return (text) => {
+  return async (text) => {
     const started = performance.now();
     const fields: LogFields = {};
     let id = 'unknown';
     let type: string | undefined;
     let reply: NodeReply;
     let failure: unknown;
+    let json: unknown;
     try {
-      const json = parseJson(text);
+      json = parseJson(text);
       id = salvageId(json) ?? id;
       const envelope = parseMessage(nodeRequestEnvelope, json, 'message');
       type = envelope.type;
@@ -107,7 +109,7 @@ export function createDispatcher(ctx: NodeContext, logger: Logger): Dispatch {
         v: PROTOCOL_VERSION,
         id,
         ok: true,
-        body: run(ctx, envelope.type, envelope.body, fields),
+        body: await run(ctx, envelope.type, envelope.body, fields),
       };
     } catch (err) {
       failure = err;
@@ -134,6 +136,6 @@ export function createDispatcher(ctx: NodeContext, logger: Logger): Dispatch {
     } else {
       logger.warn({ ...line, message: reply.error.message }, 'request refused');
     }
-    return reply;
+    return { reply, json };
   };
 }

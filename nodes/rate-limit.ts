@@ -5,18 +5,12 @@
  * request costs 256 points; the budget refills every window (rate-limiter-flexible's fixed
  * window, RateLimiterMemory).
  *
- * The check runs on the raw frame, before the (synchronous) dispatcher: after the end user's
- * credential is checked, before any point is decoded. Frames it cannot read as a well-formed
- * evaluate request with a valid credential pass through untouched, and the dispatcher refuses
- * them with their own code, at no cost to anyone's budget.
+ * The evaluate handler (evaluate.ts) charges it after the end user's credential, the key and the
+ * batch size are checked and before any point is decoded, so a request refused for any of those
+ * costs nobody anything.
  */
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
-import { subjectOf, tokenMatches } from '../shared/bearer.ts';
 import { KmaasError } from '../shared/errors.ts';
-import { evaluateRequest, nodeRequestEnvelope, PROTOCOL_VERSION } from '../shared/messages.ts';
-import type { NodeReply } from '../shared/messages.ts';
-import { MAX_BATCH } from '../shared/suite.ts';
-import type { NodeContext } from './context.ts';
 
 export interface RateLimitOptions {
   /** Blinded elements per (tenant, subject) per window; 0 disables the limit. */
@@ -60,38 +54,4 @@ export class ElementRateLimit {
       );
     }
   }
-}
-
-/** The evaluate request a frame holds, when it is one and well-formed; otherwise undefined. */
-function evaluateFrame(text: string) {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  const envelope = nodeRequestEnvelope.safeParse(json);
-  if (!envelope.success || envelope.data.v !== PROTOCOL_VERSION) return undefined;
-  if (envelope.data.type !== 'evaluate') return undefined;
-  const body = evaluateRequest.safeParse(envelope.data.body);
-  return body.success ? { id: envelope.data.id, body: body.data } : undefined;
-}
-
-/**
- * The refusal for a frame that is an authenticated evaluate request over its (tenant, subject)
- * budget; undefined for every other frame, which the dispatcher then handles as usual.
- */
-export async function rateLimitFrame(
-  ctx: NodeContext,
-  text: string,
-): Promise<NodeReply | undefined> {
-  if (!ctx.rateLimit?.enabled) return undefined;
-  const request = evaluateFrame(text);
-  if (!request) return undefined;
-  const { tenant, blinded, auth } = request.body;
-  // Unauthenticated, empty or oversized: the handler refuses it, and it costs nobody anything.
-  if (!tokenMatches(auth.token, ctx.clientToken)) return undefined;
-  if (blinded.length === 0 || blinded.length > MAX_BATCH) return undefined;
-  const refusal = await ctx.rateLimit.take(tenant, subjectOf(auth.token), blinded.length);
-  return refusal && { v: PROTOCOL_VERSION, id: request.id, ok: false, error: refusal.toBody() };
 }

@@ -27,7 +27,7 @@ import { NodeIdentity } from './identity.ts';
 import { Keyring } from './keyring.ts';
 import { createLogger } from './logger.ts';
 import { createDispatcher } from './protocol.ts';
-import { ElementRateLimit, rateLimitFrame } from './rate-limit.ts';
+import { ElementRateLimit } from './rate-limit.ts';
 import { NodeStore } from './store.ts';
 
 export const WS_PATH = '/v1/ws';
@@ -184,15 +184,10 @@ export async function startNode(
       if (isBinary) connLog.debug('binary frame read as UTF-8 text');
       void answer(text);
     });
-    // The rate limit is asynchronous (rate-limit.ts); replies are matched by id, not by order.
+    // Evaluation awaits the rate limit (rate-limit.ts); replies are matched by id, not by order.
     const answer = async (text: string): Promise<void> => {
-      let reply = await rateLimitFrame(ctx, text).catch((err: unknown) => {
-        connLog.error({ err }, 'rate limit check failed; request let through');
-        return undefined;
-      });
-      if (reply) connLog.debug({ requestId: reply.id, code: 'ERR_RATE_LIMITED' }, 'rate limited');
-      reply ??= dispatch(text);
-      auditRequest(ctx, text, reply, connLog);
+      const { reply, json } = await dispatch(text);
+      auditRequest(ctx, json, reply, connLog);
       ws.send(JSON.stringify(reply));
     };
     ws.on('error', (err) => connLog.warn({ err }, 'WebSocket error'));
