@@ -105,6 +105,18 @@ export const ERROR_CODES = {
     status: 500,
     doc: 'An audit log failed verification; the first broken entry is named.',
   },
+  ERR_LOGIN_FAILED: {
+    status: 401,
+    doc: 'The identity provider refused the username or password (dev login).',
+  },
+  ERR_IDP_UNAVAILABLE: {
+    status: 503,
+    doc: 'The identity provider cannot be reached, or its discovery document does not match the issuer.',
+  },
+  ERR_IDP_PROTOCOL: {
+    status: 502,
+    doc: 'The identity provider refused or broke the sign-in flow; `details.error` has the OAuth error code when there is one.',
+  },
   ERR_INTERNAL: { status: 500, doc: 'An unexpected failure; the log has the details.' },
 } as const satisfies Record<string, { status: number; doc: string }>;
 
