@@ -25,6 +25,8 @@ try {
 }
 console.log(`coordinator  ${cluster.url}`);
 for (const [id, n] of cluster.nodes) console.log(`node ${id}       ws://127.0.0.1:${n.port}/v1/ws`);
+const users = cluster.devUsers.map((u) => `${u.username}@${u.tenant}`).join(', ');
+console.log(`identity     ${cluster.issuer} (users ${users}; passwords in secrets.json)`);
 console.log(`redis        ${cluster.redis.url} (prefix ${cluster.secrets.redisPrefix})`);
 console.log(`cluster file ${cluster.clusterFile} (the CLI reads it)`);
 console.log(`logs         ${resolve(opts.data, 'logs')}`);

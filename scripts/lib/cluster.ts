@@ -1,12 +1,18 @@
 /**
- * A local committee on loopback: n share nodes and a coordinator as real processes, with
- * generated development secrets kept in a data folder (so a restarted cluster finds its nodes'
- * databases again). Used by `npm run cluster`, `npm run demo`, the benchmark and the integration
- * tests.
+ * A local committee on loopback: the development identity provider (idp/main.ts), n share nodes
+ * and a coordinator as real processes, with generated development secrets kept in a data folder
+ * (so a restarted cluster finds its nodes' databases again, and the provider its signing keys).
+ * Used by `npm run cluster`, `npm run demo`, the benchmark and the integration tests.
+ *
+ * The identity provider has two dev users in two tenants (alice in `acme`, bob in `globex`) with
+ * passwords generated into secrets.json; nodes and coordinator are told its issuer
+ * (KMAAS_OIDC_ISSUER, DESIGN.md section 4), and cluster.json names it for the CLI.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { DEFAULT_REDIRECT_URI, DEFAULT_RESOURCE, TENANT_CLAIM } from '../../idp/config.ts';
+import type { DevUser } from '../../idp/users.ts';
 import { ServiceProcess, ROOT } from './child.ts';
 import { ensureRedis, deletePrefix, type RedisHandle } from './redis.ts';
 
@@ -19,6 +25,8 @@ export interface ClusterOptions {
   /** Delete the cluster's Redis keys on stop (tests); a dev cluster keeps them. */
   cleanRedisOnStop?: boolean;
   logLevel?: string;
+  /** Redirect URIs of the IdP's `kmaas-dev` client (a browser demo adds its own). */
+  idpRedirectUris?: string[];
 }
 
 interface Secrets {
@@ -27,6 +35,8 @@ interface Secrets {
   adminToken: string;
   redisPrefix: string;
   nodes: { id: number; secret: string; port: number }[];
+  /** The identity provider: its last port (kept, so the issuer stays put) and its dev users. */
+  idp: { port: number; users: DevUser[] };
 }
 
 /** What the CLI reads (cli --cluster): where to go and which development credentials to use. */
@@ -35,12 +45,24 @@ export interface ClusterFile {
   token: string;
   adminToken: string;
   pins: string;
+  /** OIDC issuer of the development identity provider, and its users (for devLogin). */
+  issuer: string;
+  devUsers: DevUser[];
 }
+
+/** The dev users: two tenants, so that cross-tenant refusals can be shown and tested. */
+const DEV_USERS = [
+  { username: 'alice', tenant: 'acme' },
+  { username: 'bob', tenant: 'globex' },
+] as const;
+
+const devUsers = (): DevUser[] => DEV_USERS.map((u) => ({ ...u, password: hex(16) }));
 
 const hex = (n: number) => randomBytes(n).toString('hex');
 
 export class LocalCluster {
   readonly nodes = new Map<number, ServiceProcess>();
+  idp!: ServiceProcess;
   coordinator!: ServiceProcess;
   redis!: RedisHandle;
   secrets!: Secrets;
@@ -55,6 +77,25 @@ export class LocalCluster {
     return `http://127.0.0.1:${this.coordinator.port}`;
   }
 
+  /** OIDC issuer identifier of the development identity provider. */
+  get issuer(): string {
+    return `http://127.0.0.1:${this.idp.port}`;
+  }
+
+  /** The identity provider's users: { username, password, tenant }. */
+  get devUsers(): readonly DevUser[] {
+    return this.secrets.idp.users;
+  }
+
+  /** What nodes and coordinator need to verify end-user tokens (PLAN.md section A). */
+  get oidcEnv(): NodeJS.ProcessEnv {
+    return {
+      KMAAS_OIDC_ISSUER: this.issuer,
+      KMAAS_OIDC_AUDIENCE: DEFAULT_RESOURCE,
+      KMAAS_OIDC_TENANT_CLAIM: TENANT_CLAIM,
+    };
+  }
+
   get clusterFile(): string {
     return join(this.dir, 'cluster.json');
   }
@@ -66,8 +107,14 @@ export class LocalCluster {
   private loadSecrets(count: number): Secrets {
     const file = join(this.dir, 'secrets.json');
     if (existsSync(file)) {
-      const s = JSON.parse(readFileSync(file, 'utf8')) as Secrets;
-      if (s.nodes.length === count) return s;
+      const s = JSON.parse(readFileSync(file, 'utf8')) as Partial<Secrets> & Omit<Secrets, 'idp'>;
+      if (s.nodes.length === count) {
+        // A data folder from before the identity provider: add it, keep everything else.
+        if (s.idp) return s as Secrets;
+        const upgraded = { ...s, idp: { port: 0, users: devUsers() } };
+        writeFileSync(file, JSON.stringify(upgraded, null, 2), { mode: 0o600 });
+        return upgraded;
+      }
     }
     const s: Secrets = {
       clusterToken: hex(32),
@@ -75,6 +122,7 @@ export class LocalCluster {
       adminToken: hex(32),
       redisPrefix: this.opts.redisPrefix ?? `kmaas:dev:${hex(4)}:`,
       nodes: Array.from({ length: count }, (_, i) => ({ id: i + 1, secret: hex(32), port: 0 })),
+      idp: { port: 0, users: devUsers() },
     };
     writeFileSync(file, JSON.stringify(s, null, 2), { mode: 0o600 });
     return s;
@@ -108,6 +156,7 @@ export class LocalCluster {
     this.secrets = this.loadSecrets(this.opts.nodes ?? 5);
     if (this.opts.redisPrefix) this.secrets.redisPrefix = this.opts.redisPrefix;
     this.redis = await ensureRedis(this.opts.redisUrl);
+    await this.startIdp();
     for (const n of this.secrets.nodes) {
       const dataDir = join(this.dir, `node-${n.id}`);
       mkdirSync(dataDir, { recursive: true });
@@ -124,6 +173,7 @@ export class LocalCluster {
             KMAAS_NODE_SECRET: n.secret,
             KMAAS_CLUSTER_TOKEN: this.secrets.clusterToken,
             KMAAS_CLIENT_TOKEN: this.secrets.clientToken,
+            ...this.oidcEnv,
             LOG_LEVEL: this.opts.logLevel ?? 'info',
           },
         }),
@@ -146,6 +196,7 @@ export class LocalCluster {
         KMAAS_CLIENT_TOKEN: this.secrets.clientToken,
         KMAAS_ADMIN_TOKEN: this.secrets.adminToken,
         KMAAS_NODE_TIMEOUT_MS: String(this.opts.nodeTimeoutMs ?? 2000),
+        ...this.oidcEnv,
         LOG_LEVEL: this.opts.logLevel ?? 'info',
       },
     });
@@ -155,8 +206,44 @@ export class LocalCluster {
       token: this.secrets.clientToken,
       adminToken: this.secrets.adminToken,
       pins: this.pinsFile,
+      issuer: this.issuer,
+      devUsers: [...this.devUsers],
     };
     writeFileSync(this.clusterFile, JSON.stringify(file, null, 2), { mode: 0o600 });
+  }
+
+  /**
+   * The identity provider, first: its issuer goes into every node's and the coordinator's
+   * settings. It keeps its port across runs when it can (the issuer then stays the same), and
+   * its signing keys always (idp-keys.json, mode 600).
+   */
+  private async startIdp(): Promise<void> {
+    const usersFile = join(this.dir, 'idp-users.json');
+    writeFileSync(usersFile, JSON.stringify(this.secrets.idp.users, null, 2), { mode: 0o600 });
+    this.idp = new ServiceProcess({
+      name: 'idp',
+      entry: join(ROOT, 'idp', 'main.ts'),
+      logFile: join(this.dir, 'logs', 'idp.log'),
+      env: {
+        KMAAS_IDP_USERS_FILE: usersFile,
+        KMAAS_IDP_KEYS_FILE: join(this.dir, 'idp-keys.json'),
+        KMAAS_IDP_REDIRECT_URIS: (this.opts.idpRedirectUris ?? [DEFAULT_REDIRECT_URI]).join(','),
+        KMAAS_IDP_RESOURCE: DEFAULT_RESOURCE,
+        LOG_LEVEL: this.opts.logLevel ?? 'info',
+      },
+    });
+    const saved = this.secrets.idp.port;
+    let port: number;
+    try {
+      port = await this.idp.start({ KMAAS_IDP_PORT: String(saved) });
+    } catch (err) {
+      if (saved === 0) throw err;
+      port = await this.idp.start({ KMAAS_IDP_PORT: '0' });
+    }
+    if (port !== saved) {
+      this.secrets.idp.port = port;
+      this.saveSecrets();
+    }
   }
 
   /**
@@ -188,6 +275,7 @@ export class LocalCluster {
     const steps: Promise<unknown>[] = [
       this.coordinator?.stop(),
       ...[...this.nodes.values()].map((n) => n.stop()),
+      this.idp?.stop(),
     ];
     const results = await Promise.allSettled(steps);
     if (this.opts.cleanRedisOnStop && this.redis) {

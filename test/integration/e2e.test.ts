@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { KmaasClient } from '../../client/index.ts';
 import { MemoryPinStore } from '../../client/pins.ts';
+import { devLogin } from '../../idp/dev-login.ts';
 import { KmaasError } from '../../shared/errors.ts';
 import { ROOT } from '../../scripts/lib/child.ts';
 import { LocalCluster } from '../../scripts/lib/cluster.ts';
@@ -57,6 +58,22 @@ describe('end to end through real node and coordinator processes', function () {
   after(async () => {
     await cluster?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('runs a development identity provider that signs in alice (acme) and bob (globex)', async () => {
+    const file = JSON.parse(readFileSync(cluster.clusterFile, 'utf8')) as {
+      issuer: string;
+      devUsers: { username: string; tenant: string }[];
+    };
+    expect(file.issuer).to.equal(cluster.issuer);
+    expect(file.devUsers.map((u) => `${u.username}@${u.tenant}`)).to.deep.equal([
+      'alice@acme',
+      'bob@globex',
+    ]);
+    for (const user of cluster.devUsers) {
+      const login = await devLogin({ issuer: cluster.issuer, ...user });
+      expect(login).to.include({ subject: user.username, tenant: user.tenant });
+    }
   });
 
   it('creates a tenant key by DKG through the CLI, which pins its group key', () => {
