@@ -97,6 +97,9 @@ export class TestIssuer {
       res.writeHead(body ? 200 : 404, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body ?? { error: 'not found' }));
     });
+    // Neither the server nor its connections keep a finished test run alive.
+    server.on('connection', (socket) => socket.unref());
+    server.unref();
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
     issuer.#port = (server.address() as AddressInfo).port;
@@ -171,6 +174,13 @@ export class TestIssuer {
     this.#server.closeAllConnections();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
+}
+
+let shared: Promise<TestIssuer> | undefined;
+
+/** One issuer for a whole test run (tests that rotate keys start their own). */
+export function sharedIssuer(): Promise<TestIssuer> {
+  return (shared ??= TestIssuer.start());
 }
 
 export const COORDINATOR_URL = 'http://coordinator.test';
