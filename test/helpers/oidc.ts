@@ -198,6 +198,15 @@ export function honestProof(
   });
 }
 
+/** The SDK's proof for a request to `url` (the coordinator's real address). */
+export function honestUserProof(
+  user: TestUser,
+  url: string,
+  req: { tenant: string; version: number; blinded: readonly string[] },
+): Promise<string> {
+  return createEvaluateProof({ dpopKey: user.dpopKey, accessToken: user.token, url, ...req });
+}
+
 /** A DPoP proof built claim by claim, so that tests can get any of them wrong. */
 export async function proof(user: TestUser, opts: ProofOptions): Promise<string> {
   const key = opts.key ?? user.dpopKey;
