@@ -81,11 +81,15 @@ describe('end-user authentication of evaluations (access token + DPoP)', () => {
   ];
   const cases: Case[] = [
     ['no token', 'ERR_TOKEN_MISSING', async () => ({ dpop: await honestProof(user, TARGET) })],
-    ['a token that is not a JWT', 'ERR_TOKEN_MALFORMED', async () => ({ token: 'abc.def' })],
+    [
+      'a token that is not a JWT',
+      'ERR_TOKEN_MALFORMED',
+      () => Promise.resolve({ token: 'abc.def' }),
+    ],
     [
       'alg none',
       'ERR_TOKEN_UNSIGNED',
-      async () => {
+      () => {
         const header = b64json({ alg: 'none', typ: 'at+jwt' });
         const payload = b64json({
           iss: issuer.issuer,
@@ -95,7 +99,7 @@ describe('end-user authentication of evaluations (access token + DPoP)', () => {
           tenant: TENANT,
           cnf: { jkt: user.jkt },
         });
-        return { token: `${header}.${payload}.` };
+        return Promise.resolve({ token: `${header}.${payload}.` });
       },
     ],
     [
