@@ -4,7 +4,8 @@
  *
  *   1. input_i = documentInput(tenant, version, documentId_i)          (shared/document.ts)
  *   2. B_i = Blind(input_i)                                           (RFC 9497 section 3.3.1)
- *   3. POST /v1/tenants/:tenant/keys/:version/evaluate { blinded }     (Bearer: the user's token)
+ *   3. POST /v1/tenants/:tenant/keys/:version/evaluate { blinded }, with the user's access token
+ *      and a fresh DPoP proof covering these blinded elements (client/dpop.ts)
  *      -> { partials: [{ node, evaluated, proof }] } from t or more nodes
  *   4. each partial is decoded and its batched DLEQ proof checked against K_j from the pinned key
  *      package (never from the answer); the first t valid ones are combined with Lagrange
@@ -31,6 +32,7 @@ import {
   type PartialEvaluation,
   type Rejection,
 } from '../shared/voprf-client.ts';
+import { createEvaluateProof } from './dpop.ts';
 import type { EventHandler } from './events.ts';
 import { seg, type CoordinatorHttp } from './http.ts';
 import { checkKeyVersion, type KeyPackages } from './key-packages.ts';
@@ -38,8 +40,8 @@ import { checkKeyVersion, type KeyPackages } from './key-packages.ts';
 export interface DeriveContext {
   http: CoordinatorHttp;
   packages: KeyPackages;
-  /** The end user's credential for evaluate requests. */
-  token: string | undefined;
+  /** The end user's access token and DPoP key, for evaluate requests. */
+  auth: ClientAuth | undefined;
   onEvent?: EventHandler;
   /** Batches in flight at once. Default 4. */
   concurrency?: number;
@@ -47,6 +49,25 @@ export interface DeriveContext {
   rng?: Rng;
   /** Largest batch per request. Default (and maximum) MAX_BATCH. */
   maxBatch?: number;
+}
+
+/** The end user's credential: a DPoP-bound access token and the key it is bound to. */
+export interface ClientAuth {
+  /** The token, or a function that returns a current one (called once per request). */
+  accessToken: string | (() => string | Promise<string>);
+  /** The key the token is bound to (cnf.jkt); see generateDpopKey. */
+  dpopKey: CryptoKeyPair;
+}
+
+async function accessToken(auth: ClientAuth): Promise<string> {
+  const token =
+    typeof auth.accessToken === 'function' ? await auth.accessToken() : auth.accessToken;
+  if (typeof token !== 'string' || token === '') {
+    throw new KmaasError('ERR_CONFIG', 'auth.accessToken: expected a non-empty string', {
+      field: 'auth',
+    });
+  }
+  return token;
 }
 
 export interface DerivedKeys {
@@ -69,12 +90,14 @@ export async function deriveKeys(
   // Step 1 for every document first: a bad id fails before anything goes on the wire.
   const inputs = documentIds.map((id) => documentInput(tenant, version, id));
   if (inputs.length === 0) return { keys: [], nodes: [], rejected: [] };
-  if (ctx.token === undefined) {
-    throw new KmaasError('ERR_CONFIG', 'a client token is required to derive keys', {
-      field: 'token',
-    });
+  if (ctx.auth === undefined) {
+    throw new KmaasError(
+      'ERR_CONFIG',
+      'an access token and DPoP key (auth) are required to derive keys',
+      { field: 'auth' },
+    );
   }
-  const token = ctx.token;
+  const auth = ctx.auth;
   const pkg = await ctx.packages.get(tenant, version);
 
   const size = Math.min(ctx.maxBatch ?? MAX_BATCH, MAX_BATCH);
@@ -82,7 +105,7 @@ export async function deriveKeys(
   for (let i = 0; i < inputs.length; i += size) batches.push(inputs.slice(i, i + size));
 
   const results = await mapPool(batches, ctx.concurrency ?? 4, (batch) =>
-    deriveBatch(ctx, token, pkg, batch),
+    deriveBatch(ctx, auth, pkg, batch),
   );
   const nodes = new Set<number>();
   const rejected: Rejection[] = [];
@@ -106,7 +129,7 @@ interface BatchResult {
 
 async function deriveBatch(
   ctx: DeriveContext,
-  token: string,
+  auth: ClientAuth,
   pkg: ParsedKeyPackage,
   inputs: Uint8Array[],
 ): Promise<BatchResult> {
@@ -114,12 +137,19 @@ async function deriveBatch(
   // Step 2.
   const state = blind(inputs, ctx.rng ?? randomBytes);
   try {
-    // Step 3.
-    const raw = await ctx.http.post(
-      `/v1/tenants/${seg(tenant)}/keys/${seg(version)}/evaluate`,
-      { blinded: state.blinded.map((b) => toB64(b.toBytes())) },
-      { token },
-    );
+    // Step 3: one proof per request, over exactly the elements it sends.
+    const blinded = state.blinded.map((b) => toB64(b.toBytes()));
+    const path = `/v1/tenants/${seg(tenant)}/keys/${seg(version)}/evaluate`;
+    const token = await accessToken(auth);
+    const proof = await createEvaluateProof({
+      dpopKey: auth.dpopKey,
+      accessToken: token,
+      url: ctx.http.url(path),
+      tenant,
+      version,
+      blinded,
+    });
+    const raw = await ctx.http.post(path, { blinded }, { dpop: { token, proof } });
     const res = parseMessage(evaluateResponse, raw, 'evaluate response');
     if (res.tenant !== tenant || res.version !== version) {
       throw new KmaasError(

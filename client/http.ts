@@ -27,6 +27,11 @@ export interface HttpClientOptions {
 export interface RequestOptions {
   /** Sent as `Authorization: Bearer <token>`. */
   token?: string;
+  /**
+   * A DPoP-bound access token and its proof (RFC 9449 section 7.1): sent as
+   * `Authorization: DPoP <token>` and `DPoP: <proof>`, instead of `token`.
+   */
+  dpop?: { token: string; proof: string };
   body?: unknown;
 }
 
@@ -78,6 +83,11 @@ export class CoordinatorHttp {
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   }
 
+  /** The full URL of `path`, as requests send it (a DPoP proof's htu). */
+  url(path: string): string {
+    return this.base + path;
+  }
+
   get(path: string, opts: RequestOptions = {}): Promise<unknown> {
     return this.request('GET', path, opts);
   }
@@ -89,7 +99,12 @@ export class CoordinatorHttp {
   /** One request; resolves with the parsed JSON of a 2xx answer. */
   async request(method: string, path: string, opts: RequestOptions = {}): Promise<unknown> {
     const headers: Record<string, string> = { accept: 'application/json' };
-    if (opts.token !== undefined) headers.authorization = `Bearer ${opts.token}`;
+    if (opts.dpop !== undefined) {
+      headers.authorization = `DPoP ${opts.dpop.token}`;
+      headers.dpop = opts.dpop.proof;
+    } else if (opts.token !== undefined) {
+      headers.authorization = `Bearer ${opts.token}`;
+    }
     const init: RequestInit = { method, headers, signal: AbortSignal.timeout(this.timeoutMs) };
     if (opts.body !== undefined) {
       headers['content-type'] = 'application/json';
@@ -99,7 +114,7 @@ export class CoordinatorHttp {
     let status: number;
     let text: string;
     try {
-      const res = await this.fetchImpl(this.base + path, init);
+      const res = await this.fetchImpl(this.url(path), init);
       status = res.status;
       text = await res.text();
     } catch (err) {

@@ -7,7 +7,8 @@
  * coordinator is trusted for nothing but liveness (DESIGN.md section 1).
  *
  * @example
- *   const client = new KmaasClient({ baseUrl, token, pins: new MemoryPinStore() });
+ *   const dpopKey = await generateDpopKey(); // the identity provider binds the token to it
+ *   const client = new KmaasClient({ baseUrl, auth: { accessToken, dpopKey }, pins });
  *   const sealed = await client.encrypt(file.stream(), { tenant: 'acme', documentId: 'a.pdf' });
  *   for await (const bytes of sealed) upload(bytes);
  *   const opened = await client.decrypt(download());
@@ -24,6 +25,7 @@ import {
   deriveKeys,
   latestVersion,
   tenantInfo,
+  type ClientAuth,
   type DeriveContext,
   type DerivedKeys,
   type TenantInfo,
@@ -39,7 +41,8 @@ export type { ErrorCode } from '../shared/errors.ts';
 export type { ClientEvent, EventHandler } from './events.ts';
 export type { FetchLike } from './http.ts';
 export { MemoryPinStore, type PinStore } from './pins.ts';
-export type { DerivedKeys, TenantInfo } from './derive.ts';
+export type { ClientAuth, DerivedKeys, TenantInfo } from './derive.ts';
+export { createEvaluateProof, dpopThumbprint, generateDpopKey } from './dpop.ts';
 export {
   decryptStream,
   encryptStream,
@@ -52,8 +55,11 @@ export {
 export interface KmaasClientOptions {
   /** The coordinator, e.g. `https://kmaas.example.com`. */
   baseUrl: string;
-  /** The end user's credential, sent on evaluate requests. */
-  token?: string;
+  /**
+   * The end user's credential for evaluate requests: an access token bound to `dpopKey` (RFC
+   * 9449), and the key, which signs a fresh proof for every request.
+   */
+  auth?: ClientAuth;
   /** The operator credential, sent on tenant creation and job queries. */
   adminToken?: string;
   pins: PinStore;
@@ -178,7 +184,7 @@ export class KmaasClient {
     this.derive = {
       http: this.http,
       packages: this.packages,
-      token: opts.token,
+      auth: opts.auth,
       ...(opts.onEvent ? { onEvent: opts.onEvent } : {}),
       ...(opts.rng ? { rng: opts.rng } : {}),
       ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),

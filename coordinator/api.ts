@@ -16,6 +16,7 @@ import { KmaasError, type ErrorCode } from '../shared/errors.ts';
 import { RETRY_AFTER_SECONDS } from './admission.ts';
 import { requireBearer } from '../shared/bearer.ts';
 import { describeJob, type DkgQueue } from './dkg-job.ts';
+import type { VerifiedToken } from '../shared/access-token.ts';
 import { authenticateClient, evaluate, type EvaluateDeps } from './evaluate.ts';
 import type { Logger } from './logger.ts';
 import type { NodePool } from './node-pool.ts';
@@ -41,8 +42,8 @@ export interface ApiDeps {
 
 interface Locals {
   log: Logger;
-  /** The client's bearer token, once clientOnly has accepted it. */
-  token?: string;
+  /** The client's access token, once clientOnly has verified it for the tenant of the path. */
+  client?: { token: string; verified: VerifiedToken };
 }
 
 function logOf(res: Response): Logger {
@@ -106,8 +107,18 @@ export function createApi(deps: ApiDeps): express.Express {
     next();
   };
 
-  const clientOnly = (req: Request, res: Response, next: NextFunction): void => {
-    (res.locals as Locals).token = authenticateClient(deps.evaluate, req.get('authorization'));
+  type KeyParams = { tenant: string; version: string };
+  const clientOnly = async (
+    req: Request<KeyParams>,
+    res: Response,
+    next: NextFunction,
+  ): Promise<void> => {
+    const tenant = checkTenant(req.params.tenant);
+    (res.locals as Locals).client = await authenticateClient(
+      deps.evaluate,
+      req.get('authorization'),
+      tenant,
+    );
     next();
   };
 
@@ -138,15 +149,17 @@ export function createApi(deps: ApiDeps): express.Express {
     res.json(await deps.registry.keyPackage(tenant, versionParam(req.params.version)));
   });
 
-  type KeyParams = { tenant: string; version: string };
   const evaluateRoute = async (req: Request<KeyParams>, res: Response): Promise<void> => {
+    const client = (res.locals as Locals).client!;
     const result = await evaluate(
       deps.evaluate,
       {
         tenant: checkTenant(req.params.tenant),
         version: versionParam(req.params.version),
         body: req.body as unknown,
-        token: (res.locals as Locals).token!,
+        token: client.token,
+        verified: client.verified,
+        dpop: req.get('dpop'),
       },
       logOf(res),
     );

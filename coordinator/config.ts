@@ -6,14 +6,18 @@
  * never echoes its value (it may be a token).
  *
  * Each token may instead be given as a file holding it (KMAAS_CLUSTER_TOKEN_FILE,
- * KMAAS_CLIENT_TOKEN_FILE, KMAAS_ADMIN_TOKEN_FILE), as container secrets are mounted; the content
- * is trimmed. Tokens are kept as Redacted values so that no log line can ever print one.
+ * KMAAS_ADMIN_TOKEN_FILE), as container secrets are mounted; the content is trimmed. Tokens are
+ * kept as Redacted values so that no log line can ever print one.
+ *
+ * End users are authenticated by OIDC access tokens and DPoP proofs, as the nodes do it (the
+ * KMAAS_OIDC_* settings of shared/oidc-config.ts; KMAAS_OIDC_ISSUER is required).
  */
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { KmaasError } from '../shared/errors.ts';
 import { MAX_IDENTIFIER } from '../shared/identifiers.ts';
+import { OIDC_ENV, oidcFields } from '../shared/oidc-config.ts';
 import { Redacted } from '../shared/redacted.ts';
 import { MAX_BATCH } from '../shared/suite.ts';
 
@@ -60,7 +64,7 @@ const configSchema = z.object({
     .transform((p) => (p.endsWith(':') ? p : `${p}:`)),
   nodes,
   clusterToken: token('cluster token'),
-  clientToken: token('client token'),
+  ...oidcFields,
   adminToken: token('admin token'),
   nodeTimeoutMs: ms(10, 60_000).default(2000),
   // Added per blinded element to the node timeout (twice to the deadline): full batches take longer.
@@ -101,7 +105,7 @@ export const CONFIG_ENV = {
   redisPrefix: 'KMAAS_REDIS_PREFIX',
   nodes: 'KMAAS_NODES',
   clusterToken: 'KMAAS_CLUSTER_TOKEN',
-  clientToken: 'KMAAS_CLIENT_TOKEN',
+  ...OIDC_ENV,
   adminToken: 'KMAAS_ADMIN_TOKEN',
   nodeTimeoutMs: 'KMAAS_NODE_TIMEOUT_MS',
   perElementMs: 'KMAAS_NODE_TIMEOUT_PER_ELEMENT_MS',
@@ -124,7 +128,6 @@ export const CONFIG_FILE_ENV = 'KMAAS_COORDINATOR_CONFIG';
 /** Each token setting, and the setting that names a file holding it instead. */
 const TOKEN_FILES = {
   clusterToken: ['clusterTokenFile', 'KMAAS_CLUSTER_TOKEN_FILE'],
-  clientToken: ['clientTokenFile', 'KMAAS_CLIENT_TOKEN_FILE'],
   adminToken: ['adminTokenFile', 'KMAAS_ADMIN_TOKEN_FILE'],
 } as const;
 

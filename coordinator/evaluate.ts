@@ -1,8 +1,9 @@
 /**
  * The hot path (DESIGN.md sections 2 and 7): one client request in, t partial evaluations out.
  *
- *   client -> coordinator   POST .../evaluate { blinded: [B_i] }, Bearer <client token>
- *   coordinator -> node j   evaluate { tenant, version, blinded, auth: { token } }   (t of them)
+ *   client -> coordinator   POST .../evaluate { blinded: [B_i] }
+ *                           Authorization: DPoP <access token>, DPoP: <proof>     (RFC 9449)
+ *   coordinator -> node j   evaluate { tenant, version, blinded, auth: { token, dpop } }  (t)
  *   node j -> coordinator   { node: j, evaluated: [Z_ij], proof }                    (RFC 9497 DLEQ)
  *   coordinator -> client   { tenant, version, threshold, partials }
  *
@@ -15,7 +16,12 @@
  * proof, drop) ask the next untried one; when one is slow, compared with the hedge delay and with
  * its own usual latency, ask a backup in parallel; the first t valid answers win. Everything ends
  * by the overall deadline, except that answers which arrived in time are still checked (when
- * they can still make t). No Redis except on a key-package cache miss.
+ * they can still make t). No Redis except on a key-package cache miss and the rate limit.
+ *
+ * Authentication (DESIGN.md section 4): the coordinator checks the access token before it reads
+ * the body, and the DPoP proof once it has the blinded elements, to refuse early and to learn the
+ * subject its rate limit counts; it does not spend the proof's jti, since every node checks the
+ * token and the proof again, replay included, and each decides on its own.
  *
  * Load: a request is admitted only while the blinded elements in flight stay under the limit
  * (coordinator/admission.ts), or refused at once with ERR_OVERLOADED before any node is asked; a
@@ -32,13 +38,13 @@ import { ERROR_CODES, KmaasError, toKmaasError, type ErrorCode } from '../shared
 import type { ParsedKeyPackage } from '../shared/key-package.ts';
 import { evaluateReply, parseMessage, type EvaluateResponse } from '../shared/messages.ts';
 import { checkBatchSize } from '../shared/suite.ts';
-import { requireBearer } from '../shared/bearer.ts';
+import type { EvaluationAuth } from '../shared/evaluation-auth.ts';
+import type { VerifiedToken } from '../shared/access-token.ts';
 import { overloaded, type Admission, type Lease, type RefusalLog } from './admission.ts';
 import type { KeyCache } from './key-cache.ts';
 import type { Logger } from './logger.ts';
 import { NodeReplyError, type NodeLink } from './node-link.ts';
 import type { NodePool } from './node-pool.ts';
-import type { Redacted } from '../shared/redacted.ts';
 import type { RateLimit } from './rate-limit.ts';
 import type { VerifyTask } from './verify-answer.ts';
 import type { VerifyPool } from './verify-pool.ts';
@@ -46,7 +52,8 @@ import type { VerifyPool } from './verify-pool.ts';
 export interface EvaluateDeps {
   pool: NodePool;
   keys: KeyCache;
-  clientToken: Redacted<string>;
+  /** Access token and DPoP proof verifier, without replay cache (the nodes own replay). */
+  auth: EvaluationAuth;
   nodeTimeoutMs: number;
   deadlineMs: number;
   /**
@@ -69,8 +76,11 @@ export interface EvaluateCall {
   tenant: string;
   version: number;
   body: unknown;
-  /** The client's bearer token, as authenticateClient returned it. */
+  /** The access token, verified for this tenant by authenticateClient. */
   token: string;
+  verified: VerifiedToken;
+  /** The DPoP header, checked here once the blinded elements are known. */
+  dpop: string | undefined;
 }
 
 type NodePartial = EvaluateResponse['partials'][number];
@@ -137,13 +147,33 @@ function decodeBlinded(encoded: string[]): Blinded {
   return { encoded, bytes };
 }
 
+// The scheme name is case-insensitive (RFC 7235 section 2.1); RFC 9449 section 7.1.
+const DPOP_SCHEME = /^DPoP +([\x21-\x7e]{1,8192}) *$/i;
+
+/** The access token of an `Authorization: DPoP <token>` header, or undefined. */
+export function dpopToken(authorization: string | undefined): string | undefined {
+  const m = authorization === undefined ? null : DPOP_SCHEME.exec(authorization);
+  return m ? m[1] : undefined;
+}
+
 /**
- * The client's token from its Authorization header, or ERR_UNAUTHORIZED. Run before the body is
- * even parsed, so that an unauthenticated caller costs nothing. The token is passed on to every
- * node, which checks it again (DESIGN.md section 1).
+ * The client's access token from its Authorization header, verified for `tenant` (ERR_TOKEN_*).
+ * Run before the body is even parsed, so that an unauthenticated caller costs little. The token
+ * is passed on to every node, which checks it again (DESIGN.md section 1).
  */
-export function authenticateClient(deps: EvaluateDeps, authorization: string | undefined): string {
-  return requireBearer(authorization, deps.clientToken, 'evaluate');
+export async function authenticateClient(
+  deps: EvaluateDeps,
+  authorization: string | undefined,
+  tenant: string,
+): Promise<{ token: string; verified: VerifiedToken }> {
+  const token = dpopToken(authorization);
+  if (token === undefined) {
+    throw new KmaasError(
+      'ERR_TOKEN_MISSING',
+      'access token: expected Authorization: DPoP <access token> (RFC 9449 section 7.1)',
+    );
+  }
+  return { token, verified: await deps.auth.tokens.verify(token, tenant) };
 }
 
 /**
@@ -158,6 +188,12 @@ export async function evaluate(
   log: Logger,
 ): Promise<EvaluateResponse> {
   const encoded = parseBatch(call.body);
+  const credential = { token: call.token, dpop: call.dpop };
+  await deps.auth.verifyProof(credential, call.verified, {
+    tenant: call.tenant,
+    version: call.version,
+    blinded: encoded,
+  });
   const lease = deps.admission.tryAcquire(encoded.length);
   if (!lease) {
     deps.refusals.refused(log, {
@@ -170,7 +206,7 @@ export async function evaluate(
     throw overloaded(encoded.length);
   }
   try {
-    await deps.rateLimit?.take(call.tenant, call.token, encoded.length, log);
+    await deps.rateLimit?.take(call.tenant, call.verified.subject, encoded.length, log);
     const blinded = decodeBlinded(encoded);
     const pkg = await deps.keys.get(call.tenant, call.version);
     const started = performance.now();
@@ -182,7 +218,7 @@ export async function evaluate(
         tenant: call.tenant,
         version: call.version,
         blinded: encoded,
-        auth: { token: call.token },
+        auth: { token: call.token, dpop: call.dpop! },
       },
       lease,
       log,
@@ -212,7 +248,7 @@ interface NodeEvaluateRequest {
   tenant: string;
   version: number;
   blinded: string[];
-  auth: { token: string };
+  auth: { token: string; dpop: string };
 }
 
 /** One node asked: waiting for its answer, then having its answer checked. */

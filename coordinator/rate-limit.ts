@@ -9,7 +9,6 @@
  */
 import type { Redis } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
-import { subjectOf } from '../shared/bearer.ts';
 import { KmaasError } from '../shared/errors.ts';
 import type { Logger } from './logger.ts';
 
@@ -46,14 +45,14 @@ export class RateLimit {
   }
 
   /**
-   * Charge `elements` to the (tenant, subject) of `token`; throws ERR_RATE_LIMITED, with the wait
-   * in its details, when that is over budget.
+   * Charge `elements` to (tenant, subject), the subject being the verified `sub` of the access
+   * token; throws ERR_RATE_LIMITED, with the wait in its details, when that is over budget.
    */
-  async take(tenant: string, token: string, elements: number, log: Logger): Promise<void> {
+  async take(tenant: string, subject: string, elements: number, log: Logger): Promise<void> {
     if (!this.#limiter) return;
     try {
-      // The subject is fixed-length hex, so the key is unambiguous whatever the tenant.
-      await this.#limiter.consume(`${subjectOf(token)}:${tenant}`, elements);
+      // Tenants never contain ':', so the key is unambiguous whatever the subject.
+      await this.#limiter.consume(`${tenant}:${subject}`, elements);
     } catch (err) {
       if (err instanceof RateLimiterRes) throw rateLimited(err.msBeforeNext);
       this.#failOpen(err, tenant, log);

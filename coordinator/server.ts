@@ -20,6 +20,9 @@ import { KeyCache } from './key-cache.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { NodePool } from './node-pool.ts';
 import { RateLimit } from './rate-limit.ts';
+import { EvaluationAuth } from '../shared/evaluation-auth.ts';
+import { oidcSettings } from '../shared/oidc-config.ts';
+import { toKmaasError } from '../shared/errors.ts';
 import { redisKeys } from './redis-keys.ts';
 import { Registry } from './registry.ts';
 import { VerifyPool } from './verify-pool.ts';
@@ -108,6 +111,18 @@ export async function startCoordinator(
       },
     ]);
 
+    // The issuer may start after the coordinator: its keys are fetched in the background, and
+    // again on each evaluation until they arrive (ERR_ISSUER_UNAVAILABLE meanwhile).
+    const auth = new EvaluationAuth(oidcSettings(config), { checkReplay: false });
+    auth.prefetch().then(
+      () => log.debug({ issuer: config.oidcIssuer }, 'identity provider keys fetched'),
+      (err: unknown) =>
+        log.warn(
+          { issuer: config.oidcIssuer, code: toKmaasError(err).code },
+          'identity provider not reachable yet; evaluations wait for it',
+        ),
+    );
+
     const verifier = new VerifyPool({ size: config.verifyWorkers, logger: log });
     teardown.push(['verify workers', () => verifier.close()]);
 
@@ -120,7 +135,7 @@ export async function startCoordinator(
       evaluate: {
         pool,
         keys: new KeyCache(registry),
-        clientToken: config.clientToken,
+        auth,
         nodeTimeoutMs: config.nodeTimeoutMs,
         deadlineMs: config.evaluateDeadlineMs,
         perElementMs: config.perElementMs,

@@ -4,21 +4,15 @@
  *
  * Called by the WebSocket handler (server.ts) with the frame as the dispatcher parsed it and its
  * reply, so that requests refused before any handler ran (bad envelope, bad body) are recorded
- * too. Fields are copied only when they are well-formed (a refused request may carry anything), and the blinded elements and the token are never copied: only
- * the number of elements, and whether the token named a subject.
+ * too. Fields are copied only when they are well-formed (a refused request may carry anything),
+ * and the blinded elements, the token and the proof are never copied: only the number of
+ * elements, and the subject (`sub`) of the access token once the handler has verified it.
  */
 import type { Logger } from 'pino';
-import { tokenMatches } from '../shared/bearer.ts';
 import { TENANT_PATTERN } from '../shared/document.ts';
 import { nodeRequestBodies, type NodeReply } from '../shared/messages.ts';
 import type { AuditEvent, AuditType } from './audit-log.ts';
 import type { NodeContext } from './context.ts';
-
-/**
- * The subject of the shared development token. With OIDC (DESIGN.md section 4) this becomes the
- * token's verified `sub`, passed out of the handler rather than verified a second time here.
- */
-export const DEV_SUBJECT = 'dev-token';
 
 const CEREMONY_ID = /^[A-Za-z0-9_-]{8,64}$/;
 
@@ -33,17 +27,20 @@ function auditedType(type: unknown): AuditType | undefined {
   return type === 'evaluate' || type.startsWith('dkg.') ? (type as AuditType) : undefined;
 }
 
-/** The entry for one request, or undefined when its type is not audited (or unreadable). */
+/**
+ * The entry for one request, or undefined when its type is not audited (or unreadable).
+ * `subject` is the verified `sub` of the access token, when the handler got that far.
+ */
 export function requestEvent(
-  ctx: Pick<NodeContext, 'clientToken'>,
   json: unknown,
   reply: NodeReply,
+  subject?: string,
 ): AuditEvent | undefined {
   if (!isObject(json)) return undefined;
   const type = auditedType(json.type);
   if (type === undefined) return undefined;
   const body = isObject(json.body) ? json.body : {};
-  const { tenant, version, ceremonyId, blinded, auth } = body;
+  const { tenant, version, ceremonyId, blinded } = body;
   const event: AuditEvent = {
     type,
     requestId: reply.id,
@@ -54,21 +51,23 @@ export function requestEvent(
   if (typeof ceremonyId === 'string' && CEREMONY_ID.test(ceremonyId)) event.ceremonyId = ceremonyId;
   if (type === 'evaluate') {
     if (Array.isArray(blinded)) event.count = blinded.length;
-    // An accepted evaluation passed the credential check; only a refused one is checked again,
-    // to tell a bad credential from a good one refused for another reason.
-    const token = isObject(auth) && typeof auth.token === 'string' ? auth.token : undefined;
-    if (reply.ok || (token !== undefined && tokenMatches(token, ctx.clientToken))) {
-      event.subject = DEV_SUBJECT;
-    }
+    // Never read from the request itself: only a subject the handler verified is recorded.
+    if (subject !== undefined) event.subject = subject;
   }
   return event;
 }
 
 /** Record one request; never throws (a failure to record is logged at error). */
-export function auditRequest(ctx: NodeContext, json: unknown, reply: NodeReply, log: Logger): void {
+export function auditRequest(
+  ctx: NodeContext,
+  json: unknown,
+  reply: NodeReply,
+  log: Logger,
+  subject?: string,
+): void {
   if (!ctx.audit) return;
   try {
-    const event = requestEvent(ctx, json, reply);
+    const event = requestEvent(json, reply, subject);
     if (event) ctx.audit.append(event);
   } catch (err) {
     log.error({ err, requestId: reply.id }, 'audit entry not recorded');

@@ -5,8 +5,10 @@
  * The environment wins. Relative paths in the file are relative to the file itself.
  *
  * Each secret may instead be given as a file holding it (KMAAS_NODE_SECRET_FILE,
- * KMAAS_CLUSTER_TOKEN_FILE, KMAAS_CLIENT_TOKEN_FILE), as container secrets are mounted; the
- * content is trimmed.
+ * KMAAS_CLUSTER_TOKEN_FILE), as container secrets are mounted; the content is trimmed.
+ *
+ * End users are authenticated by OIDC access tokens and DPoP proofs (DESIGN.md section 4): the
+ * KMAAS_OIDC_* settings of shared/oidc-config.ts, of which KMAAS_OIDC_ISSUER is required.
  *
  * Every failure is ERR_CONFIG naming the setting; values of secret settings are never echoed.
  */
@@ -16,6 +18,8 @@ import { hexToBytes } from '@noble/hashes/utils.js';
 import { z } from 'zod';
 import { KmaasError } from '../shared/errors.ts';
 import { MAX_IDENTIFIER } from '../shared/identifiers.ts';
+import type { OidcSettings } from '../shared/access-token.ts';
+import { OIDC_ENV, oidcFields, oidcSettings } from '../shared/oidc-config.ts';
 import { Redacted } from '../shared/redacted.ts';
 import { MAX_BATCH } from '../shared/suite.ts';
 
@@ -37,7 +41,8 @@ export interface NodeConfig {
   dataDir: string;
   secret: Redacted<Uint8Array>;
   clusterToken: Redacted<string>;
-  clientToken: Redacted<string>;
+  /** Who issues the end users' access tokens, and how proofs are checked. */
+  oidc: OidcSettings;
   /** Blinded elements per (tenant, subject) per minute; 0 disables the limit. Default 60000. */
   rateElementsPerMin?: number;
   logLevel: LogLevel;
@@ -53,8 +58,7 @@ const SETTINGS = {
   nodeSecretFile: 'KMAAS_NODE_SECRET_FILE',
   clusterToken: 'KMAAS_CLUSTER_TOKEN',
   clusterTokenFile: 'KMAAS_CLUSTER_TOKEN_FILE',
-  clientToken: 'KMAAS_CLIENT_TOKEN',
-  clientTokenFile: 'KMAAS_CLIENT_TOKEN_FILE',
+  ...OIDC_ENV,
   nodeRateElementsPerMin: 'KMAAS_NODE_RATE_ELEMENTS_PER_MIN',
   logLevel: 'LOG_LEVEL',
 } as const;
@@ -66,7 +70,6 @@ type RawSettings = Partial<Record<Setting, string | number>>;
 const SECRET_FILES = {
   nodeSecret: 'nodeSecretFile',
   clusterToken: 'clusterTokenFile',
-  clientToken: 'clientTokenFile',
 } as const satisfies Partial<Record<Setting, Setting>>;
 
 type SecretSetting = keyof typeof SECRET_FILES;
@@ -108,7 +111,7 @@ const settingsSchema = z.object({
     .regex(/^(?:[0-9a-fA-F]{2})+$/, 'expected hex')
     .min(2 * MIN_SECRET_BYTES, `expected at least ${MIN_SECRET_BYTES} bytes of hex`),
   clusterToken: token,
-  clientToken: token,
+  ...oidcFields,
   // At least one full batch, so that every valid request can pass when the budget is fresh.
   nodeRateElementsPerMin: integer(0, 1_000_000_000)
     .refine((n) => n === 0 || n >= MAX_BATCH, `expected 0 (no limit) or at least ${MAX_BATCH}`)
@@ -225,7 +228,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
     dataDir: resolve(s.nodeDataDir),
     secret: new Redacted(hexToBytes(s.nodeSecret), 'node secret'),
     clusterToken: new Redacted(s.clusterToken, 'cluster token'),
-    clientToken: new Redacted(s.clientToken, 'client token'),
+    oidc: oidcSettings(s),
     rateElementsPerMin: s.nodeRateElementsPerMin,
     logLevel: s.logLevel,
   };

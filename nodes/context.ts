@@ -7,7 +7,7 @@ import type { AuditLog } from './audit-log.ts';
 import type { NodeIdentity } from './identity.ts';
 import type { Keyring } from './keyring.ts';
 import type { ElementRateLimit } from './rate-limit.ts';
-import type { Redacted } from '../shared/redacted.ts';
+import type { EvaluationAuth } from '../shared/evaluation-auth.ts';
 import type { NodeStore } from './store.ts';
 
 export interface NodeContext {
@@ -16,7 +16,8 @@ export interface NodeContext {
   keyring: Keyring;
   /** The node's identity keys (identity.ts); absent when handlers are driven without one. */
   identity?: NodeIdentity;
-  clientToken: Redacted<string>;
+  /** The end user's access token and DPoP proof, checked on every evaluation. */
+  auth: EvaluationAuth;
   /** The hash-chained audit log (audit-log.ts); absent when handlers are driven without one. */
   audit?: AuditLog;
   /** Blinded elements per (tenant, subject) (rate-limit.ts); absent means no limit. */

@@ -5,17 +5,16 @@
  *   coordinator -> node  { tenant, version, blinded: [B_i], auth }
  *   node -> coordinator  { node, evaluated: [Z_i = k_j*B_i], proof }   (one batched DLEQ proof)
  *
- * Checks in order of cost, cheapest first: the end user's credential (constant time),
- * the node's rate limit, the key (in memory: no database on this path), the batch size, then each
+ * Checks, cheapest first where the order does not matter: the end user's access token and DPoP
+ * proof (shared/evaluation-auth.ts; first, so that an unauthenticated caller learns nothing),
+ * the node's rate limit for the token's subject, the key (in memory: no database on this path), the batch size, then each
  * element's encoding (RFC 9496 section 4.3.1 decode, RFC 9497 section 3.3 identity check).
  */
 import type { z } from 'zod';
 import { decodeElementB64, toB64 } from '../shared/encoding.ts';
-import { KmaasError } from '../shared/errors.ts';
 import type { evaluateReply, evaluateRequest } from '../shared/messages.ts';
 import { evaluateBatch } from '../shared/voprf-node.ts';
 import { checkBatchSize, MAX_BATCH } from '../shared/suite.ts';
-import { subjectOf, tokenMatches } from '../shared/bearer.ts';
 import type { LogFields, NodeContext } from './context.ts';
 
 export async function handleEvaluate(
@@ -28,21 +27,20 @@ export async function handleEvaluate(
   log.batch = body.blinded.length;
   // Before anything else, so that an unauthenticated caller learns nothing (not even which
   // tenants exist). DESIGN.md section 4: each node decides this on its own.
-  if (!tokenMatches(body.auth.token, ctx.clientToken)) {
-    throw new KmaasError('ERR_UNAUTHORIZED', 'the end-user credential is not valid');
-  }
+  // The token must be for this tenant, and the proof must cover these very blinded elements, so
+  // that a coordinator can neither replay a user's request nor swap in elements of its own.
+  const { subject } = await ctx.auth.verify(body.auth, body);
+  log.subject = subject;
   // DESIGN.md section 4: this node's own limit per (tenant, subject), charged in elements once
   // the credential is known good and the batch well-sized, before the key is looked up or any
   // point decoded; an empty or oversized batch is refused below and costs nothing.
   const count = body.blinded.length;
   if (ctx.rateLimit && count >= 1 && count <= MAX_BATCH) {
-    const refusal = await ctx.rateLimit
-      .take(body.tenant, subjectOf(body.auth.token), count)
-      .catch(() => {
-        // The in-memory limiter does not fail in practice; if it does, serve rather than refuse all.
-        log.rateLimit = 'failed; let through';
-        return undefined;
-      });
+    const refusal = await ctx.rateLimit.take(body.tenant, subject, count).catch(() => {
+      // The in-memory limiter does not fail in practice; if it does, serve rather than refuse all.
+      log.rateLimit = 'failed; let through';
+      return undefined;
+    });
     if (refusal) throw refusal;
   }
   const key = ctx.keyring.get(body.tenant, body.version);

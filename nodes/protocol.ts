@@ -75,8 +75,13 @@ function run<K extends NodeRequestType>(
   return (handlers[type] as Handler<K>)(ctx, body, log);
 }
 
-/** The reply, and the frame as parsed (undefined when it is not JSON) for the audit log. */
-export type Dispatch = (text: string) => Promise<{ reply: NodeReply; json: unknown }>;
+/**
+ * The reply, and for the audit log the frame as parsed (undefined when it is not JSON) and the
+ * verified subject of an evaluation (undefined when its credential was not verified).
+ */
+export type Dispatch = (
+  text: string,
+) => Promise<{ reply: NodeReply; json: unknown; subject: string | undefined }>;
 
 /** A function from one received text frame to its reply. `logger` is bound to the connection. */
 export function createDispatcher(ctx: NodeContext, logger: Logger): Dispatch {
@@ -136,6 +141,7 @@ export function createDispatcher(ctx: NodeContext, logger: Logger): Dispatch {
     } else {
       logger.warn({ ...line, message: reply.error.message }, 'request refused');
     }
-    return { reply, json };
+    const subject = typeof fields.subject === 'string' ? fields.subject : undefined;
+    return { reply, json, subject };
   };
 }

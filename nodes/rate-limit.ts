@@ -5,9 +5,9 @@
  * request costs 256 points; the budget refills every window (rate-limiter-flexible's fixed
  * window, RateLimiterMemory).
  *
- * The evaluate handler (evaluate.ts) charges it after the end user's credential, the key and the
- * batch size are checked and before any point is decoded, so a request refused for any of those
- * costs nobody anything.
+ * The evaluate handler (evaluate.ts) charges it to the verified `sub` of the access token, once
+ * the credential is checked and the batch well-sized, before any point is decoded; a request
+ * refused for its credential or batch size costs nobody anything.
  */
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import { KmaasError } from '../shared/errors.ts';
@@ -41,8 +41,8 @@ export class ElementRateLimit {
   async take(tenant: string, subject: string, elements: number): Promise<KmaasError | undefined> {
     if (!this.#limiter) return undefined;
     try {
-      // The subject is fixed-length hex, so the key is unambiguous whatever the tenant.
-      await this.#limiter.consume(`${subject}:${tenant}`, elements);
+      // Tenants never contain ':', so the key is unambiguous whatever the subject (a token's sub).
+      await this.#limiter.consume(`${tenant}:${subject}`, elements);
       return undefined;
     } catch (err) {
       if (!(err instanceof RateLimiterRes)) throw err;

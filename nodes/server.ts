@@ -18,6 +18,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { ERROR_CODES, toKmaasError, type ErrorCode } from '../shared/errors.ts';
 import type { Rng } from '../shared/shamir.ts';
 import { bearerToken, tokenMatches } from '../shared/bearer.ts';
+import { EvaluationAuth } from '../shared/evaluation-auth.ts';
 import { AuditLog } from './audit-log.ts';
 import { auditRequest } from './audit-request.ts';
 import { DEFAULT_RATE_ELEMENTS_PER_MIN, type NodeConfig } from './config.ts';
@@ -50,6 +51,8 @@ export interface StartOptions {
   rng?: Rng;
   /** Replaces the per-minute limit of the configuration (shorter windows). Tests only. */
   rateLimit?: ElementRateLimit;
+  /** Replaces the verifier built from `config.oidc` (a test clock, no JWKS cooldown). Tests only. */
+  auth?: EvaluationAuth;
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
@@ -122,6 +125,17 @@ export async function startNode(
     store.close();
     throw err;
   }
+  // The issuer may start after the node: its keys are fetched in the background, and again on
+  // each evaluation until they arrive (ERR_ISSUER_UNAVAILABLE meanwhile).
+  const auth = options.auth ?? new EvaluationAuth(config.oidc);
+  auth.prefetch().then(
+    () => log.debug({ issuer: config.oidc.issuer }, 'identity provider keys fetched'),
+    (err: unknown) =>
+      log.warn(
+        { issuer: config.oidc.issuer, code: toKmaasError(err).code },
+        'identity provider not reachable yet; evaluations wait for it',
+      ),
+  );
   // Abandoned DKG ceremonies: expired now and hourly (dkg-expiry.ts).
   const stopExpiry = startCeremonyExpiry(store, log);
   const ctx: NodeContext = {
@@ -129,7 +143,7 @@ export async function startNode(
     store,
     keyring,
     identity,
-    clientToken: config.clientToken,
+    auth,
     audit,
     rateLimit:
       options.rateLimit ??
@@ -186,8 +200,8 @@ export async function startNode(
     });
     // Evaluation awaits the rate limit (rate-limit.ts); replies are matched by id, not by order.
     const answer = async (text: string): Promise<void> => {
-      const { reply, json } = await dispatch(text);
-      auditRequest(ctx, json, reply, connLog);
+      const { reply, json, subject } = await dispatch(text);
+      auditRequest(ctx, json, reply, connLog, subject);
       ws.send(JSON.stringify(reply));
     };
     ws.on('error', (err) => connLog.warn({ err }, 'WebSocket error'));

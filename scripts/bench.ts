@@ -98,7 +98,6 @@ try {
   await cluster.start();
   const client = new KmaasClient({
     baseUrl: cluster.url,
-    token: cluster.secrets.clientToken,
     adminToken: cluster.secrets.adminToken,
     pins: new MemoryPinStore(),
     trustOnFirstUse: true,

@@ -40,6 +40,90 @@ export const ERROR_CODES = {
     doc: 'A threshold is below 2, above the committee size, or not a majority of it.',
   },
   ERR_UNAUTHORIZED: { status: 401, doc: 'The request carries no valid credential.' },
+  ERR_TOKEN_MISSING: {
+    status: 401,
+    doc: 'An evaluation carries no access token (`Authorization: DPoP <token>`).',
+  },
+  ERR_TOKEN_MALFORMED: {
+    status: 401,
+    doc: 'The access token is not a well-formed JWT, or lacks a required claim (`sub`, `exp`).',
+  },
+  ERR_TOKEN_TYPE: {
+    status: 401,
+    doc: 'The token is not an access token: its `typ` header is not `at+jwt` (RFC 9068 section 2.1).',
+  },
+  ERR_TOKEN_UNSIGNED: {
+    status: 401,
+    doc: 'The access token is unsigned (`alg: none`).',
+  },
+  ERR_TOKEN_ALG: {
+    status: 401,
+    doc: 'The access token uses an algorithm that is not allowed; only ES256, ES384, EdDSA, RS256 and PS256 are.',
+  },
+  ERR_TOKEN_UNKNOWN_KEY: {
+    status: 401,
+    doc: "The access token names a key that is not in the issuer's JWKS, even after refetching it.",
+  },
+  ERR_TOKEN_SIGNATURE: {
+    status: 401,
+    doc: 'The access token signature does not verify.',
+  },
+  ERR_TOKEN_EXPIRED: {
+    status: 401,
+    doc: 'The access token has expired, or is not valid yet, beyond the allowed clock skew.',
+  },
+  ERR_TOKEN_ISSUER: {
+    status: 401,
+    doc: 'The access token comes from another issuer than the configured one.',
+  },
+  ERR_TOKEN_AUDIENCE: {
+    status: 401,
+    doc: 'The access token is not meant for this service (its `aud` lacks the configured audience).',
+  },
+  ERR_TOKEN_TENANT: {
+    status: 403,
+    doc: 'The access token is for another tenant than the one asked for, or names none.',
+  },
+  ERR_TOKEN_NOT_BOUND: {
+    status: 401,
+    doc: 'The access token is not bound to a DPoP key (no `cnf.jkt`, RFC 9449 section 6.1).',
+  },
+  ERR_DPOP_MISSING: {
+    status: 401,
+    doc: 'An evaluation carries no DPoP proof (`DPoP` header).',
+  },
+  ERR_DPOP_INVALID: {
+    status: 401,
+    doc: 'The DPoP proof is malformed, not `typ: dpop+jwt`, uses a disallowed algorithm, embeds no public key (or a private one), lacks a claim, or its signature does not verify.',
+  },
+  ERR_DPOP_KEY_MISMATCH: {
+    status: 401,
+    doc: 'The DPoP proof is signed by another key than the one the access token is bound to (`cnf.jkt`).',
+  },
+  ERR_DPOP_STALE: {
+    status: 401,
+    doc: 'The DPoP proof is too old, or dated in the future, beyond the allowed clock skew.',
+  },
+  ERR_DPOP_REPLAY: {
+    status: 401,
+    doc: 'The DPoP proof was already used (its `jti` was seen before).',
+  },
+  ERR_DPOP_ATH: {
+    status: 401,
+    doc: 'The DPoP proof was made for another access token (`ath`).',
+  },
+  ERR_DPOP_TARGET: {
+    status: 401,
+    doc: 'The DPoP proof was made for another method or path (`htm`, `htu`).',
+  },
+  ERR_DPOP_BINDING: {
+    status: 401,
+    doc: 'The DPoP proof was made for other blinded elements, tenant or key version (`kmaas_bh`).',
+  },
+  ERR_ISSUER_UNAVAILABLE: {
+    status: 503,
+    doc: "The identity provider's discovery document or JWKS cannot be fetched; retry later.",
+  },
   ERR_NOT_FOUND: { status: 404, doc: 'No such route.' },
   ERR_UNKNOWN_TENANT: { status: 404, doc: 'The tenant does not exist.' },
   ERR_UNKNOWN_KEY_VERSION: { status: 404, doc: 'The tenant has no key of that version.' },

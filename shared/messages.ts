@@ -64,15 +64,15 @@ export const dkgCommitRequest = z.object({ ceremonyId }).strict();
 
 /**
  * `auth` is the end user's credential, passed through untouched so that every node checks it
- * itself (DESIGN.md section 4). Until OIDC + DPoP land it is the cluster's development token.
+ * itself (DESIGN.md section 4): the OIDC access token and the DPoP proof (RFC 9449) the client
+ * sent. Each may be absent so that the node can answer ERR_TOKEN_MISSING or ERR_DPOP_MISSING.
  */
+export const evaluateAuth = z
+  .object({ token: z.string().max(8192).optional(), dpop: z.string().max(8192).optional() })
+  .strict();
+
 export const evaluateRequest = z
-  .object({
-    tenant,
-    version,
-    blinded: blindedBatch,
-    auth: z.object({ token: z.string().max(8192) }).strict(),
-  })
+  .object({ tenant, version, blinded: blindedBatch, auth: evaluateAuth })
   .strict();
 
 export const keyPackageRequest = z.object({ tenant, version }).strict();

@@ -18,7 +18,7 @@ describe('client/index: KmaasClient', () => {
     events = [];
     client = new KmaasClient({
       baseUrl: fake.url,
-      token: fake.clientToken,
+      auth: fake.clientAuth,
       adminToken: fake.adminToken,
       pins,
       onEvent: (e) => events.push(e),
@@ -77,7 +77,7 @@ describe('client/index: KmaasClient', () => {
         const other = impostor.addKey('acme', 1, 3);
         const c = new KmaasClient({
           baseUrl: impostor.url,
-          token: impostor.clientToken,
+          auth: impostor.clientAuth,
           pins: new MemoryPinStore([
             { tenant: 'acme', version: 1, groupKey: other.keyPackage.groupKey },
           ]),
@@ -145,7 +145,12 @@ describe('client/index: KmaasClient', () => {
       expect(pinned).to.deep.equal({ groupKey: beta.keyPackage.groupKey, newlyPinned: true });
       expect(await pins.get('beta', 1)).to.equal(beta.keyPackage.groupKey);
       expect(events.map((e) => e.type)).to.deep.equal(['key-pinned']);
-      expect((await client.deriveKeys('beta', 1, ['d'])).nodes).to.have.length(2);
+      const betaUser = new KmaasClient({
+        baseUrl: fake.url,
+        auth: await fake.authFor('beta'),
+        pins,
+      });
+      expect((await betaUser.deriveKeys('beta', 1, ['d'])).nodes).to.have.length(2);
     });
 
     it('pinKeyPackage refuses a package that disagrees with the job or an existing pin', async () => {
@@ -186,7 +191,7 @@ describe('client/index: KmaasClient', () => {
     });
 
     it('operator calls need the admin token', async () => {
-      const noAdmin = new KmaasClient({ baseUrl: fake.url, token: fake.clientToken, pins });
+      const noAdmin = new KmaasClient({ baseUrl: fake.url, auth: fake.clientAuth, pins });
       await expectCode(noAdmin.createTenant('beta'), 'ERR_CONFIG');
       const wrong = new KmaasClient({ baseUrl: fake.url, adminToken: 'wrong', pins });
       await expectCode(wrong.createTenant('beta'), 'ERR_UNAUTHORIZED');

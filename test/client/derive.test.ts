@@ -3,7 +3,12 @@ import { ristretto255_oprf } from '@noble/curves/ed25519.js';
 import { CoordinatorHttp } from '../../client/http.ts';
 import { deriveKeys } from '../../client/derive.ts';
 import type { ClientEvent } from '../../client/events.ts';
-import { KmaasClient, MemoryPinStore } from '../../client/index.ts';
+import {
+  generateDpopKey,
+  KmaasClient,
+  MemoryPinStore,
+  type ClientAuth,
+} from '../../client/index.ts';
 import { KeyPackages } from '../../client/key-packages.ts';
 import { documentInput, documentKeyBytes } from '../../shared/document.ts';
 import { Fn, Point, toB64 } from '../../shared/encoding.ts';
@@ -29,7 +34,9 @@ describe('client/derive: document keys through the coordinator', () => {
   let key: FakeKey;
   let events: ClientEvent[];
 
-  const client = (opts: { pinned?: boolean; trustOnFirstUse?: boolean; token?: string } = {}) => {
+  const client = (
+    opts: { pinned?: boolean; trustOnFirstUse?: boolean; auth?: ClientAuth } = {},
+  ) => {
     const pins = new MemoryPinStore(
       opts.pinned === false
         ? []
@@ -39,7 +46,7 @@ describe('client/derive: document keys through the coordinator', () => {
       pins,
       client: new KmaasClient({
         baseUrl: fake.url,
-        token: opts.token ?? fake.clientToken,
+        auth: opts.auth ?? fake.clientAuth,
         pins,
         trustOnFirstUse: opts.trustOnFirstUse ?? false,
         onEvent: (e) => events.push(e),
@@ -100,13 +107,19 @@ describe('client/derive: document keys through the coordinator', () => {
     const pins = new MemoryPinStore();
     const c = new KmaasClient({
       baseUrl: fake.url,
-      token: fake.clientToken,
+      auth: fake.clientAuth,
       pins,
       trustOnFirstUse: true,
     });
     const a = (await c.deriveKeys('acme', 1, ['d1', 'd2'])).keys;
     const b = (await c.deriveKeys('acme', 2, ['d1'])).keys;
-    const d = (await c.deriveKeys('beta', 1, ['d1'])).keys;
+    const betaUser = new KmaasClient({
+      baseUrl: fake.url,
+      auth: await fake.authFor('beta'),
+      pins,
+      trustOnFirstUse: true,
+    });
+    const d = (await betaUser.deriveKeys('beta', 1, ['d1'])).keys;
     const hex = [...a, ...b, ...d].map((k) => Buffer.from(k).toString('hex'));
     expect(new Set(hex).size).to.equal(4);
   });
@@ -219,7 +232,7 @@ describe('client/derive: document keys through the coordinator', () => {
       const pins = new MemoryPinStore([
         { tenant: 'acme', version: 1, groupKey: other.keyPackage.groupKey },
       ]);
-      const c = new KmaasClient({ baseUrl: fake.url, token: fake.clientToken, pins });
+      const c = new KmaasClient({ baseUrl: fake.url, auth: fake.clientAuth, pins });
       await expectCode(c.deriveKeys('acme', 1, ['doc']), 'ERR_PINNED_KEY_MISMATCH');
       expect(evaluations()).to.equal(0);
     });
@@ -295,10 +308,12 @@ describe('client/derive: document keys through the coordinator', () => {
       ]);
       const packages = new KeyPackages({ http, pins });
       const docs = Array.from({ length: 10 }, (_, i) => `d${i}`);
-      const ctx = { http, packages, token: fake.clientToken, maxBatch: 3, concurrency: 3 };
+      const ctx = { http, packages, auth: fake.clientAuth, maxBatch: 3, concurrency: 3 };
       const { keys } = await deriveKeys(ctx, 'acme', 1, docs);
       expect(fake.evaluateSizes.length).to.equal(4);
       expect([...fake.evaluateSizes].sort()).to.deep.equal([1, 3, 3, 3]);
+      // One fresh DPoP proof per request (the fake refuses a replayed one, as nodes do).
+      expect(new Set(fake.proofs.slice(-4)).size).to.equal(4);
       docs.forEach((d, i) => expect(keys[i]).to.deep.equal(referenceKey(key, d), d));
     });
 
@@ -312,7 +327,7 @@ describe('client/derive: document keys through the coordinator', () => {
       const ctx = {
         http,
         packages: new KeyPackages({ http, pins }),
-        token: fake.clientToken,
+        auth: fake.clientAuth,
         maxBatch: 2,
         concurrency: 1,
       };
@@ -337,10 +352,21 @@ describe('client/derive: document keys through the coordinator', () => {
       expect(fake.requests).to.deep.equal([]);
     });
 
-    it('the coordinator refusing the token: ERR_UNAUTHORIZED; no token at all: ERR_CONFIG', async () => {
+    it('a token refused by the coordinator: its code; no auth at all: ERR_CONFIG', async () => {
       await expectCode(
-        client({ token: 'wrong' }).client.deriveKeys('acme', 1, ['d']),
-        'ERR_UNAUTHORIZED',
+        client({ auth: { ...fake.clientAuth, accessToken: 'wrong' } }).client.deriveKeys(
+          'acme',
+          1,
+          ['d'],
+        ),
+        'ERR_TOKEN_MALFORMED',
+      );
+      const otherKey = await generateDpopKey();
+      await expectCode(
+        client({ auth: { ...fake.clientAuth, dpopKey: otherKey } }).client.deriveKeys('acme', 1, [
+          'd',
+        ]),
+        'ERR_DPOP_KEY_MISMATCH',
       );
       const pins = new MemoryPinStore();
       const c = new KmaasClient({ baseUrl: fake.url, pins });

@@ -14,7 +14,7 @@ const BASE = {
   KMAAS_NODES:
     '[{"id":1,"url":"ws://127.0.0.1:41001/v1/ws"},{"id":2,"url":"ws://127.0.0.1:41002/v1/ws"}]',
   KMAAS_CLUSTER_TOKEN: 'cluster-token-0123456789',
-  KMAAS_CLIENT_TOKEN: 'client-token-0123456789',
+  KMAAS_OIDC_ISSUER: 'https://id.example.com',
   KMAAS_ADMIN_TOKEN: 'admin-token-0123456789',
 };
 
@@ -128,21 +128,38 @@ describe('coordinator: configuration', function () {
   it('keeps tokens redacted in every printed form', () => {
     const c = loadConfig(BASE);
     expect(c.adminToken.reveal()).to.equal(BASE.KMAAS_ADMIN_TOKEN);
-    const printed = [JSON.stringify(c), inspect(c, { depth: 5 }), String(c.clientToken)].join();
-    for (const t of [BASE.KMAAS_ADMIN_TOKEN, BASE.KMAAS_CLIENT_TOKEN, BASE.KMAAS_CLUSTER_TOKEN]) {
+    const printed = [JSON.stringify(c), inspect(c, { depth: 5 }), String(c.adminToken)].join();
+    for (const t of [BASE.KMAAS_ADMIN_TOKEN, BASE.KMAAS_CLUSTER_TOKEN]) {
       expect(printed).to.not.include(t);
     }
   });
 
   it('says how to give a missing token', () => {
-    const err = configError({ ...BASE, KMAAS_CLIENT_TOKEN: undefined });
+    const err = configError({ ...BASE, KMAAS_ADMIN_TOKEN: undefined });
     expect(err.message).to.equal(
-      'KMAAS_CLIENT_TOKEN: required: set KMAAS_CLIENT_TOKEN or KMAAS_CLIENT_TOKEN_FILE',
+      'KMAAS_ADMIN_TOKEN: required: set KMAAS_ADMIN_TOKEN or KMAAS_ADMIN_TOKEN_FILE',
     );
   });
 
+  it('requires the OIDC issuer and reads the other OIDC settings', () => {
+    expect(configError({ ...BASE, KMAAS_OIDC_ISSUER: undefined }).details).to.deep.equal({
+      setting: 'KMAAS_OIDC_ISSUER',
+    });
+    const c = loadConfig(BASE);
+    expect(c).to.deep.include({
+      oidcIssuer: 'https://id.example.com',
+      oidcAudience: 'urn:kmaas:api',
+      oidcTenantClaim: 'tenant',
+      clockSkewSeconds: 30,
+      dpopMaxAgeSeconds: 60,
+    });
+    expect(c.oidcJwksUri).to.equal(undefined);
+    const jwks = loadConfig({ ...BASE, KMAAS_OIDC_JWKS_URI: 'https://id.example.com/jwks' });
+    expect(jwks.oidcJwksUri).to.equal('https://id.example.com/jwks');
+  });
+
   it('never echoes a token in its error', () => {
-    const err = configError({ ...BASE, KMAAS_CLIENT_TOKEN: 'tiny-secret' });
+    const err = configError({ ...BASE, KMAAS_ADMIN_TOKEN: 'tiny-secret' });
     expect(err.message).to.not.include('tiny-secret');
   });
 
@@ -179,14 +196,14 @@ describe('coordinator: configuration', function () {
     });
 
     it('takes a token file named in the config file, unless the environment gives the token', () => {
-      const tokenFile = join(dir, 'client-token');
-      writeFileSync(tokenFile, 'client-token-from-a-file-0123');
+      const tokenFile = join(dir, 'admin-token-2');
+      writeFileSync(tokenFile, 'admin-token-from-a-file-4567');
       const file = join(dir, 'with-token-file.json');
-      writeFileSync(file, JSON.stringify({ clientTokenFile: tokenFile }));
-      const env = { ...BASE, KMAAS_CLIENT_TOKEN: undefined, KMAAS_COORDINATOR_CONFIG: file };
-      expect(loadConfig(env).clientToken.reveal()).to.equal('client-token-from-a-file-0123');
-      const overridden = loadConfig({ ...env, KMAAS_CLIENT_TOKEN: BASE.KMAAS_CLIENT_TOKEN });
-      expect(overridden.clientToken.reveal()).to.equal(BASE.KMAAS_CLIENT_TOKEN);
+      writeFileSync(file, JSON.stringify({ adminTokenFile: tokenFile }));
+      const env = { ...BASE, KMAAS_ADMIN_TOKEN: undefined, KMAAS_COORDINATOR_CONFIG: file };
+      expect(loadConfig(env).adminToken.reveal()).to.equal('admin-token-from-a-file-4567');
+      const overridden = loadConfig({ ...env, KMAAS_ADMIN_TOKEN: BASE.KMAAS_ADMIN_TOKEN });
+      expect(overridden.adminToken.reveal()).to.equal(BASE.KMAAS_ADMIN_TOKEN);
     });
 
     it('refuses a file that is missing, not JSON, or has unknown settings', () => {

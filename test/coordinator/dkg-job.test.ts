@@ -70,9 +70,7 @@ describe('coordinator/dkg-job: done only when every participant holds the key', 
 
   beforeEach(async () => {
     nodes = await Promise.all(
-      [1, 2, 3].map((id) =>
-        FakeNode.start({ id, clusterToken: TOKENS.cluster, clientToken: TOKENS.client }),
-      ),
+      [1, 2, 3].map((id) => FakeNode.start({ id, clusterToken: TOKENS.cluster })),
     );
     logs = new LogCapture();
     prefix = testPrefix();

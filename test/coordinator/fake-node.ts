@@ -45,7 +45,6 @@ export type Behaviour = 'honest' | 'wrong-point' | 'silent' | 'refuse' | 'rate-l
 export interface FakeNodeOptions {
   id: number;
   clusterToken: string;
-  clientToken: string;
   behaviour?: Behaviour;
   /** Delay before each pong; null never answers pings (autoPong is off). */
   pongDelayMs?: number | null;
@@ -91,6 +90,8 @@ export class FakeNode {
   serial = false;
   /** The batch size of each evaluate request, in the order received. */
   readonly evaluateSizes: number[] = [];
+  /** The end-user credential of every evaluate request, as forwarded by the coordinator. */
+  readonly auths: { token?: string | undefined; dpop?: string | undefined }[] = [];
   #lastEvaluation: Promise<void> = Promise.resolve();
   /** Runs right after an evaluate answer was handed to the socket (to stall the event loop). */
   afterEvaluate: (() => void) | null = null;
@@ -273,8 +274,18 @@ export class FakeNode {
     return key;
   }
 
-  #evaluate(body: { tenant: string; version: number; blinded: string[]; auth: { token: string } }) {
-    if (this.behaviour === 'refuse' || body.auth.token !== this.#opts.clientToken) {
+  #evaluate(body: {
+    tenant: string;
+    version: number;
+    blinded: string[];
+    auth: { token?: string | undefined; dpop?: string | undefined };
+  }) {
+    // Real nodes verify both (test/nodes, test/shared/evaluation-auth.test.ts); this one only
+    // keeps what the coordinator forwarded, for the tests to look at.
+    this.auths.push(body.auth);
+    if (!body.auth.token) throw new KmaasError('ERR_TOKEN_MISSING', 'no access token');
+    if (!body.auth.dpop) throw new KmaasError('ERR_DPOP_MISSING', 'no DPoP proof');
+    if (this.behaviour === 'refuse') {
       throw new KmaasError('ERR_UNAUTHORIZED', 'token not accepted');
     }
     if (this.behaviour === 'rate-limited') {

@@ -15,11 +15,20 @@ import { createLogger } from '../../coordinator/logger.ts';
 import type { NodeLinkState } from '../../coordinator/node-link.ts';
 import { startCoordinator, type CoordinatorHandle } from '../../coordinator/server.ts';
 import { FakeNode, type FakeNodeOptions } from './fake-node.ts';
+import { honestUserProof, sharedIssuer, type TestUser } from '../helpers/oidc.ts';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
+/** The identity provider the coordinator trusts (test/helpers/oidc.ts). */
+export const ISSUER = await sharedIssuer();
+
 export const TOKENS = {
   cluster: `cluster-${randomBytes(12).toString('hex')}`,
+  /**
+   * Stands for the end user: `http()` replaces it, on evaluate requests, by an access token for
+   * the tenant of the path and a fresh DPoP proof over the body (elsewhere it is a bearer token
+   * that nothing accepts).
+   */
   client: `client-${randomBytes(12).toString('hex')}`,
   admin: `admin-${randomBytes(12).toString('hex')}`,
 };
@@ -140,11 +149,53 @@ export async function http<T = ErrorReply>(
     payload = opts.raw;
     headers['content-type'] ??= 'application/json';
   }
-  if (opts.token !== undefined) headers.authorization = `Bearer ${opts.token}`;
+  const credential = opts.token === TOKENS.client ? await endUser(port, path, opts) : undefined;
+  if (credential) Object.assign(headers, credential);
+  else if (opts.token !== undefined) headers.authorization = `Bearer ${opts.token}`;
   const res = await fetch(`http://127.0.0.1:${port}${path}`, { method, headers, body: payload });
   const text = await res.text();
   const body = (text ? JSON.parse(text) : null) as T;
   return { status: res.status, body, headers: res.headers };
+}
+
+const EVALUATE = /^\/v1\/tenants\/([^/]+)\/keys\/([^/]+)\/evaluate$/;
+const users = new Map<string, TestUser>();
+
+/** The end user's access token for `tenant` (one user per tenant, sub `client-user`). */
+export async function userFor(tenant: string): Promise<TestUser> {
+  if (!users.has(tenant)) users.set(tenant, await ISSUER.user(tenant, 'client-user'));
+  return users.get(tenant)!;
+}
+
+/**
+ * Authorization: DPoP and DPoP headers for an evaluate request to `path` with this body, as the
+ * SDK makes them; undefined when `path` is not an evaluate path whose tenant can be read.
+ */
+export async function endUser(
+  port: number,
+  path: string,
+  opts: { json?: unknown; raw?: string },
+): Promise<Record<string, string> | undefined> {
+  const m = EVALUATE.exec(path);
+  if (!m) return undefined;
+  let tenant: string;
+  try {
+    tenant = decodeURIComponent(m[1]!);
+  } catch {
+    return undefined;
+  }
+  let body: unknown = opts.json;
+  try {
+    if (body === undefined && opts.raw !== undefined) body = JSON.parse(opts.raw);
+  } catch {
+    body = undefined;
+  }
+  const list = (body as { blinded?: unknown } | undefined)?.blinded;
+  const blinded = Array.isArray(list) ? list.filter((b): b is string => typeof b === 'string') : [];
+  const user = await userFor(tenant);
+  const url = `http://127.0.0.1:${port}${path}`;
+  const dpop = await honestUserProof(user, url, { tenant, version: Number(m[2]), blinded });
+  return { authorization: `DPoP ${user.token}`, dpop };
 }
 
 /** A key k split t-of-n among `ids` with shared/shamir.ts, and its public key package. */
@@ -167,7 +218,7 @@ export function splitKey(
 
 export interface ClusterOptions {
   nodes: number;
-  node?: Partial<Omit<FakeNodeOptions, 'id' | 'clusterToken' | 'clientToken'>>;
+  node?: Partial<Omit<FakeNodeOptions, 'id' | 'clusterToken'>>;
   config?: Partial<CoordinatorConfig>;
   prefix?: string;
 }
@@ -208,7 +259,6 @@ export class Cluster {
           ...opts.node,
           id,
           clusterToken: TOKENS.cluster,
-          clientToken: TOKENS.client,
         }),
       );
     }
@@ -218,7 +268,7 @@ export class Cluster {
       redisPrefix: cluster.prefix,
       nodes: cluster.nodes.map((n) => ({ id: n.id, url: n.url })),
       clusterToken: TOKENS.cluster,
-      clientToken: TOKENS.client,
+      oidcIssuer: ISSUER.issuer,
       adminToken: TOKENS.admin,
       ...FAST,
       ...opts.config,

@@ -5,10 +5,10 @@
 import { expect } from 'chai';
 import { gzipSync } from 'node:zlib';
 import { asKmaasError } from '../../coordinator/api.ts';
-import { ERROR_CODES } from '../../shared/errors.ts';
+import { ERROR_CODES, type ErrorCode } from '../../shared/errors.ts';
 import { Point, toB64 } from '../../shared/encoding.ts';
 import { MAX_BATCH } from '../../shared/suite.ts';
-import { Cluster, http, splitKey, TOKENS } from './helpers.ts';
+import { Cluster, endUser, http, splitKey, TOKENS, userFor } from './helpers.ts';
 
 const VALID = toB64(Point.BASE.multiply(12345n).toBytes());
 const EVAL = '/v1/tenants/acme/keys/1/evaluate';
@@ -212,7 +212,7 @@ const cases: Case[] = [
     method: 'POST',
     path: EVAL,
     json: { blinded: [VALID] },
-    code: 'ERR_UNAUTHORIZED',
+    code: 'ERR_TOKEN_MISSING',
   },
   {
     name: 'evaluate: wrong token',
@@ -220,7 +220,7 @@ const cases: Case[] = [
     path: EVAL,
     json: { blinded: [VALID] },
     token: 'wrong-token-0123456789',
-    code: 'ERR_UNAUTHORIZED',
+    code: 'ERR_TOKEN_MISSING',
   },
   {
     name: 'evaluate: admin token',
@@ -228,14 +228,22 @@ const cases: Case[] = [
     path: EVAL,
     json: { blinded: [VALID] },
     token: admin,
-    code: 'ERR_UNAUTHORIZED',
+    code: 'ERR_TOKEN_MISSING',
   },
   {
     name: 'evaluate: no token is refused before the body is read',
     method: 'POST',
     path: EVAL,
     raw: '{"blinded":[',
-    code: 'ERR_UNAUTHORIZED',
+    code: 'ERR_TOKEN_MISSING',
+  },
+  {
+    name: 'evaluate: a DPoP header that holds no JWT',
+    method: 'POST',
+    path: EVAL,
+    json: { blinded: [VALID] },
+    headers: { authorization: 'DPoP not-a-jwt', dpop: 'not-a-proof' },
+    code: 'ERR_TOKEN_MALFORMED',
   },
   {
     name: 'evaluate: malformed JSON',
@@ -465,6 +473,33 @@ describe('coordinator: bad input over HTTP', function () {
     });
   }
 
+  it('checks the access token and the DPoP proof, but leaves the jti to the nodes', async () => {
+    const send = (headers: Record<string, string>, blinded = [VALID]) =>
+      http(cluster.port, 'POST', EVAL, { json: { blinded }, headers });
+    const good = (await endUser(cluster.port, EVAL, { json: { blinded: [VALID] } }))!;
+    const other = (await userFor('globex')).token;
+    const cases: [Record<string, string>, string][] = [
+      [{ ...good, authorization: `DPoP ${other}` }, 'ERR_TOKEN_TENANT'],
+      [{ authorization: good.authorization! }, 'ERR_DPOP_MISSING'],
+      [{ ...good, authorization: `Bearer ${good.authorization!.slice(5)}` }, 'ERR_TOKEN_MISSING'],
+    ];
+    for (const [headers, code] of cases) {
+      const res = await send(headers);
+      expect(res.body.error.code, code).to.equal(code);
+      expect(res.status).to.equal(ERROR_CODES[code as ErrorCode].status);
+    }
+    const swapped = await send(good, [VALID, VALID]);
+    expect(swapped.body.error.code).to.equal('ERR_DPOP_BINDING');
+    // The same proof twice: the coordinator passes both on (the nodes own replay), untouched.
+    const before = cluster.nodes.map((n) => n.auths.length);
+    for (let i = 0; i < 2; i++) expect((await send(good)).status).to.equal(200);
+    const forwarded = cluster.nodes.flatMap((n, i) => n.auths.slice(before[i]));
+    expect(forwarded).to.have.length.of.at.least(4);
+    for (const auth of forwarded) {
+      expect(auth).to.deep.equal({ token: good.authorization!.slice(5), dpop: good.dpop });
+    }
+  });
+
   it('names the offending field in ERR_VALIDATION and the element in point errors', async () => {
     const res = await http(cluster.port, 'POST', EVAL, {
       json: { blinded: [VALID, toB64(new Uint8Array(32).fill(0xff))] },
@@ -496,7 +531,7 @@ describe('coordinator: bad input over HTTP', function () {
       headers: {
         'content-type': 'application/json',
         'content-encoding': 'gzip',
-        authorization: `Bearer ${client}`,
+        ...(await endUser(cluster.port, EVAL, { json: { blinded: [VALID] } })),
       },
       body: gzipSync(JSON.stringify({ blinded: [VALID] })),
     });

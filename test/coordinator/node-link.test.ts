@@ -37,7 +37,6 @@ describe('coordinator: node link', function () {
     node = await FakeNode.start({
       id: 7,
       clusterToken: TOKENS.cluster,
-      clientToken: TOKENS.client,
     });
   });
 
@@ -181,9 +180,9 @@ describe('coordinator: node link', function () {
     expect(logs.find(/heartbeat ran late/)).to.not.be.empty;
   });
 
-  const auth = { token: 'not-the-client-token' };
+  const auth = { token: 'not-an-access-token' };
 
-  /** An evaluate request of `size` elements; the fake node answers it ERR_UNAUTHORIZED. */
+  /** An evaluate request of `size` elements; the fake node answers it ERR_DPOP_MISSING. */
   function evaluate(
     l: NodeLink,
     size: number,
@@ -205,7 +204,7 @@ describe('coordinator: node link', function () {
     // Sent at once to a node that works one at a time, the last two would wait 300 and 400 ms.
     const errors = await Promise.all([1, 2, 3, 4].map(() => evaluate(l, 200, 250)));
 
-    expect(errors.map((e) => e.code)).to.deep.equal(new Array(4).fill('ERR_UNAUTHORIZED'));
+    expect(errors.map((e) => e.code)).to.deep.equal(new Array(4).fill('ERR_DPOP_MISSING'));
     expect(node.evaluateSizes).to.deep.equal([200, 200, 200, 200]);
     expect(l.state().recentFailures).to.equal(0);
   });
@@ -280,7 +279,6 @@ describe('coordinator: node pool', function () {
         await FakeNode.start({
           id,
           clusterToken: TOKENS.cluster,
-          clientToken: TOKENS.client,
           pongDelayMs: id === 3 ? 0 : 30,
         }),
       );

@@ -40,7 +40,8 @@ describe('coordinator: process and lifecycle', function () {
         KMAAS_REDIS_PREFIX: cluster.prefix,
         KMAAS_NODES: JSON.stringify(cluster.nodes.map((n) => ({ id: n.id, url: n.url }))),
         KMAAS_CLUSTER_TOKEN: TOKENS.cluster,
-        KMAAS_CLIENT_TOKEN: TOKENS.client,
+        // Nobody listens there: the coordinator must start anyway (the issuer may start later).
+        KMAAS_OIDC_ISSUER: 'http://127.0.0.1:9',
         KMAAS_ADMIN_TOKEN: TOKENS.admin,
       },
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -105,7 +106,7 @@ describe('coordinator: process and lifecycle', function () {
       redisUrl: 'redis://127.0.0.1:1',
       nodes: [{ id: 1, url: 'ws://127.0.0.1:1/v1/ws' }],
       clusterToken: TOKENS.cluster,
-      clientToken: TOKENS.client,
+      oidcIssuer: 'http://127.0.0.1:9',
       adminToken: TOKENS.admin,
     });
     let failed = false;

@@ -127,7 +127,7 @@ describe('coordinator: rate limit', function () {
     const logs = new LogCapture();
     try {
       const limit = new RateLimit({ redis, prefix: testPrefix(), points: 1, durationSeconds: 60 });
-      for (let i = 0; i < 3; i++) await limit.take(TENANT, TOKENS.client, 100, logs.logger);
+      for (let i = 0; i < 3; i++) await limit.take(TENANT, 'client-user', 100, logs.logger);
       const warnings = logs.find(/rate limit unavailable/);
       expect(warnings).to.have.length(1);
       expect(warnings[0]).to.include({ level: 40 });

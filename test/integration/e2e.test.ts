@@ -49,7 +49,6 @@ describe('end to end through real node and coordinator processes', function () {
     await cluster.start();
     client = new KmaasClient({
       baseUrl: cluster.url,
-      token: cluster.secrets.clientToken,
       adminToken: cluster.secrets.adminToken,
       pins: new MemoryPinStore(),
     });
@@ -93,7 +92,7 @@ describe('end to end through real node and coordinator processes', function () {
     const pins = new MemoryPinStore([
       { tenant: 'acme', version: 1, groupKey: file.pins.acme!['1']! },
     ]);
-    client = new KmaasClient({ baseUrl: cluster.url, token: cluster.secrets.clientToken, pins });
+    client = new KmaasClient({ baseUrl: cluster.url, pins });
     baseline = await derive();
     expect(new Set(baseline).size).to.equal(50);
     expect(await derive()).to.deep.equal(baseline);

@@ -24,9 +24,10 @@ import {
 import {
   capturingLogger,
   ceremonyId,
-  CLIENT_TOKEN,
   CLUSTER_TOKEN,
   Cluster,
+  evaluateBody,
+  ISSUER,
   removeDir,
   runDkg,
   silentLogger,
@@ -289,12 +290,13 @@ describe('nodes/audit-log: the hash-chained audit log', () => {
     audit.append({
       ...evaluation(1),
       blinded: ['AAAA-blinded'],
-      auth: { token: CLIENT_TOKEN },
+      auth: { token: 'an-access-token-5e1d', dpop: 'a-dpop-proof-77c0' },
     } as AuditEvent);
     await audit.close();
     const text = await readFile(join(dir, AUDIT_FILE), 'utf8');
     expect(text).to.not.contain('AAAA-blinded');
-    expect(text).to.not.contain(CLIENT_TOKEN);
+    expect(text).to.not.contain('an-access-token-5e1d');
+    expect(text).to.not.contain('a-dpop-proof-77c0');
     expect(text).to.not.contain('auth');
   });
 
@@ -411,25 +413,28 @@ describe('nodes/audit-log: a real node audits what it handles', () => {
     const blinded = state.blinded.map((b) => toB64(b.toBytes()));
     const wrongToken = 'wrong-client-token-3c9d1e7f';
 
-    const ok = await node.client.request('evaluate', {
-      tenant: TENANT,
-      version: 1,
-      blinded,
-      auth: { token: CLIENT_TOKEN },
-    });
+    const alice = await ISSUER.user(TENANT, 'alice');
+    const bob = await ISSUER.user('nobody', 'bob');
+
+    const okBody = await evaluateBody(alice, TENANT, 1, blinded);
+    const ok = await node.client.request('evaluate', okBody);
     expect(ok.ok).to.equal(true);
     const evaluated = ok.ok ? (ok.body as { evaluated: string[]; proof: string }) : undefined;
+    const wrong = await evaluateBody(alice, TENANT, 1, blinded);
+    wrong.auth.token = wrongToken;
     const refused = [
-      { tenant: TENANT, version: 1, blinded, auth: { token: wrongToken } },
-      { tenant: 'nobody', version: 1, blinded, auth: { token: CLIENT_TOKEN } },
-      { tenant: TENANT, version: 1, blinded, auth: { token: CLIENT_TOKEN }, extra: 1 },
+      wrong,
+      await evaluateBody(bob, 'nobody', 1, blinded),
+      { ...(await evaluateBody(alice, TENANT, 1, blinded)), extra: 1 },
+      okBody,
     ];
     const replies = [];
     for (const body of refused) replies.push(await node.client.request('evaluate', body));
     expect(replies.map((r) => (r.ok ? 'ok' : r.error.code))).to.deep.equal([
-      'ERR_UNAUTHORIZED',
+      'ERR_TOKEN_MALFORMED',
       'ERR_UNKNOWN_TENANT',
       'ERR_VALIDATION',
+      'ERR_DPOP_REPLAY',
     ]);
     // Neither audited: no evaluation or DKG message, or no readable type at all.
     await node.client.request('status', {});
@@ -467,17 +472,20 @@ describe('nodes/audit-log: a real node audits what it handles', () => {
     const evaluations = entries.filter((e) => e.type === 'evaluate').map(summary);
     const common = { type: 'evaluate', version: 1, count: 2 };
     expect(evaluations).to.deep.equal([
-      { ...common, tenant: TENANT, subject: 'dev-token', outcome: 'ok' },
-      { ...common, tenant: TENANT, outcome: 'ERR_UNAUTHORIZED' },
-      { ...common, tenant: 'nobody', subject: 'dev-token', outcome: 'ERR_UNKNOWN_TENANT' },
-      { ...common, tenant: TENANT, subject: 'dev-token', outcome: 'ERR_VALIDATION' },
+      { ...common, tenant: TENANT, subject: 'alice', outcome: 'ok' },
+      { ...common, tenant: TENANT, outcome: 'ERR_TOKEN_MALFORMED' },
+      { ...common, tenant: 'nobody', subject: 'bob', outcome: 'ERR_UNKNOWN_TENANT' },
+      { ...common, tenant: TENANT, outcome: 'ERR_VALIDATION' },
+      { ...common, tenant: TENANT, outcome: 'ERR_DPOP_REPLAY' },
     ]);
-    expect(entries).to.have.length(2 + rounds.length + 4);
+    expect(entries).to.have.length(2 + rounds.length + 5);
     expect(entries.find((e) => e.type === 'evaluate')!.requestId).to.equal(ok.id);
     expect(await verifyAuditLog(path)).to.include({ ok: true, entries: entries.length });
 
     const forbidden = [
-      CLIENT_TOKEN,
+      alice.token,
+      okBody.auth.dpop,
+      bob.token,
       CLUSTER_TOKEN,
       wrongToken,
       ...blinded,

@@ -14,7 +14,9 @@ import type { NodeReply } from '../../shared/messages.ts';
 import { MAX_BATCH } from '../../shared/suite.ts';
 import { blind } from '../../shared/voprf-client.ts';
 import { MAX_PAYLOAD } from '../../nodes/server.ts';
-import { ceremonyId, CLIENT_TOKEN, CLUSTER_TOKEN, Cluster, NodeClient, runDkg } from './helpers.ts';
+import type { TestUser } from '../helpers/oidc.ts';
+import { nodeAuth } from '../helpers/oidc.ts';
+import { ceremonyId, CLUSTER_TOKEN, Cluster, ISSUER, NodeClient, runDkg } from './helpers.ts';
 
 const TENANT = 'acme';
 
@@ -26,9 +28,30 @@ function evaluate(overrides: Record<string, unknown>): Record<string, unknown> {
     tenant: TENANT,
     version: 1,
     blinded: [good],
-    auth: { token: CLIENT_TOKEN },
+    auth: { token: TOKEN, dpop: DPOP },
     ...overrides,
   };
+}
+
+// Placeholders for a valid credential: replaced, when the row runs, by an access token for the
+// tenant the body names and a fresh DPoP proof over the body's tenant, version and elements.
+const TOKEN = '$TOKEN';
+const DPOP = '$DPOP';
+const users = new Map<string, TestUser>();
+
+async function withCredential(text: string): Promise<string> {
+  if (!text.includes(TOKEN) && !text.includes(DPOP)) return text;
+  const { body } = JSON.parse(text) as { body: Record<string, unknown> };
+  const tenant = typeof body.tenant === 'string' ? body.tenant : TENANT;
+  const version = typeof body.version === 'number' ? body.version : 1;
+  const blinded = Array.isArray(body.blinded)
+    ? body.blinded.filter((b): b is string => typeof b === 'string')
+    : [];
+  if (!users.has(tenant)) users.set(tenant, await ISSUER.user(tenant));
+  const auth = await nodeAuth(users.get(tenant)!, { tenant, version, blinded });
+  return text
+    .replace(JSON.stringify(TOKEN), JSON.stringify(auth.token))
+    .replace(JSON.stringify(DPOP), JSON.stringify(auth.dpop));
 }
 
 function envelope(type: string, body: unknown, extra: Record<string, unknown> = {}): string {
@@ -36,6 +59,8 @@ function envelope(type: string, body: unknown, extra: Record<string, unknown> = 
 }
 
 const hex = (h: string) => toB64(hexToBytes(h));
+
+const USER = await ISSUER.user(TENANT);
 
 interface Row {
   name: string;
@@ -234,23 +259,44 @@ const rows: Row[] = [
   },
   {
     name: 'a wrong end-user token',
-    text: envelope('evaluate', evaluate({ auth: { token: 'wrong' } })),
-    code: 'ERR_UNAUTHORIZED',
+    text: envelope('evaluate', evaluate({ auth: { token: 'wrong', dpop: DPOP } })),
+    code: 'ERR_TOKEN_MALFORMED',
   },
   {
     name: 'an empty end-user token',
-    text: envelope('evaluate', evaluate({ auth: { token: '' } })),
-    code: 'ERR_UNAUTHORIZED',
+    text: envelope('evaluate', evaluate({ auth: { token: '', dpop: DPOP } })),
+    code: 'ERR_TOKEN_MISSING',
+  },
+  {
+    name: 'no end-user token',
+    text: envelope('evaluate', evaluate({ auth: { dpop: DPOP } })),
+    code: 'ERR_TOKEN_MISSING',
   },
   {
     name: 'a wrong token for an unknown tenant (no tenant oracle)',
     text: envelope('evaluate', evaluate({ tenant: 'globex', auth: { token: 'wrong' } })),
-    code: 'ERR_UNAUTHORIZED',
+    code: 'ERR_TOKEN_MALFORMED',
   },
   {
     name: 'the cluster token as end-user token',
-    text: envelope('evaluate', evaluate({ auth: { token: CLUSTER_TOKEN } })),
-    code: 'ERR_UNAUTHORIZED',
+    text: envelope('evaluate', evaluate({ auth: { token: CLUSTER_TOKEN, dpop: DPOP } })),
+    code: 'ERR_TOKEN_MALFORMED',
+  },
+  {
+    name: 'no DPoP proof',
+    text: envelope('evaluate', evaluate({ auth: { token: TOKEN } })),
+    code: 'ERR_DPOP_MISSING',
+  },
+  {
+    name: 'a DPoP proof that is not a JWT',
+    text: envelope('evaluate', evaluate({ auth: { token: TOKEN, dpop: 'not-a-jwt' } })),
+    code: 'ERR_DPOP_INVALID',
+  },
+  {
+    name: 'auth with an unknown member',
+    text: envelope('evaluate', evaluate({ auth: { token: TOKEN, dpop: DPOP, extra: 1 } })),
+    code: 'ERR_VALIDATION',
+    details: { field: 'auth' },
   },
   {
     name: 'keyPackage of an unknown tenant',
@@ -340,7 +386,8 @@ describe('nodes over WebSocket: bad input gets a specific error and the node kee
 
   for (const row of rows) {
     it(`${row.name} -> ${row.code}`, async () => {
-      const reply: NodeReply = await client.sendRaw(row.text, row.id ?? 'bad-1');
+      const text = await withCredential(row.text);
+      const reply: NodeReply = await client.sendRaw(text, row.id ?? 'bad-1');
       expect(reply.v).to.equal(1);
       expect(reply.id).to.equal(row.id ?? 'bad-1');
       expect(reply.ok).to.equal(false);
@@ -353,7 +400,10 @@ describe('nodes over WebSocket: bad input gets a specific error and the node kee
   }
 
   it('a valid evaluation still succeeds after all of that', async () => {
-    const reply = await client.request('evaluate', evaluate({}));
+    const { body } = JSON.parse(await withCredential(envelope('evaluate', evaluate({})))) as {
+      body: unknown;
+    };
+    const reply = await client.request('evaluate', body);
     expect(reply.ok, JSON.stringify(reply)).to.equal(true);
   });
 
@@ -386,7 +436,7 @@ describe('nodes over WebSocket: bad input gets a specific error and the node kee
     const upgrades: [string, string, Record<string, string>, number][] = [
       ['no Authorization header', '/v1/ws', {}, 401],
       ['a wrong cluster token', '/v1/ws', { authorization: 'Bearer wrong-token' }, 401],
-      ['the client token instead', '/v1/ws', { authorization: `Bearer ${CLIENT_TOKEN}` }, 401],
+      ['an access token instead', '/v1/ws', { authorization: `Bearer ${USER.token}` }, 401],
       ['another scheme', '/v1/ws', { authorization: `Basic ${CLUSTER_TOKEN}` }, 401],
       ['the token with a suffix', '/v1/ws', { authorization: `Bearer ${CLUSTER_TOKEN}x` }, 401],
       ['another path', '/ws', { authorization: `Bearer ${CLUSTER_TOKEN}` }, 404],

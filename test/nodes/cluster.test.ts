@@ -21,14 +21,16 @@ import { NodeStore } from '../../nodes/store.ts';
 import {
   capturingLogger,
   ceremonyId,
-  CLIENT_TOKEN,
   CLUSTER_TOKEN,
   Cluster,
+  evaluateBody,
+  ISSUER,
   runDkg,
   type DkgResult,
 } from './helpers.ts';
 
 const TENANT = 'acme';
+const USER = await ISSUER.user(TENANT);
 
 /**
  * RFC 9497 section 3.3.2 Evaluate in VOPRF mode, the server computing the output by itself.
@@ -55,12 +57,8 @@ async function evaluateThrough(
   const blinded = state.blinded.map((b) => toB64(b.toBytes()));
   return Promise.all(
     ids.map(async (id) => {
-      const r = await cluster.node(id).client.call<EvaluateReply>('evaluate', {
-        tenant: TENANT,
-        version: VERSION,
-        blinded,
-        auth: { token: CLIENT_TOKEN },
-      });
+      const body = await evaluateBody(USER, TENANT, VERSION, blinded);
+      const r = await cluster.node(id).client.call<EvaluateReply>('evaluate', body);
       return {
         node: r.node,
         evaluated: r.evaluated.map((e, i) => decodeElementB64(e, `evaluated[${i}]`)),
@@ -188,7 +186,7 @@ describe('nodes over WebSocket: a 5-node cluster, 3-of-5', () => {
     expect(text).to.contain('"type":"evaluate"');
     const shares = sharesFromStores(cluster, [1, 2, 3, 4, 5]);
     const forbidden = [
-      CLIENT_TOKEN,
+      USER.token,
       CLUSTER_TOKEN,
       ...shares.flatMap((s) => [
         toB64(encodeScalar(s.value)),

@@ -13,7 +13,7 @@ const BASE = {
   KMAAS_NODE_DATA_DIR: '/var/lib/kmaas/node-3',
   KMAAS_NODE_SECRET: SECRET_HEX,
   KMAAS_CLUSTER_TOKEN: 'cluster-token-0123456789',
-  KMAAS_CLIENT_TOKEN: 'client-token-0123456789',
+  KMAAS_OIDC_ISSUER: 'https://id.example.com',
 };
 
 describe('nodes/config: settings from the environment and an optional JSON file', () => {
@@ -33,7 +33,13 @@ describe('nodes/config: settings from the environment and an optional JSON file'
     expect(c.dataDir).to.equal('/var/lib/kmaas/node-3');
     expect(bytesToHex(c.secret.reveal())).to.equal(SECRET_HEX);
     expect(c.clusterToken.reveal()).to.equal(BASE.KMAAS_CLUSTER_TOKEN);
-    expect(c.clientToken.reveal()).to.equal(BASE.KMAAS_CLIENT_TOKEN);
+    expect(c.oidc).to.deep.equal({
+      issuer: 'https://id.example.com',
+      audience: 'urn:kmaas:api',
+      tenantClaim: 'tenant',
+      clockSkewSeconds: 30,
+      dpopMaxAgeSeconds: 60,
+    });
     expect(c.logLevel).to.equal('info');
   });
 
@@ -42,7 +48,6 @@ describe('nodes/config: settings from the environment and an optional JSON file'
     for (const text of [JSON.stringify(c), inspect(c, { depth: 5 })]) {
       expect(text).to.not.contain(SECRET_HEX);
       expect(text).to.not.contain(BASE.KMAAS_CLUSTER_TOKEN);
-      expect(text).to.not.contain(BASE.KMAAS_CLIENT_TOKEN);
     }
   });
 
@@ -65,7 +70,23 @@ describe('nodes/config: settings from the environment and an optional JSON file'
     ],
     ['cluster token missing', { ...BASE, KMAAS_CLUSTER_TOKEN: undefined }, 'KMAAS_CLUSTER_TOKEN'],
     ['cluster token too short', { ...BASE, KMAAS_CLUSTER_TOKEN: 'short' }, 'KMAAS_CLUSTER_TOKEN'],
-    ['client token missing', { ...BASE, KMAAS_CLIENT_TOKEN: undefined }, 'KMAAS_CLIENT_TOKEN'],
+    ['OIDC issuer missing', { ...BASE, KMAAS_OIDC_ISSUER: undefined }, 'KMAAS_OIDC_ISSUER'],
+    [
+      'OIDC issuer not a URL',
+      { ...BASE, KMAAS_OIDC_ISSUER: 'id.example.com' },
+      'KMAAS_OIDC_ISSUER',
+    ],
+    ['JWKS URI not a URL', { ...BASE, KMAAS_OIDC_JWKS_URI: 'ftp://x/jwks' }, 'KMAAS_OIDC_JWKS_URI'],
+    [
+      'clock skew negative',
+      { ...BASE, KMAAS_CLOCK_SKEW_SECONDS: '-1' },
+      'KMAAS_CLOCK_SKEW_SECONDS',
+    ],
+    [
+      'DPoP max age zero',
+      { ...BASE, KMAAS_DPOP_MAX_AGE_SECONDS: '0' },
+      'KMAAS_DPOP_MAX_AGE_SECONDS',
+    ],
     ['log level unknown', { ...BASE, LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
     [
       'config file missing',
@@ -83,7 +104,7 @@ describe('nodes/config: settings from the environment and an optional JSON file'
 
   it('never echoes a secret or token value in its error', () => {
     const e = expectCode(
-      () => loadConfig({ ...BASE, KMAAS_CLIENT_TOKEN: 'has whitespace in it' }),
+      () => loadConfig({ ...BASE, KMAAS_CLUSTER_TOKEN: 'has whitespace in it' }),
       'ERR_CONFIG',
     );
     expect(e.message).to.not.contain('has whitespace');
@@ -96,33 +117,48 @@ describe('nodes/config: settings from the environment and an optional JSON file'
     expect(bytesToHex(c.secret.reveal())).to.equal(SECRET_HEX);
   });
 
-  it('reads the tokens from KMAAS_CLUSTER_TOKEN_FILE and KMAAS_CLIENT_TOKEN_FILE', async () => {
+  it('reads the cluster token from KMAAS_CLUSTER_TOKEN_FILE', async () => {
     await writeFile(join(dir, 'cluster'), 'cluster-token-from-file-0001\n');
-    await writeFile(join(dir, 'client'), 'client-token-from-file-0002\n');
     const c = loadConfig({
       ...BASE,
       KMAAS_CLUSTER_TOKEN: undefined,
-      KMAAS_CLIENT_TOKEN: undefined,
       KMAAS_CLUSTER_TOKEN_FILE: join(dir, 'cluster'),
-      KMAAS_CLIENT_TOKEN_FILE: join(dir, 'client'),
     });
     expect(c.clusterToken.reveal()).to.equal('cluster-token-from-file-0001');
-    expect(c.clientToken.reveal()).to.equal('client-token-from-file-0002');
     expectCode(
-      () => loadConfig({ ...BASE, KMAAS_CLIENT_TOKEN_FILE: join(dir, 'client') }),
+      () => loadConfig({ ...BASE, KMAAS_CLUSTER_TOKEN_FILE: join(dir, 'cluster') }),
       'ERR_CONFIG',
-      { setting: 'KMAAS_CLIENT_TOKEN' },
+      { setting: 'KMAAS_CLUSTER_TOKEN' },
     );
     expectCode(
       () =>
         loadConfig({
           ...BASE,
-          KMAAS_CLIENT_TOKEN: undefined,
-          KMAAS_CLIENT_TOKEN_FILE: join(dir, 'missing'),
+          KMAAS_CLUSTER_TOKEN: undefined,
+          KMAAS_CLUSTER_TOKEN_FILE: join(dir, 'missing'),
         }),
       'ERR_CONFIG',
-      { setting: 'KMAAS_CLIENT_TOKEN_FILE' },
+      { setting: 'KMAAS_CLUSTER_TOKEN_FILE' },
     );
+  });
+
+  it('reads the OIDC settings, the JWKS URI optional', () => {
+    const c = loadConfig({
+      ...BASE,
+      KMAAS_OIDC_AUDIENCE: 'urn:other',
+      KMAAS_OIDC_TENANT_CLAIM: 'org',
+      KMAAS_OIDC_JWKS_URI: 'https://id.example.com/jwks',
+      KMAAS_CLOCK_SKEW_SECONDS: '5',
+      KMAAS_DPOP_MAX_AGE_SECONDS: '120',
+    });
+    expect(c.oidc).to.deep.equal({
+      issuer: 'https://id.example.com',
+      audience: 'urn:other',
+      tenantClaim: 'org',
+      jwksUri: 'https://id.example.com/jwks',
+      clockSkewSeconds: 5,
+      dpopMaxAgeSeconds: 120,
+    });
   });
 
   it('reads a JSON file with camelCase keys; the environment wins; paths are file-relative', async () => {
@@ -137,7 +173,7 @@ describe('nodes/config: settings from the environment and an optional JSON file'
         nodeDataDir: 'data',
         nodeSecretFile: 'secret.hex',
         clusterToken: 'file-cluster-token-0123',
-        clientToken: 'file-client-token-0123',
+        oidcIssuer: 'https://id.example.com',
         logLevel: 'debug',
       }),
     );

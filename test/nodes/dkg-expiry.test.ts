@@ -3,7 +3,6 @@
  * log line, the schedule, and the run at node start. Every clock is injected: nothing waits.
  */
 import { expect } from 'chai';
-import { Redacted } from '../../shared/redacted.ts';
 import type { NodeContext } from '../../nodes/context.ts';
 import { handleRound1, handleRound2, handleRound3 } from '../../nodes/dkg.ts';
 import {
@@ -17,7 +16,7 @@ import { Keyring } from '../../nodes/keyring.ts';
 import { startNode } from '../../nodes/server.ts';
 import { NodeStore } from '../../nodes/store.ts';
 import {
-  CLIENT_TOKEN,
+  testAuth,
   capturingLogger,
   ceremonyId,
   nodeConfig,
@@ -52,7 +51,7 @@ describe('nodes/dkg-expiry: abandoned ceremonies are erased', () => {
           nodeId: id,
           store,
           keyring: new Keyring(id),
-          clientToken: new Redacted(CLIENT_TOKEN),
+          auth: testAuth(),
         },
       });
     }
@@ -206,11 +205,7 @@ describe('nodes/server: abandoned ceremonies expire at node start', () => {
         threshold: 2,
         participants: [1, 2, 3],
       };
-      handleRound1(
-        { nodeId: 1, store, keyring: new Keyring(1), clientToken: new Redacted(CLIENT_TOKEN) },
-        p,
-        {},
-      );
+      handleRound1({ nodeId: 1, store, keyring: new Keyring(1), auth: testAuth() }, p, {});
       const fresh = { ...p, ceremonyId: ceremonyId(), tenant: 'fresh' };
       store.close();
       const reopened = NodeStore.open(dir, 1, secret);
@@ -219,7 +214,7 @@ describe('nodes/server: abandoned ceremonies expire at node start', () => {
           nodeId: 1,
           store: reopened,
           keyring: new Keyring(1),
-          clientToken: new Redacted(CLIENT_TOKEN),
+          auth: testAuth(),
         },
         fresh,
         {},

@@ -11,21 +11,13 @@ import type { DKG_Round1 } from '@noble/curves/abstract/frost.js';
 import { sha512 } from '@noble/hashes/sha2.js';
 import { concatBytes } from '@noble/hashes/utils.js';
 import { Fn, Point, fromB64, toB64 } from '../../shared/encoding.ts';
-import { Redacted } from '../../shared/redacted.ts';
 import type { NodeContext } from '../../nodes/context.ts';
 import { handleRound1, handleRound2 } from '../../nodes/dkg.ts';
 import { MAX_PARTICIPANTS, type Round1Wire } from '../../nodes/dkg-machine.ts';
 import { POK_BYTES, proofOfKnowledgeValid } from '../../nodes/dkg-pok.ts';
 import { Keyring } from '../../nodes/keyring.ts';
 import { NodeStore } from '../../nodes/store.ts';
-import {
-  CLIENT_TOKEN,
-  ceremonyId,
-  expectCode,
-  randomSecret,
-  removeDir,
-  tempDir,
-} from './helpers.ts';
+import { testAuth, ceremonyId, expectCode, randomSecret, removeDir, tempDir } from './helpers.ts';
 
 const { DKG, Identifier } = ristretto255_FROST;
 /** The node the noble oracle plays; never a sender. */
@@ -234,7 +226,7 @@ describe('nodes/dkg round 2: bad proofs named in one pass', () => {
       nodeId: SELF,
       store,
       keyring: new Keyring(SELF),
-      clientToken: new Redacted(CLIENT_TOKEN),
+      auth: testAuth(),
     };
   });
   afterEach(async () => {

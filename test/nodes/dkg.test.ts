@@ -15,7 +15,7 @@ import { Keyring } from '../../nodes/keyring.ts';
 import { Redacted } from '../../shared/redacted.ts';
 import { NodeStore } from '../../nodes/store.ts';
 import {
-  CLIENT_TOKEN,
+  testAuth,
   ceremonyId,
   expectCode,
   randomSecret,
@@ -35,7 +35,7 @@ function openContext(id: number, dir: string, secret: Redacted<Uint8Array>): Nod
   const store = NodeStore.open(dir, id, secret);
   const keyring = new Keyring(id);
   for (const k of store.listKeys()) keyring.add(k);
-  return { nodeId: id, store, keyring, clientToken: new Redacted(CLIENT_TOKEN) };
+  return { nodeId: id, store, keyring, auth: testAuth() };
 }
 
 /** Simulates a restart: close the store, open it again, reload the keyring. */

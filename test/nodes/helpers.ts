@@ -28,10 +28,34 @@ import {
 import type { NodeConfig } from '../../nodes/config.ts';
 import type { Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
 import { Redacted } from '../../shared/redacted.ts';
+import { EvaluationAuth } from '../../shared/evaluation-auth.ts';
+import { nodeAuth, sharedIssuer, type TestUser } from '../helpers/oidc.ts';
 import { startNode, type NodeHandle } from '../../nodes/server.ts';
 
 export const CLUSTER_TOKEN = 'test-cluster-token-5f1c0a9e';
-export const CLIENT_TOKEN = 'test-client-token-77b3e2d4';
+
+/** The identity provider the test nodes trust (test/helpers/oidc.ts). */
+export const ISSUER = await sharedIssuer();
+
+/** A verifier of the test issuer's tokens, for handlers driven without a server. */
+export function testAuth(): EvaluationAuth {
+  return new EvaluationAuth(ISSUER.settings());
+}
+
+/** An evaluate request body of `user`, with its token and a fresh, honest DPoP proof. */
+export async function evaluateBody(
+  user: TestUser,
+  tenant: string,
+  version: number,
+  blinded: string[],
+): Promise<{
+  tenant: string;
+  version: number;
+  blinded: string[];
+  auth: { token: string; dpop: string };
+}> {
+  return { tenant, version, blinded, auth: await nodeAuth(user, { tenant, version, blinded }) };
+}
 
 export async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'kmaas-node-test-'));
@@ -57,7 +81,7 @@ export function nodeConfig(
     dataDir,
     secret,
     clusterToken: new Redacted(CLUSTER_TOKEN),
-    clientToken: new Redacted(CLIENT_TOKEN),
+    oidc: ISSUER.settings(),
     logLevel: 'silent',
   };
 }

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
-import { CLIENT_TOKEN, CLUSTER_TOKEN, removeDir, tempDir } from './helpers.ts';
+import { CLUSTER_TOKEN, removeDir, tempDir } from './helpers.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -68,7 +68,8 @@ describe('nodes/main: the share node process', function () {
     KMAAS_NODE_DATA_DIR: dir,
     KMAAS_NODE_SECRET: secret,
     KMAAS_CLUSTER_TOKEN: CLUSTER_TOKEN,
-    KMAAS_CLIENT_TOKEN: CLIENT_TOKEN,
+    // Nobody listens there: the node must start anyway (the issuer may start later).
+    KMAAS_OIDC_ISSUER: 'http://127.0.0.1:9',
   });
 
   before(async () => {

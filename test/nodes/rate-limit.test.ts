@@ -2,16 +2,17 @@
  * The node's own rate limit (nodes/rate-limit.ts, DESIGN.md section 4) over the real WebSocket:
  * a burst past the budget of one (tenant, subject) is refused with ERR_RATE_LIMITED and the wait,
  * other tenants keep their own budget, the budget refills with its window, and requests the
- * handler refuses for their credential cost nothing. The window is 1 s so that refilling is quick.
+ * handler refuses for their credential cost nothing. The subject is the access token's `sub`. The window is 1 s so that refilling is quick.
  */
 import { expect } from 'chai';
-import { subjectOf } from '../../shared/bearer.ts';
 import { Point, toB64 } from '../../shared/encoding.ts';
 import type { NodeReply } from '../../shared/messages.ts';
 import { ElementRateLimit } from '../../nodes/rate-limit.ts';
 import { startNode, type NodeHandle } from '../../nodes/server.ts';
+import type { TestUser } from '../helpers/oidc.ts';
 import {
-  CLIENT_TOKEN,
+  evaluateBody,
+  ISSUER,
   NodeClient,
   nodeConfig,
   randomSecret,
@@ -48,13 +49,16 @@ describe('node rate limit', () => {
 
   // No key is installed: a request the limit lets through reaches the handler, which refuses
   // it with ERR_UNKNOWN_TENANT. That is the "let through" signal here.
-  function evaluate(tenant: string, elements: number, token = CLIENT_TOKEN): Promise<NodeReply> {
-    return client.request('evaluate', {
-      tenant,
-      version: 1,
-      blinded: Array.from({ length: elements }, () => ELEMENT),
-      auth: { token },
-    });
+  const users = new Map<string, TestUser>();
+  before(async () => {
+    for (const tenant of ['acme', 'globex']) users.set(tenant, await ISSUER.user(tenant, 'alice'));
+  });
+
+  async function evaluate(tenant: string, elements: number, token?: string): Promise<NodeReply> {
+    const blinded = Array.from({ length: elements }, () => ELEMENT);
+    const body = await evaluateBody(users.get(tenant)!, tenant, 1, blinded);
+    if (token !== undefined) body.auth.token = token;
+    return client.request('evaluate', body);
   }
 
   it('refuses a burst past the budget with ERR_RATE_LIMITED and retryAfterSeconds', async () => {
@@ -83,8 +87,8 @@ describe('node rate limit', () => {
 
   it('charges nothing for a request refused for its credential', async () => {
     for (let i = 0; i < 3; i++) {
-      expect(code(await evaluate('acme', POINTS, 'not-the-client-token'))).to.equal(
-        'ERR_UNAUTHORIZED',
+      expect(code(await evaluate('acme', POINTS, 'not.a-token.at-all'))).to.equal(
+        'ERR_TOKEN_MALFORMED',
       );
     }
     expect(code(await evaluate('acme', POINTS))).to.equal('ERR_UNKNOWN_TENANT');
@@ -94,9 +98,8 @@ describe('node rate limit', () => {
 describe('ElementRateLimit', () => {
   it('counts each subject on its own', async () => {
     const limit = new ElementRateLimit({ points: POINTS, durationSeconds: 1 });
-    const alice = subjectOf('alice-token-0123456789');
-    const bob = subjectOf('bob-token-0123456789');
-    expect(alice).to.match(/^[0-9a-f]{16}$/);
+    const alice = 'alice';
+    const bob = 'alice:acme';
     expect(await limit.take('acme', alice, POINTS)).to.equal(undefined);
     expect((await limit.take('acme', alice, 1))?.code).to.equal('ERR_RATE_LIMITED');
     expect(await limit.take('acme', bob, POINTS)).to.equal(undefined);

@@ -20,6 +20,11 @@ import {
 import { randomScalar, split, type Share } from '../../../shared/shamir.ts';
 import { evaluateBatch } from '../../../shared/voprf-node.ts';
 import { checkBatchSize } from '../../../shared/suite.ts';
+import { EvaluationAuth } from '../../../shared/evaluation-auth.ts';
+import type { ClientAuth } from '../../../client/index.ts';
+import { sharedIssuer } from '../../helpers/oidc.ts';
+
+const ISSUER = await sharedIssuer();
 
 export interface FakeKey {
   tenant: string;
@@ -46,7 +51,14 @@ export interface FakeJob {
 }
 
 export class FakeCoordinator {
+  /** A bearer token for the CLI tests; the CLI moves to OIDC login (idp/) with the integrator. */
   readonly clientToken = 'client-token-' + Math.random().toString(36).slice(2);
+  /** The end user of tenant `acme` (an access token bound to a DPoP key), set by start(). */
+  clientAuth!: ClientAuth;
+  /** Each evaluate request's access token and DPoP proof are checked as a node checks them. */
+  private readonly verifier = new EvaluationAuth(ISSUER.settings());
+  /** The DPoP proofs received, in order. */
+  readonly proofs: string[] = [];
   readonly adminToken = 'admin-token-' + Math.random().toString(36).slice(2);
   readonly nodeIds = [1, 2, 3, 4, 5];
   readonly keys = new Map<string, FakeKey>();
@@ -80,7 +92,15 @@ export class FakeCoordinator {
     return key;
   }
 
+  /** An end user of `tenant`: a user's token is for one tenant only. */
+  async authFor(tenant: string): Promise<ClientAuth> {
+    const user = await ISSUER.user(tenant, 'client-user');
+    return { accessToken: user.token, dpopKey: user.dpopKey };
+  }
+
   async start(): Promise<string> {
+    const user = await ISSUER.user('acme', 'client-user');
+    this.clientAuth = { accessToken: user.token, dpopKey: user.dpopKey };
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => this.send(res, toKmaasError(err)));
     });
@@ -204,9 +224,15 @@ export class FakeCoordinator {
       req.method === 'POST' &&
       (m = path.match(/^\/v1\/tenants\/([^/]+)\/keys\/(\d+)\/evaluate$/))
     ) {
-      this.requireToken(req, this.clientToken);
-      const key = this.key(decodeURIComponent(m[1]!), Number(m[2]));
+      const tenant = decodeURIComponent(m[1]!);
+      const version = Number(m[2]);
+      const authorization = req.headers.authorization ?? '';
+      const token = authorization.startsWith('DPoP ') ? authorization.slice(5) : undefined;
+      const dpop = typeof req.headers.dpop === 'string' ? req.headers.dpop : undefined;
+      const key = this.key(tenant, version);
       const body = parseMessage(evaluateBody, await this.body(req), 'body');
+      if (dpop !== undefined) this.proofs.push(dpop);
+      await this.verifier.verify({ token, dpop }, { tenant, version, blinded: body.blinded });
       checkBatchSize(body.blinded.length);
       this.evaluateSizes.push(body.blinded.length);
       const blinded = body.blinded.map((b, i) => decodeElementB64(b, `blinded[${i}]`));
