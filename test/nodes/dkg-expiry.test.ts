@@ -3,7 +3,6 @@
  * log line, the schedule, and the run at node start. Every clock is injected: nothing waits.
  */
 import { expect } from 'chai';
-import { Redacted } from '../../shared/redacted.ts';
 import type { NodeContext } from '../../nodes/context.ts';
 import { handleRound1, handleRound2, handleRound3 } from '../../nodes/dkg.ts';
 import {
@@ -12,14 +11,14 @@ import {
   expireAbandonedCeremonies,
   startCeremonyExpiry,
 } from '../../nodes/dkg-expiry.ts';
-import type { Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
-import { Keyring } from '../../nodes/keyring.ts';
+import type { CommitteeMember, Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
 import { startNode } from '../../nodes/server.ts';
 import { NodeStore } from '../../nodes/store.ts';
 import {
-  CLIENT_TOKEN,
   capturingLogger,
   ceremonyId,
+  committeeFor,
+  dkgContext,
   nodeConfig,
   randomSecret,
   removeDir,
@@ -46,15 +45,7 @@ describe('nodes/dkg-expiry: abandoned ceremonies are erased', () => {
     for (const id of [1, 2, 3]) {
       const dir = await tempDir();
       const store = NodeStore.open(dir, id, randomSecret(), { now: () => clock });
-      nodes.push({
-        dir,
-        ctx: {
-          nodeId: id,
-          store,
-          keyring: new Keyring(id),
-          clientToken: new Redacted(CLIENT_TOKEN),
-        },
-      });
+      nodes.push({ dir, ctx: dkgContext(id, store) });
     }
   });
 
@@ -67,8 +58,13 @@ describe('nodes/dkg-expiry: abandoned ceremonies are erased', () => {
 
   const store = () => nodes[0]!.ctx.store;
 
-  function params(tenant: string): DkgParams {
-    return { ceremonyId: ceremonyId(), tenant, version: 1, threshold: 2, participants: [1, 2, 3] };
+  function params(tenant: string): DkgParams & { committee: CommitteeMember[] } {
+    const participants = [1, 2, 3];
+    const committee = committeeFor(
+      participants,
+      nodes.map((n) => n.ctx),
+    );
+    return { ceremonyId: ceremonyId(), tenant, version: 1, threshold: 2, participants, committee };
   }
 
   /** Run a 2-of-3 ceremony up to `rounds` rounds on every node. */
@@ -199,31 +195,21 @@ describe('nodes/server: abandoned ceremonies expire at node start', () => {
     try {
       // The ceremony stalled two days ago (the store's clock says so).
       const store = NodeStore.open(dir, 1, secret, { now: () => Date.now() - 48 * HOUR });
+      const ctx = dkgContext(1, store);
+      const participants = [1, 2, 3];
       const p = {
         ceremonyId: ceremonyId(),
         tenant: 'acme',
         version: 1,
         threshold: 2,
-        participants: [1, 2, 3],
+        participants,
+        committee: committeeFor(participants, [ctx]),
       };
-      handleRound1(
-        { nodeId: 1, store, keyring: new Keyring(1), clientToken: new Redacted(CLIENT_TOKEN) },
-        p,
-        {},
-      );
+      handleRound1(ctx, p, {});
       const fresh = { ...p, ceremonyId: ceremonyId(), tenant: 'fresh' };
       store.close();
       const reopened = NodeStore.open(dir, 1, secret);
-      handleRound1(
-        {
-          nodeId: 1,
-          store: reopened,
-          keyring: new Keyring(1),
-          clientToken: new Redacted(CLIENT_TOKEN),
-        },
-        fresh,
-        {},
-      );
+      handleRound1(dkgContext(1, reopened), fresh, {});
       reopened.close();
 
       const lines: string[] = [];

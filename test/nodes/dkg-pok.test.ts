@@ -11,15 +11,14 @@ import type { DKG_Round1 } from '@noble/curves/abstract/frost.js';
 import { sha512 } from '@noble/hashes/sha2.js';
 import { concatBytes } from '@noble/hashes/utils.js';
 import { Fn, Point, fromB64, toB64 } from '../../shared/encoding.ts';
-import { Redacted } from '../../shared/redacted.ts';
 import type { NodeContext } from '../../nodes/context.ts';
 import { handleRound1, handleRound2 } from '../../nodes/dkg.ts';
 import { MAX_PARTICIPANTS, type Round1Wire } from '../../nodes/dkg-machine.ts';
 import { POK_BYTES, proofOfKnowledgeValid } from '../../nodes/dkg-pok.ts';
-import { Keyring } from '../../nodes/keyring.ts';
 import { NodeStore } from '../../nodes/store.ts';
 import {
-  CLIENT_TOKEN,
+  committeeFor,
+  dkgContext,
   ceremonyId,
   expectCode,
   randomSecret,
@@ -230,12 +229,7 @@ describe('nodes/dkg round 2: bad proofs named in one pass', () => {
   beforeEach(async () => {
     dir = await tempDir();
     const store = NodeStore.open(dir, SELF, randomSecret());
-    ctx = {
-      nodeId: SELF,
-      store,
-      keyring: new Keyring(SELF),
-      clientToken: new Redacted(CLIENT_TOKEN),
-    };
+    ctx = dkgContext(SELF, store);
   });
   afterEach(async () => {
     ctx.store.close();
@@ -250,6 +244,7 @@ describe('nodes/dkg round 2: bad proofs named in one pass', () => {
       version: 1,
       threshold: 17,
       participants,
+      committee: committeeFor(participants, [ctx]),
     };
     const own = handleRound1(ctx, params, {});
     // Valid commitments (node 2's), proofs that prove nothing for anyone else.
@@ -286,6 +281,7 @@ describe('nodes/dkg round 2: bad proofs named in one pass', () => {
       version: 1,
       threshold: 3,
       participants,
+      committee: committeeFor(participants, [ctx]),
     };
     const own = handleRound1(ctx, params, {});
     const others = participants.slice(1).map((node) => {
