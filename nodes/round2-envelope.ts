@@ -152,14 +152,18 @@ export function sealPackage(
   let okm: Uint8Array | undefined;
   try {
     const ephemeral = x25519.getPublicKey(ephemeralSecret);
-    dh = x25519.getSharedSecret(ephemeralSecret, recipientKey);
-    if (isZero(dh)) {
-      throw new KmaasError(
+    const lowOrder = () =>
+      new KmaasError(
         'ERR_INVALID_POINT',
-        `the X25519 key of node ${context.to} is of low order`,
+        `the X25519 key of node ${context.to} is invalid or of low order`,
         { node: context.to },
       );
+    try {
+      dh = x25519.getSharedSecret(ephemeralSecret, recipientKey);
+    } catch {
+      throw lowOrder();
     }
+    if (isZero(dh)) throw lowOrder();
     const bound = boundBytes(context, ephemeral, recipientKey);
     const derived = deriveKey(dh, bound);
     okm = derived.okm;
