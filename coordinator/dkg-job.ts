@@ -16,12 +16,11 @@
  * ERR_DKG_FAILED naming the nodes that do not hold it (details.missing). Once all do, the package
  * is stored and every participant is sent dkg.commit, which lets it erase the ceremony state.
  *
- * SECURITY SHORTCOMING (until the next issue): the round-2 packages carry each node's secret
- * polynomial evaluated at the others, and they pass through the coordinator in the clear. A
- * coordinator that keeps them can reconstruct every share, and so the key. DESIGN.md section 3
- * requires them encrypted node to node (X25519 + HKDF + AEAD) and signed (Ed25519), so that the
- * coordinator sees only ciphertext. They are held in memory for the length of one ceremony
- * only, never logged, never written to Redis or to the job.
+ * The round-2 packages, which carry each node's secret polynomial evaluated at the others, pass
+ * through here sealed node to node (X25519 + HKDF + AES-256-GCM to the recipient's identity key,
+ * Ed25519-signed by the sender; nodes/round2-envelope.ts): the coordinator relays ciphertext and
+ * public commitments only. The committee's identity keys come from the nodes' own `status`
+ * (dkg-relay.ts fetchCommittee) until operator-signed proposals vouch for them.
  */
 import { createHash } from 'node:crypto';
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';

@@ -2,13 +2,17 @@
  * The coordinator's side of distributed key generation (DESIGN.md section 3, docs/CONTRACTS.md
  * "DKG as relayed by the coordinator"): the three rounds of @noble/curves' ristretto255_FROST.DKG
  * (the split-round API of frost-rs; RFC 9591 leaves DKG out of scope), run on the nodes, with the
- * coordinator carrying messages between them and checking their shape (what it can read of
- * round 2, and why that must change, is in dkg-job.ts):
+ * coordinator carrying messages between them and checking their shape. Round-2 packages are
+ * sealed by their sender to their recipient (nodes/round2-envelope.ts): the coordinator relays
+ * ciphertext it cannot read, alter or forge.
  *
- *   round 1  coordinator -> every node   dkg.round1 { ceremonyId, tenant, version, t, participants }
+ *   before   coordinator -> every node   status  -> the node's identity public keys
+ *   round 1  coordinator -> every node   dkg.round1 { ceremonyId, tenant, version, t, participants,
+ *                                                     committee: [{ node, signing, encryption }] }
  *            node j -> coordinator       { node: j, commitment: [C_j0..C_j(t-1)], proofOfKnowledge }
  *   round 2  coordinator -> every node   dkg.round2 { ceremonyId, round1: all n packages }
- *            node j -> coordinator       { packages: [{ from: j, to: m, signingShare: f_j(m) }] } for m != j
+ *            node j -> coordinator       { packages: [{ from: j, to: m, ephemeral, ciphertext,
+ *                                          signature }] } for m != j: f_j(m) sealed to m
  *   round 3  coordinator -> node m       dkg.round3 { ceremonyId, round2: the n-1 packages to m }
  *            node m -> coordinator       { keyPackage }
  *   commit   coordinator -> every node   dkg.commit { ceremonyId }  (commitDkg; dkg-job.ts sends it
@@ -32,6 +36,8 @@ import {
   dkgRound2Reply,
   dkgRound3Reply,
   parseMessage,
+  statusReply,
+  type committeeMember,
 } from '../shared/messages.ts';
 import { canonicalKeyPackage } from './key-quorum.ts';
 import type { Logger } from './logger.ts';
@@ -69,6 +75,7 @@ export interface DkgRelayDeps {
 }
 
 type Round1Package = ReturnType<typeof dkgRound1Reply.parse>;
+type CommitteeMember = ReturnType<typeof committeeMember.parse>;
 type Round2Package = ReturnType<typeof dkgRound2Reply.parse>['packages'][number];
 
 interface NodeFailure {
@@ -78,10 +85,43 @@ interface NodeFailure {
   culprits: number[];
 }
 
+/**
+ * The committee of a ceremony: each participant's identity public keys as it publishes them in
+ * `status`. The coordinator is not trusted with them: each node checks its own entry, and
+ * operator-signed proposals are to vouch for the whole committee (DESIGN.md section 3); until
+ * then a coordinator that lies about node B's keys to node A can read what A sends B.
+ */
+export async function fetchCommittee(
+  deps: Pick<DkgRelayDeps, 'pool' | 'timeoutMs' | 'logger'>,
+  ids: readonly number[],
+): Promise<CommitteeMember[]> {
+  const members = new Map<number, CommitteeMember>();
+  const failures: NodeFailure[] = [];
+  await Promise.all(
+    ids.map(async (node) => {
+      try {
+        const link = deps.pool.get(node);
+        if (!link) throw new KmaasError('ERR_NODE_UNAVAILABLE', `node ${node} is not configured`);
+        const body = await link.request('status', {}, deps.timeoutMs);
+        const status = parseMessage(statusReply, body, 'status reply');
+        if (status.node !== node || !status.identity) {
+          throw malformed(node, 'status reply', 'no identity keys of its own');
+        }
+        members.set(node, { node, ...status.identity });
+      } catch (err) {
+        failures.push(describeFailure(node, err));
+      }
+    }),
+  );
+  if (failures.length > 0) throw roundFailed('round1', failures);
+  return ids.map((id) => members.get(id)!);
+}
+
 /** Run the three rounds; returns the key package every participant agreed on. */
 export async function relayDkg(deps: DkgRelayDeps, params: DkgParams): Promise<KeyPackage> {
   const { ceremonyId, participants } = params;
   const ids = [...participants].sort((a, b) => a - b);
+  const committee = await fetchCommittee(deps, ids);
 
   // Round 1: every participant commits to its polynomial and proves knowledge of a_j0.
   const round1 = await runRound(
@@ -94,12 +134,14 @@ export async function relayDkg(deps: DkgRelayDeps, params: DkgParams): Promise<K
       version: params.version,
       threshold: params.threshold,
       participants: ids,
+      committee,
     }),
     (node, body) => checkRound1(params, node, body),
   );
   const round1Packages = ids.map((id) => round1.get(id)!);
 
-  // Round 2: every participant checks the others' proofs and evaluates its polynomial for each.
+  // Round 2: every participant checks the others' proofs and evaluates its polynomial for each,
+  // sealed to the recipient; the packages are opaque here and go to their recipient unchanged.
   const round2 = await runRound(
     deps,
     'round2',
@@ -110,7 +152,8 @@ export async function relayDkg(deps: DkgRelayDeps, params: DkgParams): Promise<K
   const inbox = new Map<number, Round2Package[]>(ids.map((id) => [id, []]));
   for (const id of ids) for (const p of round2.get(id)!) inbox.get(p.to)!.push(p);
 
-  // Round 3: every participant checks what it received against the commitments and sums it up.
+  // Round 3: every participant opens what it received, checks it against the commitments and
+  // sums it up.
   const round3 = await runRound(
     deps,
     'round3',
@@ -269,7 +312,7 @@ function checkRound1(params: DkgParams, node: number, body: unknown): Round1Pack
   }
 }
 
-/** Exactly one package from this node to each other participant. */
+/** Exactly one package from this node to each other participant; their content is sealed. */
 function checkRound2(ids: readonly number[], node: number, body: unknown): Round2Package[] {
   try {
     const { packages } = parseMessage(dkgRound2Reply, body, 'round-2 reply');

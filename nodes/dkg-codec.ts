@@ -9,7 +9,8 @@ import { encodeScalar, Fn, fromB64, toB64, utf8Bytes } from '../shared/encoding.
 import { KmaasError } from '../shared/errors.ts';
 import type { CeremonyState } from './dkg-machine.ts';
 
-const FORMAT = 1;
+/** 2: the committee in the parameters, round-2 packages sealed (format 1 states are refused). */
+const FORMAT = 2;
 
 const b64 = z.string();
 const round1Wire = z.object({
@@ -17,7 +18,13 @@ const round1Wire = z.object({
   commitment: z.array(b64),
   proofOfKnowledge: b64,
 });
-const round2Wire = z.object({ from: z.number().int(), to: z.number().int(), signingShare: b64 });
+const round2Wire = z.object({
+  from: z.number().int(),
+  to: z.number().int(),
+  ephemeral: b64,
+  ciphertext: b64,
+  signature: b64,
+});
 const nobleRound1 = z.object({
   identifier: z.string(),
   commitment: z.array(b64),
@@ -33,6 +40,7 @@ const stateSchema = z.object({
     version: z.number().int(),
     threshold: z.number().int(),
     participants: z.array(z.number().int()),
+    committee: z.array(z.object({ node: z.number().int(), signing: b64, encryption: b64 })),
   }),
   step: z.union([z.literal(1), z.literal(2)]),
   round1: round1Wire,

@@ -8,8 +8,11 @@
  *
  *   round 1  node j: random f_j of degree t-1, Feldman commitments C_j = (a_j0*G .. a_j(t-1)*G)
  *            and a Schnorr proof of knowledge of a_j0                        -> broadcast
- *   round 2  node j: checks every other node's proof, sends f_j(x_i) to each node i
- *   round 3  node i: checks every f_j(x_i) against C_j (Feldman VSS), k_i = sum_j f_j(x_i);
+ *   round 2  node j: checks every other node's proof, sends f_j(x_i) to each node i, sealed to
+ *            i's X25519 identity key and signed with j's Ed25519 identity key
+ *            (round2-envelope.ts), so that the coordinator relays only ciphertext
+ *   round 3  node i: checks each package's signature against the committee key of its sender,
+ *            opens it, checks every f_j(x_i) against C_j (Feldman VSS), k_i = sum_j f_j(x_i);
  *            group commitments C = sum_j C_j, K = C_0, verification shares K_i = C(x_i)
  *
  *   state   --round1-->  step 1 (polynomial, own broadcast)
@@ -17,9 +20,15 @@
  *   step 2  --round3-->  finished key (the caller stores it; the state stays, so that every
  *                        round can be replayed, until dkg.commit erases it)
  *
+ * The committee (every participant's identity public keys) arrives with round 1 and is part of
+ * the ceremony parameters, so rounds 2 and 3 use the same keys after a restart. The node's own
+ * keys and randomness are passed in: the transitions stay pure.
+ *
  * Node ids are the Shamir identifiers; FROST identifiers are Identifier.fromNumber(id).
  * A sender whose proof or share does not check out is named in ERR_DKG_FAILED details.culprits
- * so the coordinator can retry the ceremony without it. Every check is linear in the size of
+ * (a package whose signature or encryption fails: ERR_DKG_PACKAGE_SIGNATURE or
+ * ERR_DKG_PACKAGE_DECRYPT, with the same details.culprits) so the coordinator can retry the
+ * ceremony without it. Every check is linear in the size of
  * what it checks (dkg-pok.ts checks each proof on its own), and a ceremony has at most
  * MAX_PARTICIPANTS participants, so no single message can keep a node busy for long.
  */
@@ -38,14 +47,27 @@ import { KmaasError } from '../shared/errors.ts';
 import { evaluateCommitments } from '../shared/feldman.ts';
 import { checkIdentifierSet } from '../shared/identifiers.ts';
 import { buildKeyPackage, parseKeyPackage, type KeyPackage } from '../shared/key-package.ts';
-import type { dkgRound1Package, dkgRound2Package } from '../shared/messages.ts';
+import type { committeeMember, dkgRound1Package, dkgRound2Package } from '../shared/messages.ts';
 import type { Rng } from '../shared/shamir.ts';
 import { POK_BYTES, proofOfKnowledgeValid } from './dkg-pok.ts';
+import {
+  openPackage,
+  sealPackage,
+  type EnvelopeRecipient,
+  type EnvelopeSigner,
+} from './round2-envelope.ts';
 
 const { DKG, Identifier } = ristretto255_FROST;
 
 export type Round1Wire = z.infer<typeof dkgRound1Package>;
 export type Round2Wire = z.infer<typeof dkgRound2Package>;
+export type CommitteeMember = z.infer<typeof committeeMember>;
+
+/** This node's identity public keys as published (b64url), to find itself in the committee. */
+export interface OwnIdentity {
+  signing: string;
+  encryption: string;
+}
 
 /**
  * The most participants one ceremony may have. It bounds the work one authenticated message can
@@ -61,6 +83,8 @@ export interface CeremonyParams {
   threshold: number;
   /** Sorted ascending. */
   participants: number[];
+  /** One entry per participant, sorted by node, keys in canonical base64url. */
+  committee: CommitteeMember[];
 }
 
 export interface CeremonyState {
@@ -72,7 +96,7 @@ export interface CeremonyState {
   round1: Round1Wire;
   /** Every round-1 package accepted in round 2, sorted by node. */
   transcript?: Round1Wire[];
-  /** This node's outgoing round-2 packages, replayed when round 2 is asked again. */
+  /** This node's outgoing round-2 packages, sealed, replayed when round 2 is asked again. */
   round2?: Round2Wire[];
 }
 
@@ -94,13 +118,74 @@ function stateError(params: CeremonyParams, message: string): KmaasError {
   });
 }
 
+const IDENTITY_KEY_BYTES = 32;
+
+function identityKey(text: string, field: string): string {
+  const bytes = fromB64(text, field);
+  if (bytes.length !== IDENTITY_KEY_BYTES) {
+    throw new KmaasError(
+      'ERR_BAD_LENGTH',
+      `${field}: expected ${IDENTITY_KEY_BYTES} bytes, got ${bytes.length}`,
+      { field, expected: IDENTITY_KEY_BYTES, actual: bytes.length },
+    );
+  }
+  return toB64(bytes);
+}
+
+/**
+ * The committee must list exactly the participants, each with two 32-byte keys, and this node's
+ * entry must be this node's own identity: otherwise its peers would seal shares meant for it to
+ * someone else's key, or check its packages against someone else's signature key.
+ */
+function checkCommittee(
+  self: number,
+  participants: readonly number[],
+  committee: readonly CommitteeMember[],
+  own: OwnIdentity,
+): CommitteeMember[] {
+  const nodes = committee.map((m) => m.node);
+  checkIdentifierSet(nodes, 'committee');
+  const missing = participants.filter((p) => !nodes.includes(p));
+  const unexpected = nodes.filter((n) => !participants.includes(n));
+  if (missing.length > 0 || unexpected.length > 0) {
+    throw new KmaasError(
+      'ERR_VALIDATION',
+      'committee: expected one entry per participant' +
+        (missing.length ? `; missing ${missing.join(', ')}` : '') +
+        (unexpected.length ? `; not participants: ${unexpected.join(', ')}` : ''),
+      { field: 'committee', missing, unexpected },
+    );
+  }
+  const canonical = committee
+    .map((m, i) => ({
+      node: m.node,
+      signing: identityKey(m.signing, `committee[${i}].signing`),
+      encryption: identityKey(m.encryption, `committee[${i}].encryption`),
+    }))
+    .sort((a, b) => a.node - b.node);
+  const mine = canonical.find((m) => m.node === self)!;
+  if (mine.signing !== own.signing || mine.encryption !== own.encryption) {
+    throw new KmaasError(
+      'ERR_VALIDATION',
+      `committee: the entry of node ${self} does not hold this node's identity keys`,
+      { field: 'committee', node: self },
+    );
+  }
+  return canonical;
+}
+
 /**
  * Round 1 preconditions. A threshold of at least 2 keeps the key from living on one node; a
- * majority threshold (t > n/2) means two disjoint sets of nodes can never both act.
+ * majority threshold (t > n/2) means two disjoint sets of nodes can never both act. `own` is
+ * this node's identity, which its committee entry must hold.
  */
 export function checkParams(
   self: number,
-  req: Omit<CeremonyParams, 'participants'> & { participants: readonly number[] },
+  req: Omit<CeremonyParams, 'participants' | 'committee'> & {
+    participants: readonly number[];
+    committee: readonly CommitteeMember[];
+  },
+  own: OwnIdentity,
 ): CeremonyParams {
   if (req.participants.length > MAX_PARTICIPANTS) {
     throw new KmaasError(
@@ -124,7 +209,15 @@ export function checkParams(
       { threshold: t, participants: n },
     );
   }
-  return { ...req, participants };
+  const committee = checkCommittee(self, participants, req.committee, own);
+  return {
+    ceremonyId: req.ceremonyId,
+    tenant: req.tenant,
+    version: req.version,
+    threshold: t,
+    participants,
+    committee,
+  };
 }
 
 export function sameParams(a: CeremonyParams, b: CeremonyParams): boolean {
@@ -133,8 +226,13 @@ export function sameParams(a: CeremonyParams, b: CeremonyParams): boolean {
     a.tenant === b.tenant &&
     a.version === b.version &&
     a.threshold === b.threshold &&
-    a.participants.join(',') === b.participants.join(',')
+    a.participants.join(',') === b.participants.join(',') &&
+    JSON.stringify(a.committee) === JSON.stringify(b.committee)
   );
+}
+
+function contextOf(params: CeremonyParams) {
+  return { ceremonyId: params.ceremonyId, tenant: params.tenant, version: params.version };
 }
 
 function frostId(node: number): string {
@@ -226,15 +324,25 @@ function checkCoverage(
   }
 }
 
+function committeeEntry(params: CeremonyParams, node: number): CommitteeMember {
+  const entry = params.committee.find((m) => m.node === node);
+  if (!entry) throw new KmaasError('ERR_INTERNAL', `no committee entry for node ${node}`);
+  return entry;
+}
+
 /**
  * Round 2: check every other participant's round-1 package (commitment count, encodings, proof
- * of knowledge) and compute f_self(x_i) for each other participant i. Repeating round 2 with
- * the same packages returns the same answer; different packages are a conflict.
+ * of knowledge), compute f_self(x_i) for each other participant i and seal it to i's committee
+ * encryption key, signed by `signer` (this node's identity); `rng` draws the ephemeral keys.
+ * Repeating round 2 with the same packages returns the same sealed packages; different packages
+ * are a conflict.
  */
 export function advanceRound2(
   self: number,
   state: CeremonyState,
   packages: readonly Round1Wire[],
+  signer: EnvelopeSigner,
+  rng?: Rng,
 ): { state: CeremonyState; reply: Round2Wire[] } {
   const { params } = state;
   checkCoverage(
@@ -286,8 +394,16 @@ export function advanceRound2(
     throw dkgFailed(params, `round 2: ${(err as Error).message}`, []);
   }
   const reply = Object.entries(out)
-    .map(([to, p]) => ({ from: self, to: nodeOf(params, to), signingShare: toB64(p.signingShare) }))
+    .map(([id, p]) => {
+      const to = nodeOf(params, id);
+      const context = { ...contextOf(params), from: self, to };
+      const recipient = fromB64(committeeEntry(params, to).encryption, 'encryption');
+      return sealPackage(context, p.signingShare, recipient, signer, rng);
+    })
     .sort((a, b) => a.to - b.to);
+  // The sealed packages are what replays return; the plaintext ones are not needed again.
+  for (const p of Object.values(out)) p.signingShare.fill(0);
+  delete secret.round2Cache;
   return { state: { ...state, step: 2, secret, transcript, round2: reply }, reply };
 }
 
@@ -304,14 +420,57 @@ function shareMatches(share: Uint8Array, commitments: readonly GroupElement[], x
 }
 
 /**
+ * Open every package with `recipient` (this node's identity). Signatures are checked for all of
+ * them before anything is decrypted, and every sender whose package fails is named at once.
+ */
+function openAll(
+  self: number,
+  params: CeremonyParams,
+  packages: readonly Round2Wire[],
+  recipient: EnvelopeRecipient,
+): { from: number; bytes: Uint8Array }[] {
+  const opened: { from: number; bytes: Uint8Array }[] = [];
+  const failed = new Map<string, KmaasError[]>();
+  for (const p of packages) {
+    const context = { ...contextOf(params), from: p.from, to: self };
+    const senderKey = fromB64(committeeEntry(params, p.from).signing, 'signing');
+    try {
+      opened.push({ from: p.from, bytes: openPackage(context, p, senderKey, recipient) });
+    } catch (err) {
+      if (!(err instanceof KmaasError)) throw err;
+      failed.set(err.code, [...(failed.get(err.code) ?? []), err]);
+    }
+  }
+  // A bad signature is the graver finding (the package may not be the sender's at all).
+  const errors = failed.get('ERR_DKG_PACKAGE_SIGNATURE') ?? failed.get('ERR_DKG_PACKAGE_DECRYPT');
+  if (errors) {
+    for (const o of opened) o.bytes.fill(0);
+    const [first] = errors;
+    if (errors.length === 1 && first) throw first;
+    const culprits = errors.map((e) => e.details!.from as number).sort((a, b) => a - b);
+    const what = first!.code === 'ERR_DKG_PACKAGE_SIGNATURE' ? 'signatures' : 'decryption';
+    throw new KmaasError(
+      first!.code,
+      `round 3: round-2 packages from nodes ${culprits.join(', ')} fail ${what}`,
+      { ceremonyId: params.ceremonyId, culprits },
+    );
+  }
+  if (failed.size > 0) throw [...failed.values()][0]![0]!;
+  return opened;
+}
+
+/**
  * Round 3: the packages must be addressed to this node, one from every other participant. Each
- * share is checked against its sender's commitments from the round-1 transcript before noble
- * combines them, so an inconsistent sender is named rather than just failing the ceremony.
+ * is opened (signature of its sender first, then decryption with `recipient`, this node's
+ * identity), and each share is checked against its sender's commitments from the round-1
+ * transcript before noble combines them, so an inconsistent sender is named rather than just
+ * failing the ceremony.
  */
 export function finishRound3(
   self: number,
   state: CeremonyState,
   packages: readonly Round2Wire[],
+  recipient: EnvelopeRecipient,
 ): FinishedKey {
   const { params } = state;
   if (state.step !== 2 || !state.transcript) {
@@ -335,10 +494,7 @@ export function finishRound3(
     'round2',
     senders,
   );
-  const shares = packages.map((p, i) => ({
-    from: p.from,
-    bytes: new Uint8Array(fromB64(p.signingShare, `round2[${i}].signingShare`)),
-  }));
+  const shares = openAll(self, params, packages, recipient);
   const commitmentsOf = new Map(
     state.transcript.map((p) => [
       p.node,
@@ -350,6 +506,7 @@ export function finishRound3(
     .map((s) => s.from)
     .sort((a, b) => a - b);
   if (culprits.length > 0) {
+    for (const s of shares) s.bytes.fill(0);
     throw dkgFailed(
       params,
       `round 3: shares from node(s) ${culprits.join(', ')} do not match their commitments`,

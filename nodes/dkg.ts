@@ -5,7 +5,10 @@
  * also after the key is stored:
  *
  *   dkg.round1  same ceremony id and parameters -> the same broadcast
- *   dkg.round2  same round-1 packages           -> the same outgoing packages
+ *               (parameters include the committee's identity keys, checked against this
+ *               node's own for its entry, and kept in the sealed state for rounds 2 and 3)
+ *   dkg.round2  same round-1 packages           -> the same sealed outgoing packages, byte for
+ *               byte (signed and encrypted to each recipient's identity key)
  *   dkg.round3  ceremony already finished       -> the stored key package
  *   dkg.commit  every participant holds the key -> the ceremony state is erased
  *
@@ -39,6 +42,7 @@ import {
   type Round1Wire,
   type Round2Wire,
 } from './dkg-machine.ts';
+import type { NodeIdentity } from './identity.ts';
 import { secretShare } from './secret-share.ts';
 
 function conflict(ceremonyId: string, message: string, details: LogFields = {}): KmaasError {
@@ -67,6 +71,12 @@ function save(ctx: NodeContext, state: CeremonyState): void {
   } finally {
     bytes.fill(0);
   }
+}
+
+/** DKG needs the node's identity keys: they sign and open the round-2 packages. */
+function identityOf(ctx: NodeContext): NodeIdentity {
+  if (!ctx.identity) throw new KmaasError('ERR_INTERNAL', 'this node has no identity keys');
+  return ctx.identity;
 }
 
 function unknownCeremony(ceremonyId: string): KmaasError {
@@ -117,7 +127,7 @@ export function handleRound1(
   log.ceremonyId = body.ceremonyId;
   log.tenant = body.tenant;
   log.version = body.version;
-  const params = checkParams(ctx.nodeId, body);
+  const params = checkParams(ctx.nodeId, body, identityOf(ctx).published());
   const existing = load(ctx, params.ceremonyId);
   if (existing) {
     if (!sameParams(existing.params, params)) {
@@ -152,7 +162,7 @@ export function handleRound2(
   log.ceremonyId = body.ceremonyId;
   const state = stateOf(ctx, body.ceremonyId);
   describe(state, log);
-  const next = advanceRound2(ctx.nodeId, state, body.round1);
+  const next = advanceRound2(ctx.nodeId, state, body.round1, identityOf(ctx), ctx.rng);
   if (next.state !== state) save(ctx, next.state);
   return { packages: next.reply };
 }
@@ -173,7 +183,7 @@ export function handleRound3(
   }
   const state = stateOf(ctx, body.ceremonyId);
   describe(state, log);
-  const { share, keyPackage } = finishRound3(ctx.nodeId, state, body.round2);
+  const { share, keyPackage } = finishRound3(ctx.nodeId, state, body.round2, identityOf(ctx));
   const key = {
     tenant: state.params.tenant,
     version: state.params.version,

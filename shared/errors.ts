@@ -141,6 +141,14 @@ export const ERROR_CODES = {
     status: 502,
     doc: 'A distributed key generation failed; `details.culprits` names the nodes at fault when known.',
   },
+  ERR_DKG_PACKAGE_SIGNATURE: {
+    status: 502,
+    doc: "A DKG round-2 package's signature does not verify against the committee signing key of its sender; `details.from` and `details.culprits` name the sender.",
+  },
+  ERR_DKG_PACKAGE_DECRYPT: {
+    status: 502,
+    doc: 'A DKG round-2 package, correctly signed, does not decrypt with the recipient identity key; `details.from` and `details.culprits` name the sender.',
+  },
   ERR_PROOF_INVALID: {
     status: 502,
     doc: 'A node returned an evaluation whose DLEQ proof does not verify; `details.node` names it.',

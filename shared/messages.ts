@@ -34,6 +34,13 @@ export const blindedBatch = z.array(b64);
 
 export const statusRequest = z.object({}).strict();
 
+/**
+ * One committee member's identity public keys (nodes/identity.ts), as `status` and /healthz
+ * publish them: Ed25519 `signing` (verifies its round-2 packages) and X25519 `encryption`
+ * (receives them).
+ */
+export const committeeMember = z.object({ node: nodeId, signing: b64, encryption: b64 }).strict();
+
 export const dkgRound1Request = z
   .object({
     ceremonyId,
@@ -41,6 +48,8 @@ export const dkgRound1Request = z
     version,
     threshold: z.number().int().min(2),
     participants: z.array(nodeId).min(2).max(64),
+    /** One entry per participant; each node checks that its own entry is its own identity. */
+    committee: z.array(committeeMember).min(2).max(64),
   })
   .strict();
 
@@ -52,8 +61,14 @@ export const dkgRound2Request = z
   .object({ ceremonyId, round1: z.array(dkgRound1Package).min(1).max(64) })
   .strict();
 
-/** One round-2 package: the sender's polynomial evaluated at the recipient (secret!). */
-export const dkgRound2Package = z.object({ from: nodeId, to: nodeId, signingShare: b64 }).strict();
+/**
+ * One round-2 package: the sender's polynomial evaluated at the recipient, sealed to the
+ * recipient's X25519 identity key and signed by the sender (nodes/round2-envelope.ts). Nothing
+ * in it is readable by the coordinator.
+ */
+export const dkgRound2Package = z
+  .object({ from: nodeId, to: nodeId, ephemeral: b64, ciphertext: b64, signature: b64 })
+  .strict();
 
 export const dkgRound3Request = z
   .object({ ceremonyId, round2: z.array(dkgRound2Package).min(1).max(64) })

@@ -182,8 +182,10 @@ describe('coordinator: tenant creation (DKG job)', function () {
 
     expect(job.state, JSON.stringify(job.error)).to.equal('completed');
     expect(job.attemptsMade).to.be.at.least(1);
-    // Nodes 1 and 2 answered round 1 in the first attempt and again in the second.
-    expect(cluster.node(1).received.filter((t) => t === 'dkg.round1').length).to.be.at.least(2);
+    // The first attempt stopped before round 1: node 3's identity keys, which the committee of
+    // dkg.round1 needs, could not be fetched. The retry ran the ceremony.
+    expect(retrying.error?.details?.phase).to.equal('round1');
+    expect(cluster.node(1).received.filter((t) => t === 'dkg.round1').length).to.be.at.least(1);
   });
 
   it('a node that crashes in round 3 finishes in the retry; the job completes only then', async () => {

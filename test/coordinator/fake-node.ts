@@ -3,12 +3,14 @@
  * shared/messages.ts so that the coordinator can be tested without nodes/. Its answers are real:
  * evaluations with shared/voprf-node.ts evaluateBatch over a share it was given (or made in a real
  * ristretto255_FROST.DKG), so a client can combine them. Misbehaviour is switched on per node.
- * Like a real node it answers every DKG round again, identically, until dkg.commit.
+ * Like a real node it answers every DKG round again, identically, until dkg.commit, and it has
+ * identity keys (published in `status`) with which it seals and opens round-2 packages through
+ * the nodes' own envelope code (nodes/round2-envelope.ts), so the wire is the real one.
  */
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { ristretto255_FROST } from '@noble/curves/ed25519.js';
+import { ed25519, ristretto255_FROST, x25519 } from '@noble/curves/ed25519.js';
 import WebSocket, { WebSocketServer } from 'ws';
 import {
   decodeElementB64,
@@ -29,6 +31,7 @@ import {
   type NodeRequestType,
 } from '../../shared/messages.ts';
 import { evaluateBatch } from '../../shared/voprf-node.ts';
+import { openPackage, sealPackage, type SealedPackage } from '../../nodes/round2-envelope.ts';
 
 const { DKG, Identifier } = ristretto255_FROST;
 type DkgSecret = ReturnType<typeof DKG.round1>['secret'];
@@ -51,14 +54,16 @@ export interface FakeNodeOptions {
 }
 
 interface Ceremony {
+  id: string;
   tenant: string;
   version: number;
   threshold: number;
   participants: number[];
+  committee: { node: number; signing: string; encryption: string }[];
   secret: DkgSecret;
   round1: { node: number; commitment: string[]; proofOfKnowledge: string };
   others?: DkgRound1[];
-  round2?: { packages: { from: number; to: number; signingShare: string }[] };
+  round2?: { packages: SealedPackage[] };
   keyPackage?: KeyPackage;
 }
 
@@ -99,6 +104,18 @@ export class FakeNode {
   onPing: (() => void) | null = null;
   readonly keys = new Map<string, { share: bigint; keyPackage: KeyPackage }>();
   readonly #opts: FakeNodeOptions;
+  readonly #signingKey = ed25519.utils.randomSecretKey();
+  readonly #encryptionKey = x25519.utils.randomSecretKey();
+  /** The identity keys' public halves, as a real node publishes them. */
+  readonly identity = {
+    signing: toB64(ed25519.getPublicKey(this.#signingKey)),
+    encryption: toB64(x25519.getPublicKey(this.#encryptionKey)),
+  };
+  readonly #identity = {
+    encryptionPublicKey: x25519.getPublicKey(this.#encryptionKey),
+    sign: (msg: Uint8Array) => ed25519.sign(msg, this.#signingKey),
+    sharedSecret: (peer: Uint8Array) => x25519.getSharedSecret(this.#encryptionKey, peer),
+  };
   readonly #ceremonies = new Map<string, Ceremony>();
   readonly #sockets = new Set<WebSocket>();
   #server: Server | null = null;
@@ -245,6 +262,7 @@ export class FakeNode {
             version: k.version,
             groupKey: k.groupKey,
           })),
+          identity: this.identity,
         };
       case 'keyPackage': {
         const body = parseMessage(nodeRequestBodies.keyPackage, raw, type);
@@ -307,9 +325,16 @@ export class FakeNode {
     version: number;
     threshold: number;
     participants: number[];
+    committee: { node: number; signing: string; encryption: string }[];
   }) {
     const existing = this.#ceremonies.get(body.ceremonyId);
     if (existing) return existing.round1;
+    const mine = body.committee.find((m) => m.node === this.id);
+    if (mine?.signing !== this.identity.signing || mine.encryption !== this.identity.encryption) {
+      throw new KmaasError('ERR_VALIDATION', "committee: not this node's identity", {
+        field: 'committee',
+      });
+    }
     const signers = { min: body.threshold, max: body.participants.length };
     const { public: pub, secret } = DKG.round1(Identifier.fromNumber(this.id), signers);
     const round1 = {
@@ -318,6 +343,8 @@ export class FakeNode {
       proofOfKnowledge: toB64(pub.proofOfKnowledge),
     };
     this.#ceremonies.set(body.ceremonyId, {
+      id: body.ceremonyId,
+      committee: body.committee,
       tenant: body.tenant,
       version: body.version,
       threshold: body.threshold,
@@ -344,19 +371,25 @@ export class FakeNode {
     const out = DKG.round2(c.secret, c.others);
     const nodeOf = new Map(c.participants.map((n) => [Identifier.fromNumber(n), n]));
     c.round2 = {
-      packages: Object.entries(out).map(([to, p]) => ({
-        from: this.id,
-        to: nodeOf.get(to)!,
-        signingShare: toB64(p.signingShare),
-      })),
+      packages: Object.entries(out).map(([id, p]) => {
+        const to = nodeOf.get(id)!;
+        const recipient = c.committee.find((m) => m.node === to)!;
+        return sealPackage(
+          this.#context(c, this.id, to),
+          p.signingShare,
+          fromB64(recipient.encryption, 'encryption'),
+          this.#identity,
+        );
+      }),
     };
     return c.round2;
   }
 
-  #round3(body: {
-    ceremonyId: string;
-    round2: { from: number; to: number; signingShare: string }[];
-  }) {
+  #context(c: Ceremony, from: number, to: number) {
+    return { ceremonyId: c.id, tenant: c.tenant, version: c.version, from, to };
+  }
+
+  #round3(body: { ceremonyId: string; round2: SealedPackage[] }) {
     if (this.dkgCulprits) {
       throw new KmaasError('ERR_DKG_FAILED', 'share inconsistent with its commitments', {
         culprits: this.dkgCulprits,
@@ -369,7 +402,12 @@ export class FakeNode {
       c.others!,
       body.round2.map((p) => ({
         identifier: Identifier.fromNumber(p.from),
-        signingShare: fromB64(p.signingShare, 'signingShare'),
+        signingShare: openPackage(
+          this.#context(c, p.from, this.id),
+          p,
+          fromB64(c.committee.find((m) => m.node === p.from)!.signing, 'signing'),
+          this.#identity,
+        ),
       })),
     );
     const verificationShares = new Map<number, GroupElement>();

@@ -491,7 +491,7 @@ describe('nodes/audit-log: a real node audits what it handles', () => {
       ...blinded,
       ...(evaluated?.evaluated ?? []),
       evaluated?.proof ?? '',
-      ...dkg.relayed.map((p) => p.signingShare),
+      ...dkg.relayed.map((p) => p.ciphertext),
     ];
     expect(forbidden.length).to.be.greaterThan(8);
     for (const f of forbidden) {

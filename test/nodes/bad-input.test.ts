@@ -16,7 +16,15 @@ import { blind } from '../../shared/voprf-client.ts';
 import { MAX_PAYLOAD } from '../../nodes/server.ts';
 import type { TestUser } from '../helpers/oidc.ts';
 import { nodeAuth } from '../helpers/oidc.ts';
-import { ceremonyId, CLUSTER_TOKEN, Cluster, ISSUER, NodeClient, runDkg } from './helpers.ts';
+import {
+  ceremonyId,
+  CLUSTER_TOKEN,
+  Cluster,
+  committeeOf,
+  ISSUER,
+  NodeClient,
+  runDkg,
+} from './helpers.ts';
 
 const TENANT = 'acme';
 
@@ -61,6 +69,10 @@ function envelope(type: string, body: unknown, extra: Record<string, unknown> = 
 const hex = (h: string) => toB64(hexToBytes(h));
 
 const USER = await ISSUER.user(TENANT);
+
+/** A committee of the right shape for nodes 1..n; these requests fail before its keys matter. */
+const placeholderCommittee = (n: number) =>
+  Array.from({ length: n }, (_, i) => ({ node: i + 1, signing: 'AA', encryption: 'AA' }));
 
 interface Row {
   name: string;
@@ -319,6 +331,7 @@ const rows: Row[] = [
       version: 1,
       threshold: 1,
       participants: [1, 2, 3],
+      committee: placeholderCommittee(3),
     }),
     code: 'ERR_VALIDATION',
     details: { field: 'threshold' },
@@ -331,6 +344,7 @@ const rows: Row[] = [
       version: 1,
       threshold: 17,
       participants: Array.from({ length: 33 }, (_, i) => i + 1),
+      committee: placeholderCommittee(33),
     }),
     code: 'ERR_VALIDATION',
     details: { field: 'participants' },
@@ -345,17 +359,6 @@ const rows: Row[] = [
     text: envelope('dkg.commit', {}),
     code: 'ERR_VALIDATION',
     details: { field: 'ceremonyId' },
-  },
-  {
-    name: 'dkg.round1 for an existing key',
-    text: envelope('dkg.round1', {
-      ceremonyId: ceremonyId(),
-      tenant: TENANT,
-      version: 1,
-      threshold: 2,
-      participants: [1, 2, 3],
-    }),
-    code: 'ERR_CEREMONY_CONFLICT',
   },
 ];
 
@@ -383,6 +386,24 @@ describe('nodes over WebSocket: bad input gets a specific error and the node kee
     const reply = await c.request('status', {});
     expect(reply.ok, JSON.stringify(reply)).to.equal(true);
   }
+
+  it('dkg.round1 for an existing key -> ERR_CEREMONY_CONFLICT', async () => {
+    // A committee of the nodes' real identities, so that only the existing key is wrong.
+    const committee = await committeeOf([1, 2, 3].map((id) => cluster.node(id)));
+    const text = envelope('dkg.round1', {
+      ceremonyId: ceremonyId(),
+      tenant: TENANT,
+      version: 1,
+      threshold: 2,
+      participants: [1, 2, 3],
+      committee,
+    });
+    const reply: NodeReply = await client.sendRaw(text, 'bad-1');
+    expect(reply.ok).to.equal(false);
+    if (reply.ok) return;
+    expect(reply.error.code, reply.error.message).to.equal('ERR_CEREMONY_CONFLICT');
+    await expectStatusOk();
+  });
 
   for (const row of rows) {
     it(`${row.name} -> ${row.code}`, async () => {

@@ -193,7 +193,7 @@ describe('nodes over WebSocket: a 5-node cluster, 3-of-5', () => {
         bytesToHex(encodeScalar(s.value)),
         s.value.toString(),
       ]),
-      ...dkg.relayed.map((p) => p.signingShare),
+      ...dkg.relayed.map((p) => p.ciphertext),
       ...blindedSeen,
     ];
     for (const f of forbidden)

@@ -11,14 +11,14 @@ import {
   expireAbandonedCeremonies,
   startCeremonyExpiry,
 } from '../../nodes/dkg-expiry.ts';
-import type { Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
-import { Keyring } from '../../nodes/keyring.ts';
+import type { CommitteeMember, Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
 import { startNode } from '../../nodes/server.ts';
 import { NodeStore } from '../../nodes/store.ts';
 import {
-  testAuth,
   capturingLogger,
   ceremonyId,
+  committeeFor,
+  dkgContext,
   nodeConfig,
   randomSecret,
   removeDir,
@@ -45,15 +45,7 @@ describe('nodes/dkg-expiry: abandoned ceremonies are erased', () => {
     for (const id of [1, 2, 3]) {
       const dir = await tempDir();
       const store = NodeStore.open(dir, id, randomSecret(), { now: () => clock });
-      nodes.push({
-        dir,
-        ctx: {
-          nodeId: id,
-          store,
-          keyring: new Keyring(id),
-          auth: testAuth(),
-        },
-      });
+      nodes.push({ dir, ctx: dkgContext(id, store) });
     }
   });
 
@@ -66,8 +58,13 @@ describe('nodes/dkg-expiry: abandoned ceremonies are erased', () => {
 
   const store = () => nodes[0]!.ctx.store;
 
-  function params(tenant: string): DkgParams {
-    return { ceremonyId: ceremonyId(), tenant, version: 1, threshold: 2, participants: [1, 2, 3] };
+  function params(tenant: string): DkgParams & { committee: CommitteeMember[] } {
+    const participants = [1, 2, 3];
+    const committee = committeeFor(
+      participants,
+      nodes.map((n) => n.ctx),
+    );
+    return { ceremonyId: ceremonyId(), tenant, version: 1, threshold: 2, participants, committee };
   }
 
   /** Run a 2-of-3 ceremony up to `rounds` rounds on every node. */
@@ -198,27 +195,21 @@ describe('nodes/server: abandoned ceremonies expire at node start', () => {
     try {
       // The ceremony stalled two days ago (the store's clock says so).
       const store = NodeStore.open(dir, 1, secret, { now: () => Date.now() - 48 * HOUR });
+      const ctx = dkgContext(1, store);
+      const participants = [1, 2, 3];
       const p = {
         ceremonyId: ceremonyId(),
         tenant: 'acme',
         version: 1,
         threshold: 2,
-        participants: [1, 2, 3],
+        participants,
+        committee: committeeFor(participants, [ctx]),
       };
-      handleRound1({ nodeId: 1, store, keyring: new Keyring(1), auth: testAuth() }, p, {});
+      handleRound1(ctx, p, {});
       const fresh = { ...p, ceremonyId: ceremonyId(), tenant: 'fresh' };
       store.close();
       const reopened = NodeStore.open(dir, 1, secret);
-      handleRound1(
-        {
-          nodeId: 1,
-          store: reopened,
-          keyring: new Keyring(1),
-          auth: testAuth(),
-        },
-        fresh,
-        {},
-      );
+      handleRound1(dkgContext(1, reopened), fresh, {});
       reopened.close();
 
       const lines: string[] = [];

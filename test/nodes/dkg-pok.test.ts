@@ -15,9 +15,16 @@ import type { NodeContext } from '../../nodes/context.ts';
 import { handleRound1, handleRound2 } from '../../nodes/dkg.ts';
 import { MAX_PARTICIPANTS, type Round1Wire } from '../../nodes/dkg-machine.ts';
 import { POK_BYTES, proofOfKnowledgeValid } from '../../nodes/dkg-pok.ts';
-import { Keyring } from '../../nodes/keyring.ts';
 import { NodeStore } from '../../nodes/store.ts';
-import { testAuth, ceremonyId, expectCode, randomSecret, removeDir, tempDir } from './helpers.ts';
+import {
+  committeeFor,
+  dkgContext,
+  ceremonyId,
+  expectCode,
+  randomSecret,
+  removeDir,
+  tempDir,
+} from './helpers.ts';
 
 const { DKG, Identifier } = ristretto255_FROST;
 /** The node the noble oracle plays; never a sender. */
@@ -222,12 +229,7 @@ describe('nodes/dkg round 2: bad proofs named in one pass', () => {
   beforeEach(async () => {
     dir = await tempDir();
     const store = NodeStore.open(dir, SELF, randomSecret());
-    ctx = {
-      nodeId: SELF,
-      store,
-      keyring: new Keyring(SELF),
-      auth: testAuth(),
-    };
+    ctx = dkgContext(SELF, store);
   });
   afterEach(async () => {
     ctx.store.close();
@@ -242,6 +244,7 @@ describe('nodes/dkg round 2: bad proofs named in one pass', () => {
       version: 1,
       threshold: 17,
       participants,
+      committee: committeeFor(participants, [ctx]),
     };
     const own = handleRound1(ctx, params, {});
     // Valid commitments (node 2's), proofs that prove nothing for anyone else.
@@ -278,6 +281,7 @@ describe('nodes/dkg round 2: bad proofs named in one pass', () => {
       version: 1,
       threshold: 3,
       participants,
+      committee: committeeFor(participants, [ctx]),
     };
     const own = handleRound1(ctx, params, {});
     const others = participants.slice(1).map((node) => {

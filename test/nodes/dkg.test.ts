@@ -10,13 +10,19 @@ import { parseKeyPackage, type KeyPackage } from '../../shared/key-package.ts';
 import { interpolateAtZero } from '../../shared/shamir.ts';
 import type { NodeContext } from '../../nodes/context.ts';
 import { handleCommit, handleRound1, handleRound2, handleRound3 } from '../../nodes/dkg.ts';
-import type { Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
-import { Keyring } from '../../nodes/keyring.ts';
-import { Redacted } from '../../shared/redacted.ts';
+import type { CommitteeMember, Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
+import {
+  openPackage,
+  sealPackage,
+  signedPayload,
+  type EnvelopeContext,
+} from '../../nodes/round2-envelope.ts';
+import type { Redacted } from '../../shared/redacted.ts';
 import { NodeStore } from '../../nodes/store.ts';
 import {
-  testAuth,
   ceremonyId,
+  committeeFor,
+  dkgContext,
   expectCode,
   randomSecret,
   removeDir,
@@ -32,10 +38,9 @@ interface TestNode {
 }
 
 function openContext(id: number, dir: string, secret: Redacted<Uint8Array>): NodeContext {
-  const store = NodeStore.open(dir, id, secret);
-  const keyring = new Keyring(id);
-  for (const k of store.listKeys()) keyring.add(k);
-  return { nodeId: id, store, keyring, auth: testAuth() };
+  const ctx = dkgContext(id, NodeStore.open(dir, id, secret));
+  for (const k of ctx.store.listKeys()) ctx.keyring.add(k);
+  return ctx;
 }
 
 /** Simulates a restart: close the store, open it again, reload the keyring. */
@@ -44,7 +49,25 @@ function restart(node: TestNode): void {
   node.ctx = openContext(node.id, node.dir, node.secret);
 }
 
-const r1 = (n: TestNode, p: DkgParams) => handleRound1(n.ctx, p, {});
+/** Every test node, by id, for committees and for sealing packages as a given sender. */
+let all: TestNode[] = [];
+const identityOf = (id: number) => all.find((n) => n.id === id)!.ctx.identity!;
+
+/** dkg.round1 with the committee of the participants' real identity keys (or `committee`). */
+const r1 = (n: TestNode, p: DkgParams, committee?: CommitteeMember[]) =>
+  handleRound1(
+    n.ctx,
+    {
+      ...p,
+      committee:
+        committee ??
+        committeeFor(
+          p.participants,
+          all.map((x) => x.ctx),
+        ),
+    },
+    {},
+  );
 const r2 = (n: TestNode, id: string, round1: Round1Wire[]) =>
   handleRound2(n.ctx, { ceremonyId: id, round1 }, {});
 const r3 = (n: TestNode, id: string, round2: Round2Wire[]) =>
@@ -55,9 +78,29 @@ function inbox(all: Round2Wire[], to: number): Round2Wire[] {
   return all.filter((p) => p.to === to);
 }
 
-/** Shift a base64url scalar by one: still a canonical scalar, no longer on the polynomial. */
-function tamper(share: string): string {
-  return toB64(Fn.toBytes(Fn.add(Fn.fromBytes(fromB64(share, 's')), 1n)));
+function contextOf(p: DkgParams, from: number, to: number): EnvelopeContext {
+  return { ceremonyId: p.ceremonyId, tenant: p.tenant, version: p.version, from, to };
+}
+
+/**
+ * What `pkg`'s sender would have sent had it put `change(share)` in it: opened with the
+ * recipient's identity and sealed again, properly signed, by the sender's identity.
+ */
+function reseal(
+  p: DkgParams,
+  pkg: Round2Wire,
+  change: (share: Uint8Array) => Uint8Array,
+  recipientKey = identityOf(pkg.to).encryptionPublicKey,
+): Round2Wire {
+  const context = contextOf(p, pkg.from, pkg.to);
+  const sender = identityOf(pkg.from);
+  const share = openPackage(context, pkg, sender.signingPublicKey, identityOf(pkg.to));
+  return sealPackage(context, change(share), recipientKey, sender);
+}
+
+/** Shift a scalar by one: still a canonical scalar, no longer on the polynomial. */
+function tamper(share: Uint8Array): Uint8Array {
+  return Fn.toBytes(Fn.add(Fn.fromBytes(share), 1n));
 }
 
 describe('nodes/dkg: the node side of the three DKG rounds', () => {
@@ -71,6 +114,7 @@ describe('nodes/dkg: the node side of the three DKG rounds', () => {
       const secret = randomSecret();
       nodes.push({ id, dir, secret, ctx: openContext(id, dir, secret) });
     }
+    all = nodes;
   });
 
   afterEach(async () => {
@@ -169,12 +213,71 @@ describe('nodes/dkg: the node side of the three DKG rounds', () => {
       });
     }
 
+    const committees: [string, (c: CommitteeMember[]) => CommitteeMember[], string, object][] = [
+      [
+        'a participant missing from the committee',
+        (c) => c.slice(0, 4),
+        'ERR_VALIDATION',
+        { field: 'committee', missing: [5] },
+      ],
+      [
+        'a committee entry for a non-participant',
+        (c) => [...c, { ...c[4]!, node: 6 }],
+        'ERR_VALIDATION',
+        { field: 'committee', unexpected: [6] },
+      ],
+      ['a committee entry twice', (c) => [...c, c[2]!], 'ERR_BAD_IDENTIFIER', {}],
+      [
+        "this node's entry holding another node's keys",
+        (c) => [{ ...c[1]!, node: 1 }, ...c.slice(1)],
+        'ERR_VALIDATION',
+        { field: 'committee', node: 1 },
+      ],
+      [
+        "this node's entry with another encryption key",
+        (c) => [{ ...c[0]!, encryption: c[1]!.encryption }, ...c.slice(1)],
+        'ERR_VALIDATION',
+        { field: 'committee', node: 1 },
+      ],
+      [
+        'a signing key of 31 bytes',
+        (c) => [c[0]!, { ...c[1]!, signing: toB64(new Uint8Array(31)) }, ...c.slice(2)],
+        'ERR_BAD_LENGTH',
+        { field: 'committee[1].signing' },
+      ],
+      [
+        'an encryption key that is not base64url',
+        (c) => [c[0]!, c[1]!, { ...c[2]!, encryption: 'AB' }, ...c.slice(3)],
+        'ERR_BAD_BASE64',
+        {},
+      ],
+    ];
+    for (const [name, change, code, details] of committees) {
+      it(`${name} gives ${code}`, () => {
+        const p = params();
+        const committee = committeeFor(
+          p.participants,
+          nodes.map((n) => n.ctx),
+        );
+        expectCode(() => r1(node(1), p, change(committee)), code as 'ERR_VALIDATION', details);
+        expect(node(1).ctx.store.loadCeremony(p.ceremonyId)).to.equal(undefined);
+      });
+    }
+
     it('a repeated round 1 returns the same package; other parameters conflict', () => {
       const p = params();
       const first = r1(node(1), p);
       expect(r1(node(1), p)).to.deep.equal(first);
       expectCode(() => r1(node(1), { ...p, threshold: 4 }), 'ERR_CEREMONY_CONFLICT');
       expectCode(() => r1(node(1), { ...p, tenant: 'other' }), 'ERR_CEREMONY_CONFLICT');
+      // Another committee (node 3 under node 4's keys) is other parameters too.
+      const swapped = committeeFor(
+        p.participants,
+        nodes.map((n) => n.ctx),
+      ).map((m) =>
+        m.node === 3 ? { ...m, signing: node(4).ctx.identity!.published().signing } : m,
+      );
+      expectCode(() => r1(node(1), p, swapped), 'ERR_CEREMONY_CONFLICT');
     });
 
     it('a (tenant, version) that already has a key refuses a second ceremony', () => {
@@ -315,12 +418,48 @@ describe('nodes/dkg: the node side of the three DKG rounds', () => {
       ['a sender missing', (m) => m.slice(1), 'ERR_VALIDATION', { missing: [2] }],
       [
         'a package from this node itself',
-        (m) => [...m, { from: 1, to: 1, signingShare: m[0]!.signingShare }],
+        (m) => [...m, { ...m[0]!, from: 1, to: 1 }],
         'ERR_VALIDATION',
         { unexpected: [1] },
       ],
       ['a sender twice', (m) => [...m, m[0]!], 'ERR_BAD_IDENTIFIER'],
-      ['bad base64', (m) => [{ ...m[0]!, signingShare: 'AB' }, ...m.slice(1)], 'ERR_BAD_BASE64'],
+      [
+        'a ciphertext that is not base64url',
+        (m) => [{ ...m[0]!, ciphertext: 'AB' }, ...m.slice(1)],
+        'ERR_DKG_PACKAGE_SIGNATURE',
+        { from: 2, culprits: [2] },
+      ],
+      [
+        "a package whose ciphertext is another sender's",
+        (m) => [m[0]!, { ...m[1]!, ciphertext: m[2]!.ciphertext }, ...m.slice(2)],
+        'ERR_DKG_PACKAGE_SIGNATURE',
+        { from: 3, culprits: [3] },
+      ],
+      [
+        'a package with one bit of its ciphertext flipped',
+        (m) =>
+          m.map((x) => {
+            if (x.from !== 4) return x;
+            const c = fromB64(x.ciphertext, 'c');
+            c[5]! ^= 0x10;
+            return { ...x, ciphertext: toB64(c) };
+          }),
+        'ERR_DKG_PACKAGE_SIGNATURE',
+        { from: 4, culprits: [4] },
+      ],
+      [
+        'the from fields of two packages swapped',
+        (m) => [{ ...m[0]!, from: m[1]!.from }, { ...m[1]!, from: m[0]!.from }, ...m.slice(2)],
+        'ERR_DKG_PACKAGE_SIGNATURE',
+        { culprits: [2, 3] },
+      ],
+      [
+        'two packages with bad signatures: both senders named',
+        (m) =>
+          m.map((x) => (x.from === 2 || x.from === 5 ? { ...x, signature: m[1]!.signature } : x)),
+        'ERR_DKG_PACKAGE_SIGNATURE',
+        { culprits: [2, 5] },
+      ],
     ];
     for (const [name, change, code, details] of cases) {
       it(`${name} gives ${code}`, () => {
@@ -336,20 +475,84 @@ describe('nodes/dkg: the node side of the three DKG rounds', () => {
       expectCode(() => r3(node(1), 'never-started', inbox(round2, 1)), 'ERR_UNKNOWN_CEREMONY');
     });
 
+    it("a package sealed to a key other than the recipient's fails its signature check", () => {
+      // The recipient's key is part of what is signed: sealed for someone else is not for us.
+      const stranger = fromB64(committeeFor([9], [])[0]!.encryption, 'k');
+      const mine = inbox(round2, 1).map((x) =>
+        x.from === 4 ? reseal(p, x, (s) => s, stranger) : x,
+      );
+      expectCode(() => r3(node(1), p.ceremonyId, mine), 'ERR_DKG_PACKAGE_SIGNATURE', {
+        from: 4,
+        culprits: [4],
+      });
+    });
+
+    it('a correctly signed package that does not decrypt gives ERR_DKG_PACKAGE_DECRYPT', () => {
+      const mine = inbox(round2, 1).map((x) => {
+        if (x.from !== 4) return x;
+        const ciphertext = fromB64(x.ciphertext, 'c');
+        ciphertext[0]! ^= 0x01;
+        const signed = signedPayload(
+          contextOf(p, 4, 1),
+          fromB64(x.ephemeral, 'e'),
+          identityOf(1).encryptionPublicKey,
+          ciphertext,
+        );
+        // Node 4 itself signs the damaged ciphertext: the failure is its own.
+        return {
+          ...x,
+          ciphertext: toB64(ciphertext),
+          signature: toB64(identityOf(4).sign(signed)),
+        };
+      });
+      expectCode(() => r3(node(1), p.ceremonyId, mine), 'ERR_DKG_PACKAGE_DECRYPT', {
+        from: 4,
+        to: 1,
+        culprits: [4],
+        ceremonyId: p.ceremonyId,
+      });
+      expect(node(1).ctx.store.hasKey('acme', 1)).to.equal(false);
+      // The state survives: the honest packages still finish the ceremony.
+      expect(r3(node(1), p.ceremonyId, inbox(round2, 1)).keyPackage.tenant).to.equal('acme');
+    });
+
+    it("a package another node signed in the sender's name gives ERR_DKG_PACKAGE_SIGNATURE", () => {
+      const mine = inbox(round2, 1).map((x) => {
+        if (x.from !== 5) return x;
+        const share = openPackage(
+          contextOf(p, 5, 1),
+          x,
+          identityOf(5).signingPublicKey,
+          identityOf(1),
+        );
+        // Node 2 holds a valid signing key, just not node 5's.
+        return sealPackage(
+          contextOf(p, 5, 1),
+          share,
+          identityOf(1).encryptionPublicKey,
+          identityOf(2),
+        );
+      });
+      expectCode(() => r3(node(1), p.ceremonyId, mine), 'ERR_DKG_PACKAGE_SIGNATURE', {
+        from: 5,
+        culprits: [5],
+      });
+    });
+
     it('shares inconsistent with their commitments give ERR_DKG_FAILED naming the senders', () => {
       const mine = inbox(round2, 1).map((x) =>
-        x.from === 3 || x.from === 5 ? { ...x, signingShare: tamper(x.signingShare) } : x,
+        x.from === 3 || x.from === 5 ? reseal(p, x, tamper) : x,
       );
       expectCode(() => r3(node(1), p.ceremonyId, mine), 'ERR_DKG_FAILED', {
         culprits: [3, 5],
         ceremonyId: p.ceremonyId,
       });
-      // Malformed scalars (wrong length, not below the order) are the sender's fault too.
+      // Malformed scalars (not below the order, zero) are the sender's fault too.
       const garbage = inbox(round2, 1).map((x) =>
         x.from === 2
-          ? { ...x, signingShare: toB64(new Uint8Array(32).fill(0xff)) }
+          ? reseal(p, x, () => new Uint8Array(32).fill(0xff))
           : x.from === 4
-            ? { ...x, signingShare: toB64(new Uint8Array(31)) }
+            ? reseal(p, x, () => new Uint8Array(32))
             : x,
       );
       expectCode(() => r3(node(1), p.ceremonyId, garbage), 'ERR_DKG_FAILED', { culprits: [2, 4] });

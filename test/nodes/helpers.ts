@@ -26,11 +26,17 @@ import {
   type NodeReply,
 } from '../../shared/messages.ts';
 import type { NodeConfig } from '../../nodes/config.ts';
-import type { Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
+import type { CommitteeMember, Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
 import { Redacted } from '../../shared/redacted.ts';
 import { EvaluationAuth } from '../../shared/evaluation-auth.ts';
 import { nodeAuth, sharedIssuer, type TestUser } from '../helpers/oidc.ts';
 import { startNode, type NodeHandle } from '../../nodes/server.ts';
+import type { NodeContext } from '../../nodes/context.ts';
+import { NodeIdentity } from '../../nodes/identity.ts';
+import { Keyring } from '../../nodes/keyring.ts';
+import type { NodeStore } from '../../nodes/store.ts';
+import { toB64 } from '../../shared/encoding.ts';
+import { ed25519, x25519 } from '@noble/curves/ed25519.js';
 
 export const CLUSTER_TOKEN = 'test-cluster-token-5f1c0a9e';
 
@@ -262,7 +268,7 @@ export interface DkgParams {
 
 export interface DkgResult {
   packages: Map<number, KeyPackage>;
-  /** Every round-2 package relayed (secret shares: tests use them to check the logs). */
+  /** Every round-2 package relayed (sealed: tests check that they reach no log). */
   relayed: Round2Wire[];
   /** Each node's answer to the final dkg.commit. */
   committed: Map<number, { ceremonyId: string; erased: boolean }>;
@@ -274,8 +280,9 @@ export interface DkgResult {
  */
 export async function runDkg(cluster: Cluster, params: DkgParams): Promise<DkgResult> {
   const nodes = params.participants.map((id) => cluster.node(id));
+  const committee = await committeeOf(nodes);
   const round1 = await Promise.all(
-    nodes.map((n) => n.client.call<Round1Wire>('dkg.round1', params)),
+    nodes.map((n) => n.client.call<Round1Wire>('dkg.round1', { ...params, committee })),
   );
   const round2 = await Promise.all(
     nodes.map((n) =>
@@ -306,6 +313,50 @@ export async function runDkg(cluster: Cluster, params: DkgParams): Promise<DkgRe
     relayed,
     committed: new Map(nodes.map((n, i) => [n.id, committed[i]!])),
   };
+}
+
+/** The committee of a dkg.round1 request, from each node's published identity (`status`). */
+export async function committeeOf(nodes: readonly ClusterNode[]): Promise<CommitteeMember[]> {
+  return Promise.all(
+    nodes.map(async (n) => {
+      const status = await n.client.call<z.infer<typeof statusReply>>('status', {});
+      if (!status.identity) throw new Error(`node ${n.id} publishes no identity`);
+      return { node: n.id, ...status.identity };
+    }),
+  );
+}
+
+/**
+ * A handler context for node `nodeId` over `store`, with the node's identity keys (made and
+ * stored on first use, as at a real start): DKG rounds need them.
+ */
+export function dkgContext(nodeId: number, store: NodeStore): NodeContext {
+  return {
+    nodeId,
+    store,
+    keyring: new Keyring(nodeId),
+    identity: NodeIdentity.loadOrCreate(store),
+    auth: testAuth(),
+  };
+}
+
+/**
+ * The committee of a dkg.round1 request for `participants`: the identity of each context in
+ * `known`, fresh random keys for everyone else (nodes the test only pretends to be).
+ */
+export function committeeFor(
+  participants: readonly number[],
+  known: readonly NodeContext[],
+): CommitteeMember[] {
+  return participants.map((node) => {
+    const identity = known.find((c) => c.nodeId === node)?.identity;
+    if (identity) return { node, ...identity.published() };
+    return {
+      node,
+      signing: toB64(ed25519.getPublicKey(ed25519.utils.randomSecretKey())),
+      encryption: toB64(x25519.getPublicKey(x25519.utils.randomSecretKey())),
+    };
+  });
 }
 
 /** A fresh ceremony id of the allowed alphabet. */
