@@ -117,7 +117,15 @@ export async function startNode(
     identity = NodeIdentity.loadOrCreate(store);
     keyring = new Keyring(config.nodeId);
     for (const key of store.listKeys()) keyring.add(key);
-    audit = await AuditLog.open(config.dataDir, { logger: log });
+    const signer = identity;
+    audit = await AuditLog.open(config.dataDir, {
+      logger: log,
+      signer: {
+        node: config.nodeId,
+        sign: (message) => signer.sign(message),
+        publicKey: signer.signingPublicKey,
+      },
+    });
   } catch (err) {
     store.close();
     throw err;
