@@ -7,6 +7,12 @@
  * are the client's doing (a malformed percent-encoding in the path, a corrupt compressed body,
  * anything marked `expose` with a 4xx status) get a 4xx code too; only our own failures are
  * ERR_INTERNAL. ERR_OVERLOADED and ERR_RATE_LIMITED carry a Retry-After header.
+ *
+ * Body limits: BODY_LIMIT_BYTES on the two routes that take a JSON body, zero on every other
+ * route (a request that carries a body there is refused). Over the limit is 413
+ * ERR_BODY_TOO_LARGE, refused on the declared Content-Length before a byte is read, or by the
+ * parser once a chunked body passes it; a body left unread closes the connection after the
+ * answer, so it is never drained.
  */
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
@@ -84,6 +90,40 @@ export function createApi(deps: ApiDeps): express.Express {
         'request',
       );
     });
+    next();
+  });
+
+  // Every route has an explicit body limit: BODY_LIMIT_BYTES for the two that take JSON, none
+  // for the others. A declared length over the limit is refused before anything is read.
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    const limit = takesBody(req) ? BODY_LIMIT_BYTES : 0;
+    const length = req.get('content-length');
+    const declared = length === undefined ? undefined : Number(length);
+    const chunked = req.get('transfer-encoding') !== undefined;
+    const tooLarge = () =>
+      new KmaasError(
+        'ERR_BODY_TOO_LARGE',
+        limit === 0
+          ? `body: ${req.method} ${req.path.slice(0, 200)} takes no body`
+          : `body exceeds ${limit} bytes`,
+        { field: 'body', limit },
+      );
+    if ((declared !== undefined && declared > limit) || (limit === 0 && chunked)) throw tooLarge();
+    if (chunked) {
+      // The JSON parser would read a chunked body to its end before answering 413: count here
+      // and answer as soon as the limit is passed. The parser's listener is added in this same
+      // tick (the next middlewares run synchronously), before the stream starts flowing.
+      let received = 0;
+      const count = (chunk: Buffer) => {
+        received += chunk.length;
+        if (received <= limit) return;
+        req.off('data', count);
+        if (res.headersSent) return;
+        res.setHeader('connection', 'close');
+        res.status(413).json({ error: tooLarge().toBody() });
+      };
+      req.on('data', count);
+    }
     next();
   });
 
@@ -176,12 +216,21 @@ export function createApi(deps: ApiDeps): express.Express {
     const log = (res.locals as Partial<Locals>).log ?? deps.logger;
     if (e.code === 'ERR_INTERNAL') log.error({ err }, 'request failed');
     if (res.headersSent) return;
+    // A body left unread (refused unread, or too large) is not drained: the connection closes.
+    if (!req.complete) res.setHeader('connection', 'close');
     if (e.code === 'ERR_OVERLOADED' || e.code === 'ERR_RATE_LIMITED')
       res.setHeader('retry-after', String(retryAfter(e)));
     res.status(e.status).json({ error: e.toBody() });
   });
 
   return app;
+}
+
+/** The routes that take a JSON body, matched as express matches them (any case, a final /). */
+const BODY_ROUTES = [/^\/v1\/tenants\/?$/i, /^\/v1\/tenants\/[^/]+\/keys\/[^/]+\/evaluate\/?$/i];
+
+function takesBody(req: Request): boolean {
+  return req.method === 'POST' && BODY_ROUTES.some((route) => route.test(req.path));
 }
 
 function retryAfter(e: KmaasError): number {

@@ -18,14 +18,30 @@
  * torn last line, which the next open() moves aside (audit.jsonl.torn-<time>) before it
  * continues the chain from the last complete line and records that it did (node.start with
  * `repairedTail`). Lines already written are never rewritten.
+ *
+ * After each batch is fsynced, the writer replaces the signed head (audit-head.ts) with the seq
+ * and hash of the batch's last entry, so that lines cut from the end show too. At open, a head
+ * ahead of the file stops the start (ERR_AUDIT_TRUNCATED) rather than continuing the chain over
+ * the gap, and a head that is not this node's or does not match the file stops it too
+ * (ERR_AUDIT_HEAD).
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { KmaasError, type ErrorCode } from '../shared/errors.ts';
+import {
+  AUDIT_HEAD_FILE,
+  headSignatureValid,
+  readAuditHead,
+  signHead,
+  syncFolder,
+  writeAuditHead,
+  type AuditHead,
+  type HeadSigner,
+} from './audit-head.ts';
 
 export const AUDIT_FILE = 'audit.jsonl';
 /** The `prev` of the first line. */
@@ -178,25 +194,40 @@ export interface AuditVerification {
    * when it has none that can be read.
    */
   firstBroken?: { line: number; seq: number; reason: string };
+  /** The signed head checked against the log, when one was given. */
+  signedHead?: AuditHead & { signatureChecked: boolean };
+  /** The log ends before the signed head: entries from `firstMissing` to `headSeq` were cut. */
+  truncated?: { firstMissing: number; headSeq: number };
+  /** The signed head does not verify, or does not match the log. */
+  headProblem?: string;
 }
 
-/**
- * Check a whole audit log, reading it as a stream: every line parses, seq goes up by one from
- * 1, prev is the hash of the previous line and hash matches the entry. Stops at the first
- * broken line. A chain cannot show that lines were cut from its end: compare `head` with one
- * recorded earlier for that.
- */
-export async function verifyAuditLog(path: string): Promise<AuditVerification> {
-  let entries = 0;
-  let lastSeq = 0;
-  let head = GENESIS;
+export interface VerifyOptions {
+  /** The signed head (audit-head.ts) that the log must reach. */
+  head?: AuditHead | undefined;
+  /** The node's Ed25519 signing public key; when given, the head's signature is checked. */
+  signingKey?: Uint8Array | undefined;
+}
+
+interface Scan {
+  entries: number;
+  lastSeq: number;
+  head: string;
+  firstBroken?: { line: number; seq: number; reason: string };
+  /** The last line has no newline: the file was cut mid-line, or a write was torn. */
+  torn?: boolean;
+  /** The `hash` of the entry whose seq is the one asked for, when the scan reached it. */
+  hashAt?: string;
+}
+
+/** Read the chain line by line; stops at the first broken line. */
+async function scanChain(path: string, seqOfInterest: number | undefined): Promise<Scan> {
+  const scan: Scan = { entries: 0, lastSeq: 0, head: GENESIS };
   let prev = GENESIS;
-  const broken = (seq: number | undefined, reason: string): AuditVerification => ({
-    ok: false,
-    entries,
-    lastSeq,
-    head,
-    firstBroken: { line: entries + 1, seq: seq ?? lastSeq + 1, reason },
+  const broken = (seq: number | undefined, reason: string, torn = false): Scan => ({
+    ...scan,
+    firstBroken: { line: scan.entries + 1, seq: seq ?? scan.lastSeq + 1, reason },
+    ...(torn ? { torn } : {}),
   });
 
   const stream = createReadStream(path);
@@ -207,11 +238,12 @@ export async function verifyAuditLog(path: string): Promise<AuditVerification> {
       let start = 0;
       for (let nl = buf.indexOf(NEWLINE); nl !== -1; nl = buf.indexOf(NEWLINE, start)) {
         const line = buf.subarray(start, nl);
-        const checked = checkLine(line, lastSeq + 1, prev);
+        const checked = checkLine(line, scan.lastSeq + 1, prev);
         if ('reason' in checked) return broken(checked.seq, checked.reason);
-        entries += 1;
-        lastSeq = checked.seq;
-        head = checked.entry.hash;
+        scan.entries += 1;
+        scan.lastSeq = checked.seq;
+        scan.head = checked.entry.hash;
+        if (checked.seq === seqOfInterest) scan.hashAt = checked.entry.hash;
         prev = lineHash(line);
         start = nl + 1;
       }
@@ -224,10 +256,65 @@ export async function verifyAuditLog(path: string): Promise<AuditVerification> {
     stream.destroy();
   }
   if (rest.length > 0) {
-    const checked = checkLine(rest, lastSeq + 1, prev);
-    return broken(checked.seq, 'last line has no newline (a torn write, or the file was cut)');
+    const checked = checkLine(rest, scan.lastSeq + 1, prev);
+    return broken(
+      checked.seq,
+      'last line has no newline (a torn write, or the file was cut)',
+      true,
+    );
   }
-  return { ok: true, entries, lastSeq, head };
+  return scan;
+}
+
+/**
+ * Check a whole audit log, reading it as a stream: every line parses, seq goes up by one from
+ * 1, prev is the hash of the previous line and hash matches the entry. Stops at the first
+ * broken line. A chain alone cannot show lines cut from its end: with `options.head` (the signed
+ * head, audit-head.ts), a log that ends before the head's seq is `truncated`, naming the first
+ * missing seq, and a log whose entry at that seq has another hash is a `headProblem`. With
+ * `options.signingKey` the head's signature is checked first; a bad one is a `headProblem`.
+ */
+export async function verifyAuditLog(
+  path: string,
+  options: VerifyOptions = {},
+): Promise<AuditVerification> {
+  const { head: signed, signingKey } = options;
+  if (signed && signingKey && !headSignatureValid(signed, signingKey)) {
+    const scan = await scanChain(path, undefined);
+    return {
+      ...result(scan),
+      ok: false,
+      signedHead: { ...signed, signatureChecked: true },
+      headProblem: `the signature of the head (seq ${signed.seq}) does not verify with the node's signing key`,
+    };
+  }
+  const scan = await scanChain(path, signed?.seq);
+  const out = result(scan);
+  if (!signed) return out;
+  out.signedHead = { ...signed, signatureChecked: signingKey !== undefined };
+  // A line edited or removed before the end is named as such; a cut end is a truncation, also
+  // when the cut fell in the middle of a line.
+  if (scan.firstBroken && !scan.torn) return out;
+  if (signed.seq > scan.lastSeq) {
+    delete out.firstBroken;
+    out.ok = false;
+    out.truncated = { firstMissing: scan.lastSeq + 1, headSeq: signed.seq };
+    return out;
+  }
+  if (scan.hashAt !== signed.hash) {
+    out.ok = false;
+    out.headProblem =
+      `the head signs hash ${short(signed.hash)} for seq ${signed.seq}, but the log's entry ` +
+      `${signed.seq} has hash ${short(scan.hashAt ?? '')} (the log was rewritten at or before it)`;
+  }
+  return out;
+}
+
+function result(scan: Scan): AuditVerification {
+  const { entries, lastSeq, head, firstBroken } = scan;
+  return firstBroken
+    ? { ok: false, entries, lastSeq, head, firstBroken }
+    : { ok: true, entries, lastSeq, head };
 }
 
 /** The index of the last newline before `end`, reading backwards; -1 when there is none. */
@@ -348,6 +435,45 @@ export interface AuditLogOptions {
   logger: Logger;
   /** Milliseconds since the epoch; default Date.now. Tests pass a fixed clock. */
   now?: () => number;
+  /** Signs `audit.head` after each batch (audit-head.ts); without one, no head is kept. */
+  signer?: HeadSigner;
+}
+
+/**
+ * An existing head against the chain just recovered: it must be this node's, signed by it, and
+ * not ahead of the file. Refusing here keeps a restart from continuing the chain over a cut and
+ * then signing a head that hides it.
+ */
+async function checkExistingHead(dir: string, start: ChainHead, signer: HeadSigner): Promise<void> {
+  const path = join(dir, AUDIT_HEAD_FILE);
+  const head = await readAuditHead(path);
+  if (!head) return;
+  const evidence =
+    `keep ${AUDIT_FILE} and ${AUDIT_HEAD_FILE} as evidence and move both away to start a new log; ` +
+    `\`kmaas audit verify\` names what is wrong`;
+  if (head.node !== signer.node || !headSignatureValid(head, signer.publicKey)) {
+    throw new KmaasError(
+      'ERR_AUDIT_HEAD',
+      `${path} is not signed by this node (node ${signer.node}); ${evidence}`,
+      { path },
+    );
+  }
+  if (head.seq > start.seq) {
+    throw new KmaasError(
+      'ERR_AUDIT_TRUNCATED',
+      `${join(dir, AUDIT_FILE)} ends at seq ${start.seq} but its signed head is at seq ${head.seq}: ` +
+        `entries from seq ${start.seq + 1} were cut; ${evidence}`,
+      { path: join(dir, AUDIT_FILE), firstMissing: start.seq + 1, headSeq: head.seq },
+    );
+  }
+  if (head.seq === start.seq && head.hash !== start.head) {
+    throw new KmaasError(
+      'ERR_AUDIT_HEAD',
+      `the last entry (seq ${start.seq}) of ${join(dir, AUDIT_FILE)} is not the one its signed ` +
+        `head names; ${evidence}`,
+      { path },
+    );
+  }
 }
 
 /** Only the fields of the format, in its order: nothing else reaches the file. */
@@ -374,11 +500,14 @@ export class AuditLog {
   readonly #fh: FileHandle;
   readonly #log: Logger;
   readonly #now: () => number;
+  readonly #signer: HeadSigner | undefined;
   #seq: number;
   #prev: string;
   #head: string;
   /** Lines appended but not yet handed to a batch. */
   #pending: string[] = [];
+  /** seq and hash of the last of the pending lines: what the head says once they are on disk. */
+  #pendingHead: { seq: number; hash: string } | undefined;
   #scheduled = false;
   /** Settles when the last batch scheduled is on disk (or failed); never rejects. */
   #tail: Promise<void> = Promise.resolve();
@@ -393,6 +522,7 @@ export class AuditLog {
     this.#fh = fh;
     this.#log = options.logger;
     this.#now = options.now ?? Date.now;
+    this.#signer = options.signer;
     this.#seq = start.seq;
     this.#prev = start.prev;
     this.#head = start.head;
@@ -401,7 +531,9 @@ export class AuditLog {
   /**
    * Open `<dataDir>/audit.jsonl` (created when missing), repair a torn tail, and record
    * node.start (with `repairedTail` when there was one). Throws ERR_AUDIT_BROKEN when the last
-   * complete line is not a valid entry: that is tampering or corruption, not a crash.
+   * complete line is not a valid entry: that is tampering or corruption, not a crash. With a
+   * signer, throws ERR_AUDIT_TRUNCATED when the file ends before its signed head, ERR_AUDIT_HEAD
+   * when the head is not this node's or names another last entry.
    */
   static async open(dataDir: string, options: AuditLogOptions): Promise<AuditLog> {
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
@@ -411,6 +543,7 @@ export class AuditLog {
     try {
       const time = new Date((options.now ?? Date.now)()).toISOString();
       start = await recover(fh, path, time, options.logger);
+      if (options.signer) await checkExistingHead(dataDir, start, options.signer);
     } catch (err) {
       await fh.close();
       throw err;
@@ -454,6 +587,7 @@ export class AuditLog {
     this.#prev = lineHash(line);
     this.#head = entry.hash;
     this.#pending.push(`${line}\n`);
+    this.#pendingHead = { seq: entry.seq, hash: entry.hash };
     if (!this.#scheduled) {
       this.#scheduled = true;
       this.#tail = this.#tail.then(() => this.#writeBatch());
@@ -465,7 +599,9 @@ export class AuditLog {
   async #writeBatch(): Promise<void> {
     this.#scheduled = false;
     const lines = this.#pending;
+    const head = this.#pendingHead;
     this.#pending = [];
+    this.#pendingHead = undefined;
     // After a failed write the file may end in a torn line: appending after it would bury it in
     // the middle, so nothing more is written until a restart repairs it.
     if (this.#failed) {
@@ -483,6 +619,20 @@ export class AuditLog {
         { err, path: this.path, lost: lines.length },
         'audit log write failed: no further entries are written until the node restarts',
       );
+      return;
+    }
+    // Only now, with the lines on disk: a crash before this line leaves the head behind them.
+    if (this.#signer && head) await this.#writeHead(head);
+  }
+
+  async #writeHead(last: { seq: number; hash: string }): Promise<void> {
+    const signer = this.#signer!;
+    const time = new Date(this.#now()).toISOString();
+    try {
+      await writeAuditHead(dirname(this.path), signHead(signer, last.seq, last.hash, time));
+    } catch (err) {
+      // The lines are safe; only the proof against truncation lags until a later batch.
+      this.#log.error({ err, path: this.path, seq: last.seq }, 'audit head write failed');
     }
   }
 
@@ -505,6 +655,7 @@ export class AuditLog {
     this.#closed = true;
     try {
       await this.flush();
+      if (this.#signer) await syncFolder(dirname(this.path));
     } finally {
       await this.#fh.close();
       if (this.#lost > 0) {

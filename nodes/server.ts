@@ -2,9 +2,12 @@
  * The share node's network face (docs/CONTRACTS.md, "Share node"): one HTTP server with
  *
  *   GET /healthz  -> { ok: true, node, keys, identity } (no credential; a key count and the
- *                 node's identity public keys)
+ *                 node's identity public keys). No route takes a body: one that comes with a
+ *                 body is refused unread, 413 ERR_BODY_TOO_LARGE, and the connection closed.
  *   /v1/ws        WebSocket upgrade for the coordinator, `Authorization: Bearer <cluster token>`
- *                 (RFC 6750 section 2.1), refused with 401 before any WebSocket exists.
+ *                 (RFC 6750 section 2.1), refused with 401 before any WebSocket exists. A
+ *                 message over MAX_MESSAGE_BYTES gets an ERR_BODY_TOO_LARGE reply; a frame over
+ *                 MAX_PAYLOAD closes the socket (1009).
  *
  * startNode opens the store (ERR_WRONG_NODE_SECRET stops it there), loads every key into memory,
  * opens the audit log (audit-log.ts; every evaluation and DKG message is recorded), then
@@ -16,6 +19,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { ERROR_CODES, toKmaasError, type ErrorCode } from '../shared/errors.ts';
+import { PROTOCOL_VERSION } from '../shared/messages.ts';
 import type { Rng } from '../shared/shamir.ts';
 import { bearerToken, tokenMatches } from '../shared/bearer.ts';
 import { EvaluationAuth } from '../shared/evaluation-auth.ts';
@@ -32,8 +36,16 @@ import { ElementRateLimit } from './rate-limit.ts';
 import { NodeStore } from './store.ts';
 
 export const WS_PATH = '/v1/ws';
-/** Far above any valid message (a full batch is ~12 KiB); bigger frames close the socket (1009). */
-export const MAX_PAYLOAD = 1024 * 1024;
+/**
+ * Far above any valid message (a full batch is ~12 KiB, a 32-node DKG round under 100 KiB): a
+ * bigger message gets an ERR_BODY_TOO_LARGE reply, unparsed, and the socket stays open.
+ */
+export const MAX_MESSAGE_BYTES = 1024 * 1024;
+/**
+ * What `ws` buffers at most: a frame beyond it cannot be answered (ws closes the socket with 1009
+ * before any handler sees it), so the coded limit above sits well below it.
+ */
+export const MAX_PAYLOAD = 4 * MAX_MESSAGE_BYTES;
 /** A coordinator that stops answering pings is dropped after one missed interval. */
 const PING_INTERVAL_MS = 30_000;
 
@@ -67,6 +79,18 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
 
 function errorBody(code: ErrorCode, message: string) {
   return { error: { code, message } };
+}
+
+/** The node's HTTP routes take no body: any request that carries one is refused unread. */
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+/** The id of an oversized message from its first bytes, without parsing all of it. */
+function leadingId(data: Buffer): string {
+  const head = data.subarray(0, 512).toString('utf8');
+  return /"id"\s*:\s*"([A-Za-z0-9._:-]{1,128})"/.exec(head)?.[1] ?? 'unknown';
 }
 
 /** Refuse an upgrade with a plain HTTP response; the socket never becomes a WebSocket. */
@@ -120,7 +144,15 @@ export async function startNode(
     identity = NodeIdentity.loadOrCreate(store);
     keyring = new Keyring(config.nodeId);
     for (const key of store.listKeys()) keyring.add(key);
-    audit = await AuditLog.open(config.dataDir, { logger: log });
+    const signer = identity;
+    audit = await AuditLog.open(config.dataDir, {
+      logger: log,
+      signer: {
+        node: config.nodeId,
+        sign: (message) => signer.sign(message),
+        publicKey: signer.signingPublicKey,
+      },
+    });
   } catch (err) {
     store.close();
     throw err;
@@ -152,7 +184,11 @@ export async function startNode(
   };
 
   const http = createServer((req, res) => {
-    if (req.method === 'GET' && pathOf(req) === '/healthz') {
+    if (hasBody(req)) {
+      // Closing the connection after the answer stops the rest of the body from being read.
+      res.setHeader('connection', 'close');
+      sendJson(res, 413, errorBody('ERR_BODY_TOO_LARGE', 'body: this node takes no request body'));
+    } else if (req.method === 'GET' && pathOf(req) === '/healthz') {
       sendJson(res, 200, {
         ok: true,
         node: config.nodeId,
@@ -190,13 +226,24 @@ export async function startNode(
     alive.add(ws);
     ws.on('pong', () => alive.add(ws));
     ws.on('message', (data, isBinary) => {
-      const text = Array.isArray(data)
-        ? Buffer.concat(data).toString('utf8')
+      const bytes = Array.isArray(data)
+        ? Buffer.concat(data)
         : Buffer.isBuffer(data)
-          ? data.toString('utf8')
-          : Buffer.from(data).toString('utf8');
+          ? data
+          : Buffer.from(data);
+      if (bytes.length > MAX_MESSAGE_BYTES) {
+        const id = leadingId(bytes);
+        connLog.warn({ requestId: id, bytes: bytes.length }, 'message over the size limit refused');
+        const error = {
+          code: 'ERR_BODY_TOO_LARGE',
+          message: `message of ${bytes.length} bytes exceeds ${MAX_MESSAGE_BYTES} bytes`,
+          details: { limit: MAX_MESSAGE_BYTES },
+        };
+        ws.send(JSON.stringify({ v: PROTOCOL_VERSION, id, ok: false, error }));
+        return;
+      }
       if (isBinary) connLog.debug('binary frame read as UTF-8 text');
-      void answer(text);
+      void answer(bytes.toString('utf8'));
     });
     // Evaluation awaits the rate limit (rate-limit.ts); replies are matched by id, not by order.
     const answer = async (text: string): Promise<void> => {

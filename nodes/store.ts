@@ -13,9 +13,9 @@
  *
  * Shares and ceremony state are sealed (sealing.ts) before they reach SQLite; nothing secret is
  * ever written in the clear. The check value is sealed at first start; a later start whose secret
- * cannot open it stops with ERR_WRONG_NODE_SECRET before writing anything.
+ * cannot open it stops with ERR_WRONG_NODE_SECRET before writing anything, or creating any file.
  */
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
@@ -138,7 +138,8 @@ function verifyExisting(
   nodeId: number,
   secret: Redacted<Uint8Array>,
 ): Uint8Array | undefined {
-  const db = new Database(path, { readonly: true, fileMustExist: true });
+  const db = openForCheck(path);
+  if (!db) return undefined;
   try {
     const meta = readMeta(db);
     const check = meta.get('check');
@@ -173,6 +174,24 @@ function verifyExisting(
   } finally {
     db.close();
   }
+}
+
+/**
+ * A read-only view of an existing database that adds no file beside it. After a clean stop there
+ * is no WAL and node.db holds everything: it is read into memory (its header's bytes 18 and 19,
+ * 2 for WAL, are set to 1 in the copy, as memory databases cannot use a WAL). After a crash the
+ * WAL holds committed data, so the file itself is opened read-only, and SQLite may add the -shm
+ * index next to the WAL. Undefined for an empty file (a crash before the first write).
+ */
+function openForCheck(path: string): Database.Database | undefined {
+  const wal = `${path}-wal`;
+  if (existsSync(wal) && statSync(wal).size > 0) {
+    return new Database(path, { readonly: true, fileMustExist: true });
+  }
+  const copy = readFileSync(path);
+  if (copy.length === 0) return undefined;
+  if (copy.length >= 20) copy.fill(1, 18, 20);
+  return new Database(copy, { readonly: true });
 }
 
 function checkContext(nodeId: number): SealContext {

@@ -209,6 +209,14 @@ export const ERROR_CODES = {
     status: 502,
     doc: 'The identity provider refused or broke the sign-in flow; `details.error` has the OAuth error code when there is one.',
   },
+  ERR_AUDIT_TRUNCATED: {
+    status: 500,
+    doc: 'An audit log ends before the seq its signed head (`audit.head`) names: entries were cut from its end; `details.firstMissing` is the first missing seq.',
+  },
+  ERR_AUDIT_HEAD: {
+    status: 500,
+    doc: "An audit log's signed head does not verify with the node's signing key, is malformed, or names an entry the log does not hold.",
+  },
   ERR_INTERNAL: { status: 500, doc: 'An unexpected failure; the log has the details.' },
 } as const satisfies Record<string, { status: number; doc: string }>;
 

@@ -3,7 +3,8 @@
  * line with the real port, graceful SIGTERM, exit code 2 and a clear message for a wrong secret.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
@@ -17,6 +18,17 @@ interface Run {
   exit: Promise<number | null>;
   /** Resolves with the first line whose msg is `msg`. */
   waitFor(msg: string): Promise<Record<string, unknown>>;
+}
+
+/** Every file of a folder, by name, as a SHA-256 digest. */
+async function digests(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const name of (await readdir(dir)).sort()) {
+    out[name] = createHash('sha256')
+      .update(await readFile(join(dir, name)))
+      .digest('hex');
+  }
+  return out;
 }
 
 function startProcess(env: Record<string, string>): Run {
@@ -93,11 +105,14 @@ describe('nodes/main: the share node process', function () {
   });
 
   it('a wrong secret exits with code 2 and says why, without touching the database', async () => {
+    const before = await digests(dir);
+    expect(Object.keys(before)).to.include.members(['node.db', 'audit.jsonl', 'audit.head']);
     const run = startProcess({ ...env(), KMAAS_NODE_SECRET: randomBytes(32).toString('hex') });
     expect(await run.exit).to.equal(2);
     const fatal = run.lines.find((l) => l.code === 'ERR_WRONG_NODE_SECRET');
     expect(fatal?.msg).to.contain('different KMAAS_NODE_SECRET');
     expect(run.lines.some((l) => l.msg === 'listening')).to.equal(false);
+    expect(await digests(dir), 'every file byte-identical, none added').to.deep.equal(before);
     // The right secret still starts it.
     const ok = startProcess(env());
     await ok.waitFor('listening');
