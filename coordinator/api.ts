@@ -21,7 +21,8 @@ import type { Logger } from './logger.ts';
 import type { NodePool } from './node-pool.ts';
 import type { Redacted } from '../shared/redacted.ts';
 import type { Registry } from './registry.ts';
-import { createTenant, type TenantCreatorDeps } from './tenant-create.ts';
+import { statusReply } from '../shared/messages.ts';
+import { submitProposal, type ProposalDeps } from './proposals.ts';
 
 /** Far above any legitimate body (256 blinded elements are about 12 KiB). */
 export const BODY_LIMIT_BYTES = 256 * 1024;
@@ -35,7 +36,7 @@ export interface ApiDeps {
   registry: Registry;
   queue: DkgQueue;
   evaluate: EvaluateDeps;
-  creator: TenantCreatorDeps;
+  proposals: ProposalDeps;
   logger: Logger;
 }
 
@@ -98,11 +99,17 @@ export function createApi(deps: ApiDeps): express.Express {
   });
 
   app.get('/v1/status', async (_req, res) => {
-    res.json({ nodes: deps.pool.states(), tenants: await deps.registry.tenantNames() });
+    const [nodes, tenants] = await Promise.all([nodeStatuses(deps), deps.registry.tenantNames()]);
+    // The cluster id the nodes check proposals against, when the connected nodes agree on one.
+    const clusters = new Set(nodes.flatMap((n) => (n.cluster === undefined ? [] : [n.cluster])));
+    const cluster = clusters.size === 1 ? [...clusters][0]! : null;
+    res.json({ cluster, nodes, tenants });
   });
 
+  // An outer gate only: what makes a proposal lawful is the operators' signatures, which every
+  // node checks itself.
   const adminOnly = (req: Request, _res: Response, next: NextFunction): void => {
-    requireBearer(req.get('authorization'), deps.adminToken, 'tenant creation');
+    requireBearer(req.get('authorization'), deps.adminToken, 'proposal submission');
     next();
   };
 
@@ -111,9 +118,19 @@ export function createApi(deps: ApiDeps): express.Express {
     next();
   };
 
-  app.post('/v1/tenants', adminOnly, json, async (req, res) => {
-    const accepted = await createTenant(deps.creator, req.body as unknown, logOf(res));
-    res.status(202).json(accepted);
+  app.post('/v1/proposals', adminOnly, json, async (req, res) => {
+    const result = await submitProposal(deps.proposals, req.body as unknown, logOf(res));
+    res.status('jobId' in result ? 202 : 200).json(result);
+  });
+
+  // Tenants are made by operator proposals only; the old route says where to go.
+  app.post('/v1/tenants', () => {
+    throw new KmaasError(
+      'ERR_NOT_FOUND',
+      'tenants are created by operator proposals: POST /v1/proposals ' +
+        '(kmaas proposal create, kmaas proposal sign, kmaas proposal submit)',
+      { use: 'POST /v1/proposals' },
+    );
   });
 
   app.get('/v1/jobs/:id', async (req, res) => {
@@ -169,6 +186,27 @@ export function createApi(deps: ApiDeps): express.Express {
   });
 
   return app;
+}
+
+/** Each node's link state, with the identity keys and cluster id it reports (null when silent). */
+async function nodeStatuses(deps: ApiDeps) {
+  return Promise.all(
+    deps.pool.all().map(async (link) => {
+      const state = link.state();
+      if (!state.connected) return { ...state, identity: null };
+      try {
+        const body = await link.request('status', {}, deps.evaluate.nodeTimeoutMs);
+        const reply = statusReply.parse(body);
+        return {
+          ...state,
+          identity: reply.identity ?? null,
+          ...(reply.cluster === undefined ? {} : { cluster: reply.cluster }),
+        };
+      } catch {
+        return { ...state, identity: null };
+      }
+    }),
+  );
 }
 
 function retryAfter(e: KmaasError): number {

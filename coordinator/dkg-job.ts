@@ -1,5 +1,6 @@
 /**
- * Tenant creation as a BullMQ job: the cold path, where correctness and recoverability come
+ * Key generation (tenant.create, key.rotate) as a BullMQ job, carrying the operators' signed
+ * proposal (proposals.ts) that every node checks before it takes part: the cold path, where correctness and recoverability come
  * first (DESIGN.md section 7). One job runs one DKG (dkg-relay.ts) among every configured node,
  * reports progress { phase, done, total } as nodes answer, stores the agreed key package in the
  * registry and returns { tenant, version, groupKey }. A failed attempt is retried with
@@ -40,7 +41,8 @@ import type { Logger } from './logger.ts';
 import type { NodePool } from './node-pool.ts';
 import { DKG_QUEUE_NAME, type RedisKeys } from './redis-keys.ts';
 import type { Registry } from './registry.ts';
-import { checkThreshold } from './tenant-create.ts';
+import { checkThreshold } from './proposals.ts';
+import { proposalId, type Proposal } from '../shared/proposal.ts';
 import { releaseCreateLock } from './tenant-lock.ts';
 
 export interface DkgJobData {
@@ -48,6 +50,8 @@ export interface DkgJobData {
   version: number;
   threshold: number;
   participants: number[];
+  /** The operator proposal: sent with dkg.round1, checked by every node. */
+  proposal: Proposal;
   /** The last attempt's error, kept so that GET /v1/jobs/:id can show its code and details. */
   lastError?: ErrorBody;
   /**
@@ -71,7 +75,18 @@ export interface DkgJobResult {
 export type DkgQueue = Queue<DkgJobData, DkgJobResult>;
 
 /** Failures that no retry can fix. */
-const PERMANENT = new Set(['ERR_BAD_THRESHOLD', 'ERR_CEREMONY_CONFLICT']);
+const PERMANENT = new Set([
+  'ERR_BAD_THRESHOLD',
+  'ERR_CEREMONY_CONFLICT',
+  'ERR_TENANT_EXISTS',
+  'ERR_UNKNOWN_TENANT',
+  'ERR_PROPOSAL_INVALID',
+  'ERR_PROPOSAL_QUORUM',
+  'ERR_PROPOSAL_CLUSTER',
+  'ERR_PROPOSAL_EXPIRED',
+  'ERR_PROPOSAL_REPLAYED',
+  'ERR_PROPOSAL_MISMATCH',
+]);
 
 export function createDkgQueue(connection: Redis, keys: RedisKeys): DkgQueue {
   return new Queue<DkgJobData, DkgJobResult>(DKG_QUEUE_NAME, {
@@ -166,9 +181,9 @@ export class KeyHolders {
 }
 
 function ceremonyParams(job: Job<DkgJobData, DkgJobResult>): DkgParams {
-  const { tenant, version, threshold } = job.data;
+  const { tenant, version, threshold, proposal } = job.data;
   const participants = [...job.data.participants].sort((a, b) => a - b);
-  return { ceremonyId: ceremonyIdOf(job.id!), tenant, version, threshold, participants };
+  return { ceremonyId: ceremonyIdOf(job.id!), tenant, version, threshold, participants, proposal };
 }
 
 export async function processDkgJob(
@@ -347,6 +362,10 @@ export function ceremonyIdOf(jobId: string): string {
 
 export interface JobView {
   id: string;
+  /** tenant.create or key.rotate. */
+  operation: string;
+  /** The id of the proposal the job carries out. */
+  proposal?: string;
   tenant: string;
   version: number;
   state: string;
@@ -365,6 +384,8 @@ export async function describeJob(queue: DkgQueue, id: string): Promise<JobView>
   const state = await job.getState();
   const view: JobView = {
     id,
+    operation: job.name,
+    ...(job.data.proposal ? { proposal: proposalId(job.data.proposal) } : {}),
     tenant: job.data.tenant,
     version: job.data.version,
     state,

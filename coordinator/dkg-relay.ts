@@ -5,7 +5,8 @@
  * coordinator carrying messages between them and checking their shape (what it can read of
  * round 2, and why that must change, is in dkg-job.ts):
  *
- *   round 1  coordinator -> every node   dkg.round1 { ceremonyId, tenant, version, t, participants }
+ *   round 1  coordinator -> every node   dkg.round1 { ceremonyId, tenant, version, t, participants,
+ *                                                    proposal } (the operators' signed proposal)
  *            node j -> coordinator       { node: j, commitment: [C_j0..C_j(t-1)], proofOfKnowledge }
  *   round 2  coordinator -> every node   dkg.round2 { ceremonyId, round1: all n packages }
  *            node j -> coordinator       { packages: [{ from: j, to: m, signingShare: f_j(m) }] } for m != j
@@ -33,6 +34,7 @@ import {
   dkgRound3Reply,
   parseMessage,
 } from '../shared/messages.ts';
+import type { Proposal } from '../shared/proposal.ts';
 import { canonicalKeyPackage } from './key-quorum.ts';
 import type { Logger } from './logger.ts';
 import { NodeReplyError } from './node-link.ts';
@@ -52,6 +54,8 @@ export interface DkgParams {
   version: number;
   threshold: number;
   participants: readonly number[];
+  /** The operator proposal that every node checks before it takes part. */
+  proposal: Proposal;
 }
 
 export interface DkgRelayDeps {
@@ -94,6 +98,7 @@ export async function relayDkg(deps: DkgRelayDeps, params: DkgParams): Promise<K
       version: params.version,
       threshold: params.threshold,
       participants: ids,
+      proposal: params.proposal,
     }),
     (node, body) => checkRound1(params, node, body),
   );
@@ -291,7 +296,11 @@ function checkRound2(ids: readonly number[], node: number, body: unknown): Round
  * A node's answer to round 3 or to `keyPackage`: a consistent key package for exactly this
  * tenant, version, threshold and committee. ERR_DKG_FAILED naming the node otherwise.
  */
-export function checkHeldKeyPackage(params: DkgParams, node: number, body: unknown): KeyPackage {
+export function checkHeldKeyPackage(
+  params: Omit<DkgParams, 'ceremonyId' | 'proposal'>,
+  node: number,
+  body: unknown,
+): KeyPackage {
   return checkRound3(
     params,
     [...params.participants].sort((a, b) => a - b),
@@ -302,7 +311,7 @@ export function checkHeldKeyPackage(params: DkgParams, node: number, body: unkno
 
 /** A consistent key package for exactly this tenant, version, threshold and committee. */
 function checkRound3(
-  params: DkgParams,
+  params: Omit<DkgParams, 'ceremonyId' | 'proposal'>,
   ids: readonly number[],
   node: number,
   body: unknown,

@@ -14,6 +14,10 @@
  * under the same ceremony id. The coordinator sends dkg.commit once every participant returned
  * the same key package; abandoned ceremonies expire (dkg-expiry.ts).
  *
+ * Round 1 carries the operator proposal (nodes/proposals.ts): nothing is stored, and no ceremony
+ * state exists, unless it passes. Its nonce is then bound to this ceremony id, so only a replay of
+ * this very ceremony may carry it again.
+ *
  * A (tenant, version) that already has a key never gets a second one (ERR_CEREMONY_CONFLICT).
  * Handlers are synchronous (better-sqlite3, noble), so requests never interleave.
  */
@@ -39,6 +43,7 @@ import {
   type Round1Wire,
   type Round2Wire,
 } from './dkg-machine.ts';
+import { checkDkgProposal, checkLifecycle } from './proposals.ts';
 import { secretShare } from './secret-share.ts';
 
 function conflict(ceremonyId: string, message: string, details: LogFields = {}): KmaasError {
@@ -117,7 +122,14 @@ export function handleRound1(
   log.ceremonyId = body.ceremonyId;
   log.tenant = body.tenant;
   log.version = body.version;
-  const params = checkParams(ctx.nodeId, body);
+  const use = checkDkgProposal(ctx, body, log);
+  const params = checkParams(ctx.nodeId, {
+    ceremonyId: body.ceremonyId,
+    tenant: body.tenant,
+    version: body.version,
+    threshold: body.threshold,
+    participants: body.participants,
+  });
   const existing = load(ctx, params.ceremonyId);
   if (existing) {
     if (!sameParams(existing.params, params)) {
@@ -137,7 +149,10 @@ export function handleRound1(
       { tenant: params.tenant, version: params.version },
     );
   }
+  checkLifecycle(ctx, body.proposal, use.proposalId);
   const state = startCeremony(ctx.nodeId, params, ctx.rng);
+  // The nonce first: a ceremony state never exists without the proposal that allowed it.
+  if (!ctx.store.proposalUse(use.nonce)) ctx.store.recordProposalUse(use);
   save(ctx, state);
   log.participants = params.participants;
   log.threshold = params.threshold;

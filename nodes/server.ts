@@ -117,6 +117,7 @@ export async function startNode(
     identity = NodeIdentity.loadOrCreate(store);
     keyring = new Keyring(config.nodeId);
     for (const key of store.listKeys()) keyring.add(key);
+    for (const r of store.listRetired()) keyring.retire(r.tenant, r.version);
     audit = await AuditLog.open(config.dataDir, { logger: log });
   } catch (err) {
     store.close();
@@ -130,6 +131,7 @@ export async function startNode(
     keyring,
     identity,
     clientToken: config.clientToken,
+    policy: { clusterId: config.clusterId, ...config.operators },
     audit,
     rateLimit:
       options.rateLimit ??
@@ -144,6 +146,7 @@ export async function startNode(
         node: config.nodeId,
         keys: keyring.size,
         identity: identity.published(),
+        cluster: config.clusterId,
       });
     } else {
       sendJson(res, 404, errorBody('ERR_NOT_FOUND', `no route ${req.method} ${pathOf(req)}`));

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ServiceProcess, ROOT } from './child.ts';
+import { ensureDevOperators, type DevOperators } from './operators.ts';
 import { ensureRedis, deletePrefix, type RedisHandle } from './redis.ts';
 
 export interface ClusterOptions {
@@ -35,6 +36,9 @@ export interface ClusterFile {
   token: string;
   adminToken: string;
   pins: string;
+  /** The dev operator set (public) and the operators' key files (scripts/lib/operators.ts). */
+  operators: string;
+  operatorKeys: string[];
 }
 
 const hex = (n: number) => randomBytes(n).toString('hex');
@@ -44,6 +48,8 @@ export class LocalCluster {
   coordinator!: ServiceProcess;
   redis!: RedisHandle;
   secrets!: Secrets;
+  /** The dev operator set and cluster id every node checks proposals against. */
+  operators!: DevOperators;
   private readonly dir: string;
   private locked = false;
 
@@ -106,6 +112,7 @@ export class LocalCluster {
     mkdirSync(join(this.dir, 'logs'), { recursive: true });
     this.lock();
     this.secrets = this.loadSecrets(this.opts.nodes ?? 5);
+    this.operators = ensureDevOperators(this.dir);
     if (this.opts.redisPrefix) this.secrets.redisPrefix = this.opts.redisPrefix;
     this.redis = await ensureRedis(this.opts.redisUrl);
     for (const n of this.secrets.nodes) {
@@ -124,6 +131,8 @@ export class LocalCluster {
             KMAAS_NODE_SECRET: n.secret,
             KMAAS_CLUSTER_TOKEN: this.secrets.clusterToken,
             KMAAS_CLIENT_TOKEN: this.secrets.clientToken,
+            KMAAS_CLUSTER_ID: this.operators.clusterId,
+            KMAAS_OPERATORS: JSON.stringify(this.operators.set),
             LOG_LEVEL: this.opts.logLevel ?? 'info',
           },
         }),
@@ -155,6 +164,8 @@ export class LocalCluster {
       token: this.secrets.clientToken,
       adminToken: this.secrets.adminToken,
       pins: this.pinsFile,
+      operators: this.operators.setFile,
+      operatorKeys: this.operators.keyFiles,
     };
     writeFileSync(this.clusterFile, JSON.stringify(file, null, 2), { mode: 0o600 });
   }

@@ -14,7 +14,19 @@ import type { NodeReply } from '../../shared/messages.ts';
 import { MAX_BATCH } from '../../shared/suite.ts';
 import { blind } from '../../shared/voprf-client.ts';
 import { MAX_PAYLOAD } from '../../nodes/server.ts';
-import { ceremonyId, CLIENT_TOKEN, CLUSTER_TOKEN, Cluster, NodeClient, runDkg } from './helpers.ts';
+import type { PublishedIdentity } from '../../nodes/identity.ts';
+import type { CommitteeMember } from '../../shared/proposal.ts';
+import { strangerIdentity } from '../helpers/operators.ts';
+import {
+  ceremonyId,
+  CLIENT_TOKEN,
+  CLUSTER_TOKEN,
+  Cluster,
+  NodeClient,
+  round1Body,
+  runDkg,
+  type DkgParams,
+} from './helpers.ts';
 
 const TENANT = 'acme';
 
@@ -37,9 +49,18 @@ function envelope(type: string, body: unknown, extra: Record<string, unknown> = 
 
 const hex = (h: string) => toB64(hexToBytes(h));
 
+/** Committee entries of the running nodes (filled once they run), for proposals. */
+let lookup: (node: number) => CommitteeMember = strangerIdentity;
+
+/** A dkg.round1 frame with a proposal signed by a quorum, built once the nodes run. */
+function round1Frame(params: DkgParams): () => string {
+  return () => envelope('dkg.round1', round1Body(params, lookup));
+}
+
 interface Row {
   name: string;
-  text: string;
+  /** A function when the frame needs the running nodes (their identity keys). */
+  text: string | (() => string);
   code: ErrorCode;
   /** The id the reply must carry. */
   id?: string;
@@ -279,7 +300,7 @@ const rows: Row[] = [
   },
   {
     name: 'dkg.round1 with 33 participants',
-    text: envelope('dkg.round1', {
+    text: round1Frame({
       ceremonyId: ceremonyId(),
       tenant: 'new',
       version: 1,
@@ -302,7 +323,7 @@ const rows: Row[] = [
   },
   {
     name: 'dkg.round1 for an existing key',
-    text: envelope('dkg.round1', {
+    text: round1Frame({
       ceremonyId: ceremonyId(),
       tenant: TENANT,
       version: 1,
@@ -327,6 +348,13 @@ describe('nodes over WebSocket: bad input gets a specific error and the node kee
       participants: [1, 2, 3],
     });
     client = cluster.node(1).client;
+    const members = await Promise.all(
+      [1, 2, 3].map(async (id) => {
+        const s = await cluster.node(id).client.call<{ identity: PublishedIdentity }>('status', {});
+        return { node: id, ...s.identity };
+      }),
+    );
+    lookup = (node) => members.find((m) => m.node === node) ?? strangerIdentity(node);
   });
 
   after(async () => {
@@ -340,7 +368,8 @@ describe('nodes over WebSocket: bad input gets a specific error and the node kee
 
   for (const row of rows) {
     it(`${row.name} -> ${row.code}`, async () => {
-      const reply: NodeReply = await client.sendRaw(row.text, row.id ?? 'bad-1');
+      const text = typeof row.text === 'string' ? row.text : row.text();
+      const reply: NodeReply = await client.sendRaw(text, row.id ?? 'bad-1');
       expect(reply.v).to.equal(1);
       expect(reply.id).to.equal(row.id ?? 'bad-1');
       expect(reply.ok).to.equal(false);

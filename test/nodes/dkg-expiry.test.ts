@@ -3,7 +3,6 @@
  * log line, the schedule, and the run at node start. Every clock is injected: nothing waits.
  */
 import { expect } from 'chai';
-import { Redacted } from '../../shared/redacted.ts';
 import type { NodeContext } from '../../nodes/context.ts';
 import { handleRound1, handleRound2, handleRound3 } from '../../nodes/dkg.ts';
 import {
@@ -13,11 +12,12 @@ import {
   startCeremonyExpiry,
 } from '../../nodes/dkg-expiry.ts';
 import type { Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
-import { Keyring } from '../../nodes/keyring.ts';
 import { startNode } from '../../nodes/server.ts';
 import { NodeStore } from '../../nodes/store.ts';
 import {
-  CLIENT_TOKEN,
+  committeeLookup,
+  round1Body,
+  testContext,
   capturingLogger,
   ceremonyId,
   nodeConfig,
@@ -48,12 +48,7 @@ describe('nodes/dkg-expiry: abandoned ceremonies are erased', () => {
       const store = NodeStore.open(dir, id, randomSecret(), { now: () => clock });
       nodes.push({
         dir,
-        ctx: {
-          nodeId: id,
-          store,
-          keyring: new Keyring(id),
-          clientToken: new Redacted(CLIENT_TOKEN),
-        },
+        ctx: testContext(id, store),
       });
     }
   });
@@ -66,6 +61,7 @@ describe('nodes/dkg-expiry: abandoned ceremonies are erased', () => {
   });
 
   const store = () => nodes[0]!.ctx.store;
+  const body = (p: DkgParams) => round1Body(p, committeeLookup(nodes.map((n) => n.ctx)));
 
   function params(tenant: string): DkgParams {
     return { ceremonyId: ceremonyId(), tenant, version: 1, threshold: 2, participants: [1, 2, 3] };
@@ -74,7 +70,7 @@ describe('nodes/dkg-expiry: abandoned ceremonies are erased', () => {
   /** Run a 2-of-3 ceremony up to `rounds` rounds on every node. */
   function ceremony(tenant: string, rounds: 1 | 2 | 3): DkgParams {
     const p = params(tenant);
-    const round1: Round1Wire[] = nodes.map((n) => handleRound1(n.ctx, p, {}));
+    const round1: Round1Wire[] = nodes.map((n) => handleRound1(n.ctx, body(p), {}));
     if (rounds === 1) return p;
     const round2: Round2Wire[] = nodes.flatMap(
       (n) => handleRound2(n.ctx, { ceremonyId: p.ceremonyId, round1 }, {}).packages,
@@ -129,7 +125,7 @@ describe('nodes/dkg-expiry: abandoned ceremonies are erased', () => {
 
   it('the age counts from the last change of the state, not from round 1', () => {
     const p = params('acme');
-    const round1 = nodes.map((n) => handleRound1(n.ctx, p, {}));
+    const round1 = nodes.map((n) => handleRound1(n.ctx, body(p), {}));
     clock = T0 + 20 * HOUR;
     handleRound2(nodes[0]!.ctx, { ceremonyId: p.ceremonyId, round1 }, {});
     expireAbandonedCeremonies(store(), silentLogger(), T0 + 30 * HOUR);
@@ -206,24 +202,13 @@ describe('nodes/server: abandoned ceremonies expire at node start', () => {
         threshold: 2,
         participants: [1, 2, 3],
       };
-      handleRound1(
-        { nodeId: 1, store, keyring: new Keyring(1), clientToken: new Redacted(CLIENT_TOKEN) },
-        p,
-        {},
-      );
+      const ctx = testContext(1, store);
+      const lookup = committeeLookup([ctx]);
+      handleRound1(ctx, round1Body(p, lookup), {});
       const fresh = { ...p, ceremonyId: ceremonyId(), tenant: 'fresh' };
       store.close();
       const reopened = NodeStore.open(dir, 1, secret);
-      handleRound1(
-        {
-          nodeId: 1,
-          store: reopened,
-          keyring: new Keyring(1),
-          clientToken: new Redacted(CLIENT_TOKEN),
-        },
-        fresh,
-        {},
-      );
+      handleRound1(testContext(1, reopened), round1Body(fresh, lookup), {});
       reopened.close();
 
       const lines: string[] = [];

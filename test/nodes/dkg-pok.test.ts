@@ -11,15 +11,15 @@ import type { DKG_Round1 } from '@noble/curves/abstract/frost.js';
 import { sha512 } from '@noble/hashes/sha2.js';
 import { concatBytes } from '@noble/hashes/utils.js';
 import { Fn, Point, fromB64, toB64 } from '../../shared/encoding.ts';
-import { Redacted } from '../../shared/redacted.ts';
 import type { NodeContext } from '../../nodes/context.ts';
 import { handleRound1, handleRound2 } from '../../nodes/dkg.ts';
 import { MAX_PARTICIPANTS, type Round1Wire } from '../../nodes/dkg-machine.ts';
 import { POK_BYTES, proofOfKnowledgeValid } from '../../nodes/dkg-pok.ts';
-import { Keyring } from '../../nodes/keyring.ts';
 import { NodeStore } from '../../nodes/store.ts';
 import {
-  CLIENT_TOKEN,
+  committeeLookup,
+  round1Body,
+  testContext,
   ceremonyId,
   expectCode,
   randomSecret,
@@ -230,12 +230,7 @@ describe('nodes/dkg round 2: bad proofs named in one pass', () => {
   beforeEach(async () => {
     dir = await tempDir();
     const store = NodeStore.open(dir, SELF, randomSecret());
-    ctx = {
-      nodeId: SELF,
-      store,
-      keyring: new Keyring(SELF),
-      clientToken: new Redacted(CLIENT_TOKEN),
-    };
+    ctx = testContext(SELF, store);
   });
   afterEach(async () => {
     ctx.store.close();
@@ -251,7 +246,7 @@ describe('nodes/dkg round 2: bad proofs named in one pass', () => {
       threshold: 17,
       participants,
     };
-    const own = handleRound1(ctx, params, {});
+    const own = handleRound1(ctx, round1Body(params, committeeLookup([ctx])), {});
     // Valid commitments (node 2's), proofs that prove nothing for anyone else.
     const real = honest(2, 17, new Uint8Array(32).fill(7));
     const round1: Round1Wire[] = participants.map((node) =>
@@ -287,7 +282,7 @@ describe('nodes/dkg round 2: bad proofs named in one pass', () => {
       threshold: 3,
       participants,
     };
-    const own = handleRound1(ctx, params, {});
+    const own = handleRound1(ctx, round1Body(params, committeeLookup([ctx])), {});
     const others = participants.slice(1).map((node) => {
       const pkg = honest(node, 3, new Uint8Array(32).fill(node));
       return {

@@ -6,17 +6,19 @@
  */
 import { expect } from 'chai';
 import { Fn, Point, fromB64, toB64 } from '../../shared/encoding.ts';
+import type { ErrorCode } from '../../shared/errors.ts';
 import { parseKeyPackage, type KeyPackage } from '../../shared/key-package.ts';
 import { interpolateAtZero } from '../../shared/shamir.ts';
 import type { NodeContext } from '../../nodes/context.ts';
 import { handleCommit, handleRound1, handleRound2, handleRound3 } from '../../nodes/dkg.ts';
 import type { Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
-import { Keyring } from '../../nodes/keyring.ts';
 import { Redacted } from '../../shared/redacted.ts';
 import { NodeStore } from '../../nodes/store.ts';
 import {
-  CLIENT_TOKEN,
   ceremonyId,
+  committeeLookup,
+  round1Body,
+  testContext,
   expectCode,
   randomSecret,
   removeDir,
@@ -32,10 +34,7 @@ interface TestNode {
 }
 
 function openContext(id: number, dir: string, secret: Redacted<Uint8Array>): NodeContext {
-  const store = NodeStore.open(dir, id, secret);
-  const keyring = new Keyring(id);
-  for (const k of store.listKeys()) keyring.add(k);
-  return { nodeId: id, store, keyring, clientToken: new Redacted(CLIENT_TOKEN) };
+  return testContext(id, NodeStore.open(dir, id, secret));
 }
 
 /** Simulates a restart: close the store, open it again, reload the keyring. */
@@ -44,7 +43,9 @@ function restart(node: TestNode): void {
   node.ctx = openContext(node.id, node.dir, node.secret);
 }
 
-const r1 = (n: TestNode, p: DkgParams) => handleRound1(n.ctx, p, {});
+let nodes: TestNode[];
+const r1 = (n: TestNode, p: DkgParams) =>
+  handleRound1(n.ctx, round1Body(p, committeeLookup(nodes.map((m) => m.ctx))), {});
 const r2 = (n: TestNode, id: string, round1: Round1Wire[]) =>
   handleRound2(n.ctx, { ceremonyId: id, round1 }, {});
 const r3 = (n: TestNode, id: string, round2: Round2Wire[]) =>
@@ -61,7 +62,6 @@ function tamper(share: string): string {
 }
 
 describe('nodes/dkg: the node side of the three DKG rounds', () => {
-  let nodes: TestNode[];
   const node = (id: number) => nodes.find((n) => n.id === id)!;
 
   beforeEach(async () => {
@@ -141,10 +141,11 @@ describe('nodes/dkg: the node side of the three DKG rounds', () => {
       [
         'this node is not a participant',
         { participants: [2, 3, 4], threshold: 2 },
-        'ERR_VALIDATION',
+        'ERR_PROPOSAL_MISMATCH',
       ],
-      ['a participant appears twice', { participants: [1, 2, 2, 3, 4] }, 'ERR_BAD_IDENTIFIER'],
-      ['a participant id is zero', { participants: [0, 1, 2, 3, 4] }, 'ERR_BAD_IDENTIFIER'],
+      // Checked by the proposal, before the ceremony's own parameter checks.
+      ['a participant appears twice', { participants: [1, 2, 2, 3, 4] }, 'ERR_PROPOSAL_INVALID'],
+      ['a participant id is zero', { participants: [0, 1, 2, 3, 4] }, 'ERR_PROPOSAL_INVALID'],
       [
         'more than 32 participants (33)',
         { participants: Array.from({ length: 33 }, (_, i) => i + 1), threshold: 17 },
@@ -165,7 +166,7 @@ describe('nodes/dkg: the node side of the three DKG rounds', () => {
     ];
     for (const [name, change, code] of table) {
       it(`${name} gives ${code}`, () => {
-        expectCode(() => r1(node(1), params(change)), code as 'ERR_VALIDATION');
+        expectCode(() => r1(node(1), params(change)), code as ErrorCode);
       });
     }
 

@@ -29,6 +29,18 @@ import type { NodeConfig } from '../../nodes/config.ts';
 import type { Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
 import { Redacted } from '../../shared/redacted.ts';
 import { startNode, type NodeHandle } from '../../nodes/server.ts';
+import type { NodeContext } from '../../nodes/context.ts';
+import { NodeIdentity } from '../../nodes/identity.ts';
+import { Keyring } from '../../nodes/keyring.ts';
+import type { NodeStore } from '../../nodes/store.ts';
+import type { CommitteeMember, Proposal } from '../../shared/proposal.ts';
+import {
+  ceremonyProposal,
+  OPERATOR_SET,
+  POLICY,
+  strangerIdentity,
+  TEST_CLUSTER_ID,
+} from '../helpers/operators.ts';
 
 export const CLUSTER_TOKEN = 'test-cluster-token-5f1c0a9e';
 export const CLIENT_TOKEN = 'test-client-token-77b3e2d4';
@@ -58,8 +70,58 @@ export function nodeConfig(
     secret,
     clusterToken: new Redacted(CLUSTER_TOKEN),
     clientToken: new Redacted(CLIENT_TOKEN),
+    clusterId: TEST_CLUSTER_ID,
+    operators: OPERATOR_SET,
     logLevel: 'silent',
   };
+}
+
+/**
+ * A handler context over `store` as startNode builds it: keys and retirements loaded, identity
+ * made or loaded, the test operator policy.
+ */
+export function testContext(
+  nodeId: number,
+  store: NodeStore,
+  extra: Partial<NodeContext> = {},
+): NodeContext {
+  const keyring = new Keyring(nodeId);
+  for (const k of store.listKeys()) keyring.add(k);
+  for (const r of store.listRetired()) keyring.retire(r.tenant, r.version);
+  return {
+    nodeId,
+    store,
+    keyring,
+    identity: NodeIdentity.loadOrCreate(store),
+    clientToken: new Redacted(CLIENT_TOKEN),
+    policy: POLICY,
+    ...extra,
+  };
+}
+
+/** Committee entries from the contexts under test; other nodes get keys of their own. */
+export function committeeLookup(
+  ctxs: Iterable<Pick<NodeContext, 'nodeId' | 'identity'>>,
+): (node: number) => CommitteeMember {
+  const known = new Map<number, CommitteeMember>();
+  for (const c of ctxs)
+    if (c.identity) known.set(c.nodeId, { node: c.nodeId, ...c.identity.published() });
+  return (node) => {
+    let m = known.get(node);
+    if (!m) {
+      m = strangerIdentity(node);
+      known.set(node, m);
+    }
+    return m;
+  };
+}
+
+/** The dkg.round1 body for `params`: the params and the ceremony's proposal (signed by a quorum). */
+export function round1Body(
+  params: DkgParams,
+  identityOf: (node: number) => CommitteeMember,
+): DkgParams & { proposal: Proposal } {
+  return { ...params, proposal: params.proposal ?? ceremonyProposal(params, identityOf) };
 }
 
 /** A logger whose every line (at trace level and up) lands in `lines`, for leak checks. */
@@ -234,6 +296,8 @@ export interface DkgParams {
   version: number;
   threshold: number;
   participants: number[];
+  /** Made (signed by a quorum, with the nodes' identities) when absent. */
+  proposal?: Proposal;
 }
 
 export interface DkgResult {
@@ -250,9 +314,17 @@ export interface DkgResult {
  */
 export async function runDkg(cluster: Cluster, params: DkgParams): Promise<DkgResult> {
   const nodes = params.participants.map((id) => cluster.node(id));
-  const round1 = await Promise.all(
-    nodes.map((n) => n.client.call<Round1Wire>('dkg.round1', params)),
+  const identities = await Promise.all(
+    nodes.map(async (n) => {
+      const s = await n.client.call<{ identity: { signing: string; encryption: string } }>(
+        'status',
+        {},
+      );
+      return { node: n.id, ...s.identity };
+    }),
   );
+  const body = round1Body(params, (node) => identities.find((m) => m.node === node)!);
+  const round1 = await Promise.all(nodes.map((n) => n.client.call<Round1Wire>('dkg.round1', body)));
   const round2 = await Promise.all(
     nodes.map((n) =>
       n.client.call<{ packages: Round2Wire[] }>('dkg.round2', {

@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { CLIENT_TOKEN, CLUSTER_TOKEN, removeDir, tempDir } from './helpers.ts';
+import { OPERATOR_SET, TEST_CLUSTER_ID } from '../helpers/operators.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -69,6 +70,8 @@ describe('nodes/main: the share node process', function () {
     KMAAS_NODE_SECRET: secret,
     KMAAS_CLUSTER_TOKEN: CLUSTER_TOKEN,
     KMAAS_CLIENT_TOKEN: CLIENT_TOKEN,
+    KMAAS_CLUSTER_ID: TEST_CLUSTER_ID,
+    KMAAS_OPERATORS: JSON.stringify(OPERATOR_SET),
   });
 
   before(async () => {
