@@ -68,7 +68,8 @@ export const proposalSchema = z
     operation: z.enum(OPERATIONS),
     tenant: z.string().regex(TENANT_PATTERN, "1-63 characters of a-z, 0-9, '.', '_', '-'"),
     version: z.number().int().min(1).max(0xffffffff),
-    threshold: z.number().int().min(1).max(64).optional(),
+    // The threshold policy (2 <= t <= n, t > n/2) is ERR_BAD_THRESHOLD where it is enforced.
+    threshold: z.number().int().min(-64).max(64).optional(),
     committee: z.array(committeeMember).min(1).max(64).optional(),
     nonce: b64url(NONCE_BYTES),
     expiresAt: z.iso.datetime({ offset: true }),

@@ -14,9 +14,10 @@ import { interpolateAtZero } from '../../shared/shamir.ts';
 import { blind, deriveOutputs } from '../../shared/voprf-client.ts';
 import { canonicalKeyPackage } from '../../coordinator/key-quorum.ts';
 import { DKG_QUEUE_NAME } from '../../coordinator/redis-keys.ts';
-import { checkThreshold } from '../../coordinator/tenant-create.ts';
+import { checkThreshold } from '../../coordinator/proposals.ts';
 import {
   Cluster,
+  createTenant,
   http,
   keysUnder,
   REDIS_URL,
@@ -32,11 +33,9 @@ const voprf = ristretto255_oprf.voprf as unknown as {
   evaluate(secretKey: Uint8Array, input: Uint8Array): Uint8Array;
 };
 
-function create(cluster: Cluster, body: unknown, token = TOKENS.admin) {
-  return http<AcceptedReply & ErrorReply>(cluster.port, 'POST', '/v1/tenants', {
-    json: body,
-    token,
-  });
+/** tenant.create through POST /v1/proposals (fake nodes check no signatures). */
+function create(cluster: Cluster, body: { tenant: string; threshold?: number }) {
+  return createTenant(cluster, body.tenant, body);
 }
 
 async function jobWhen(cluster: Cluster, jobId: string, states: string[]): Promise<JobReply> {
