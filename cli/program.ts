@@ -300,8 +300,9 @@ export function buildProgram(io: Io, current: { session?: Session } = {}): Comma
       const status = await s.client.status();
       const lines: string[] = [];
       for (const n of status.nodes) {
+        // Identity keys are long: they are in --json, and in `kmaas proposal create` committees.
         const rest = Object.entries(n)
-          .filter(([k]) => k !== 'id')
+          .filter(([k]) => k !== 'id' && k !== 'identity')
           .map(([k, v]) => `${k}=${formatValue(v)}`);
         lines.push(`node ${n.id}  ${rest.join('  ')}`);
       }
@@ -330,12 +331,24 @@ export function buildProgram(io: Io, current: { session?: Session } = {}): Comma
       'nodes needed to derive a key (default: a majority of the nodes)',
       positiveInt('threshold'),
     )
+    .option(
+      '--operator-key <file>',
+      'an operator key file to sign with (repeatable; default: the keys the cluster file names)',
+      (file: string, files: string[] = []) => [...files, file],
+    )
     .option('--no-wait', 'return once the job is queued (the key is then not pinned)')
-    .action(async (name: string, opts: { threshold?: number; wait: boolean }, cmd: Command) => {
-      const s = await session(cmd);
-      s.requireAdminToken('create a tenant');
-      await createTenantWithDevKeys(s, io, name, opts.threshold, opts.wait);
-    });
+    .action(
+      async (
+        name: string,
+        opts: { threshold?: number; wait: boolean; operatorKey?: string[] },
+        cmd: Command,
+      ) => {
+        const s = await session(cmd);
+        s.requireAdminToken('create a tenant');
+        const keys = opts.operatorKey ?? s.config.operatorKeys;
+        await createTenantWithDevKeys(s, io, name, { threshold: opts.threshold, keys }, opts.wait);
+      },
+    );
 
   tenant
     .command('pin <tenant>')

@@ -194,9 +194,12 @@ export async function submitAndFollow(s: Session, p: Proposal, wait: boolean): P
   const r = ((typeof job.result === 'object' && job.result) || {}) as {
     version?: unknown;
     groupKey?: unknown;
+    keyPackage?: { groupKey?: unknown };
   };
   const done = typeof r.version === 'number' ? r.version : version;
-  const expected = typeof r.groupKey === 'string' ? r.groupKey : undefined;
+  // The job may report the group key itself or the whole key package; either must match.
+  const reported = r.groupKey ?? r.keyPackage?.groupKey;
+  const expected = typeof reported === 'string' ? reported : undefined;
   const pin = await s.client.pinKeyPackage(tenant, done, expected);
   s.result(
     {
@@ -376,16 +379,16 @@ export function addProposalCommands(
 
 /**
  * `kmaas tenant create` on a development cluster: create the proposal, sign it with the dev
- * operator keys the cluster file names, submit it. ERR_CONFIG when there are none.
+ * operator keys the cluster file names (or `keys`), submit it. ERR_CONFIG when there are none.
  */
 export async function createTenantWithDevKeys(
   s: Session,
   io: Io,
   tenant: string,
-  threshold: number | undefined,
+  o: { threshold: number | undefined; keys: readonly string[] },
   wait: boolean,
 ): Promise<void> {
-  const keys = s.config.operatorKeys;
+  const { threshold, keys } = o;
   if (keys.length === 0) {
     throw new KmaasError(
       'ERR_CONFIG',

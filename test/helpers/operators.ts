@@ -5,6 +5,8 @@
  * ceremony carries the very same proposal (the same nonce), as a coordinator's would.
  */
 import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { toB64 } from '../../shared/encoding.ts';
 import {
@@ -110,4 +112,17 @@ export function ceremonyProposal(
     byCeremony.set(key, p);
   }
   return p;
+}
+
+/** The test operators' key files ({ id, secretKey }, 0600) in `dir`; returns their paths. */
+export async function writeOperatorKeys(dir: string): Promise<string[]> {
+  return Promise.all(
+    OPERATOR_KEYS.map(async (k) => {
+      const file = join(dir, `${k.id}.key.json`);
+      await writeFile(file, JSON.stringify({ id: k.id, secretKey: toB64(k.secretKey) }), {
+        mode: 0o600,
+      });
+      return file;
+    }),
+  );
 }
