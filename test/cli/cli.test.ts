@@ -288,7 +288,7 @@ describe('cli: kmaas as a child process against a fake coordinator', function ()
     const signed = await sign(1);
     expect(signed.code, signed.stderr).to.equal(0);
     expect(signed.stdout + signed.stderr).to.not.include(
-      JSON.parse(await readFile(keyFiles[1]!, 'utf8')).secretKey as string,
+      (JSON.parse(await readFile(keyFiles[1]!, 'utf8')) as { secretKey: string }).secretKey,
     );
     expect(await verdict()).to.deep.include({
       valid: ['operator-1', 'operator-2'],

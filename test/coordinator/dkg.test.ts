@@ -23,8 +23,6 @@ import {
   REDIS_URL,
   TOKENS,
   waitFor,
-  type AcceptedReply,
-  type ErrorReply,
   type JobReply,
   type TenantReply,
 } from './helpers.ts';

@@ -19,7 +19,6 @@ import {
   REDIS_URL,
   TOKENS,
   waitFor,
-  type AcceptedReply,
   type JobReply,
 } from './helpers.ts';
 

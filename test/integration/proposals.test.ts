@@ -79,7 +79,7 @@ describe('operator proposals through real node and coordinator processes', funct
   }
 
   /** Submit through the coordinator; the DKG job's final error, or its result. */
-  async function submit(p: Proposal): Promise<KmaasError | unknown> {
+  async function submit(p: Proposal): Promise<unknown> {
     const submitted = await client.submitProposal(p);
     if (submitted.kind !== 'job') return submitted;
     try {
