@@ -379,9 +379,14 @@ const JOB_ID = /^[A-Za-z0-9_-]{1,128}$/;
 
 /** What GET /v1/jobs/:id shows. ERR_UNKNOWN_JOB when there is no such job (or it was removed). */
 export async function describeJob(queue: DkgQueue, id: string): Promise<JobView> {
-  const job = JOB_ID.test(id) ? await queue.getJob(id) : undefined;
+  let job = JOB_ID.test(id) ? await queue.getJob(id) : undefined;
   if (!job) throw new KmaasError('ERR_UNKNOWN_JOB', `no job ${id.slice(0, 128)}`);
   const state = await job.getState();
+  // The job may have finished between reading it and reading its state: read it again, so that
+  // a completed job always shows its result.
+  if ((state === 'completed' || state === 'failed') && !job.finishedOn) {
+    job = (await queue.getJob(id)) ?? job;
+  }
   const view: JobView = {
     id,
     operation: job.name,
