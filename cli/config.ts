@@ -1,7 +1,8 @@
 /**
  * Where the CLI's settings come from, strongest first: command-line option, environment variable
  * (both through commander), the cluster file, the built-in default. The cluster file is the JSON
- * the local-cluster script writes ({ url, token, adminToken, pins }); it is taken from --cluster
+ * the local-cluster script writes ({ url, token, adminToken, pins, operators, operatorKeys }, the
+ * last two naming the dev operator set and key files, relative to it); it is taken from --cluster
  * or KMAAS_CLUSTER, or else from ./data/cluster/cluster.json when that exists.
  */
 import { existsSync } from 'node:fs';
@@ -31,6 +32,10 @@ export interface Config {
   /** The pins file the cluster file names (resolved), whether or not it is the one in use. */
   clusterPins: string | undefined;
   clusterFile: string | undefined;
+  /** The operator set file ({ quorum, operators }) the cluster file names, resolved. */
+  operatorsFile: string | undefined;
+  /** The operator key files the cluster file names (development clusters only), resolved. */
+  operatorKeys: string[];
   /** The folder the command runs in, where the default cluster file is looked up. */
   cwd: string;
   json: boolean;
@@ -44,6 +49,8 @@ const clusterFileSchema = z.object({
   token: z.string().optional(),
   adminToken: z.string().optional(),
   pins: z.string().optional(),
+  operators: z.string().optional(),
+  operatorKeys: z.array(z.string()).optional(),
 });
 
 function expandHome(path: string, home: string): string {
@@ -103,6 +110,8 @@ export async function resolveConfig(
     ? resolve(where.cwd, expandHome(opts.pins, where.home))
     : (clusterPins ?? join(where.home, '.kmaas', 'pins.json'));
   const url = opts.url ?? cluster.url;
+  const fromCluster = (path: string) =>
+    resolve(dirname(clusterFile!), expandHome(path, where.home));
   return {
     url,
     urlFrom: opts.url !== undefined ? 'option' : url !== undefined ? 'cluster' : undefined,
@@ -111,6 +120,8 @@ export async function resolveConfig(
     pinsFile: pins,
     clusterPins,
     clusterFile,
+    operatorsFile: cluster.operators === undefined ? undefined : fromCluster(cluster.operators),
+    operatorKeys: (cluster.operatorKeys ?? []).map(fromCluster),
     cwd: where.cwd,
     json: opts.json ?? false,
     trustOnFirstUse: opts.trustOnFirstUse ?? false,

@@ -1,6 +1,6 @@
 /**
- * The `kmaas` command line: coordinator status, tenant creation with key pinning, and file
- * encryption and decryption through the SDK.
+ * The `kmaas` command line: coordinator status, operator proposals (proposal.ts) and tenant
+ * creation with key pinning, and file encryption and decryption through the SDK.
  *
  * Output: results go to stdout (one JSON document with --json), progress and notes to stderr.
  * Every failure is one line `error ERR_CODE: message` on stderr and exit status 1. Tokens and
@@ -25,7 +25,7 @@ import {
 } from './explain.ts';
 import { ENVIRONMENT_HELP, PROGRAM_HELP } from './help.ts';
 import { FilePinStore } from './pin-file.ts';
-import { progressLine, retryLine } from './progress.ts';
+import { addProposalCommands, createTenantWithDevKeys } from './proposal.ts';
 
 export interface Io {
   stdout: (text: string) => void;
@@ -72,7 +72,7 @@ export function describeError(err: unknown): { code: ErrorCode; message: string 
   return { code: 'ERR_INTERNAL', message: err instanceof Error ? err.message : String(err) };
 }
 
-class Session implements SessionFacts {
+export class Session implements SessionFacts {
   readonly client: KmaasClient;
   readonly pins: FilePinStore;
   unreachable = false;
@@ -300,8 +300,9 @@ export function buildProgram(io: Io, current: { session?: Session } = {}): Comma
       const status = await s.client.status();
       const lines: string[] = [];
       for (const n of status.nodes) {
+        // Identity keys are long: they are in --json, and in `kmaas proposal create` committees.
         const rest = Object.entries(n)
-          .filter(([k]) => k !== 'id')
+          .filter(([k]) => k !== 'id' && k !== 'identity')
           .map(([k, v]) => `${k}=${formatValue(v)}`);
         lines.push(`node ${n.id}  ${rest.join('  ')}`);
       }
@@ -322,56 +323,32 @@ export function buildProgram(io: Io, current: { session?: Session } = {}): Comma
 
   tenant
     .command('create <tenant>')
-    .description('create a tenant key by distributed key generation and pin its group key')
+    .description(
+      'development clusters: propose, sign with the dev operator keys the cluster file names, submit, and pin the group key',
+    )
     .option(
       '--threshold <t>',
       'nodes needed to derive a key (default: a majority of the nodes)',
       positiveInt('threshold'),
     )
+    .option(
+      '--operator-key <file>',
+      'an operator key file to sign with (repeatable; default: the keys the cluster file names)',
+      (file: string, files: string[] = []) => [...files, file],
+    )
     .option('--no-wait', 'return once the job is queued (the key is then not pinned)')
-    .action(async (name: string, opts: { threshold?: number; wait: boolean }, cmd: Command) => {
-      const s = await session(cmd);
-      s.requireAdminToken('create a tenant');
-      const created = await s.client.createTenant(
-        name,
-        opts.threshold === undefined ? {} : { threshold: opts.threshold },
-      );
-      if (!opts.wait) {
-        s.note(`job ${created.jobId} queued; pin the key later with: kmaas tenant pin ${name}`);
-        s.result({ ...created, pinned: false }, [created.jobId]);
-        return;
-      }
-      s.note(`job ${created.jobId}: key generation of ${name} version ${created.version}`);
-      let last: string | undefined;
-      let lastRetry: string | undefined;
-      const job = await s.client.waitForJob(created.jobId, {
-        onProgress: (j) => {
-          const retry = retryLine(j);
-          if (retry !== undefined && retry !== lastRetry) s.note(retry);
-          lastRetry = retry;
-          const line = progressLine(j);
-          if (line !== undefined && line !== last) s.note(line);
-          last = line;
-        },
-      });
-      const result = (typeof job.result === 'object' && job.result) || {};
-      const r = result as { version?: unknown; groupKey?: unknown; keyPackage?: unknown };
-      const version = typeof r.version === 'number' ? r.version : created.version;
-      // The job may report the group key itself or the whole key package; either must match.
-      const reported = r.groupKey ?? (r.keyPackage as { groupKey?: unknown } | undefined)?.groupKey;
-      const expected = typeof reported === 'string' ? reported : undefined;
-      const pin = await s.client.pinKeyPackage(name, version, expected);
-      s.result(
-        {
-          tenant: name,
-          version,
-          jobId: created.jobId,
-          groupKey: pin.groupKey,
-          pins: s.config.pinsFile,
-        },
-        [`tenant ${name} version ${version} group key ${pin.groupKey}`],
-      );
-    });
+    .action(
+      async (
+        name: string,
+        opts: { threshold?: number; wait: boolean; operatorKey?: string[] },
+        cmd: Command,
+      ) => {
+        const s = await session(cmd);
+        s.requireAdminToken('create a tenant');
+        const keys = opts.operatorKey ?? s.config.operatorKeys;
+        await createTenantWithDevKeys(s, io, name, { threshold: opts.threshold, keys }, opts.wait);
+      },
+    );
 
   tenant
     .command('pin <tenant>')
@@ -515,6 +492,7 @@ export function buildProgram(io: Io, current: { session?: Session } = {}): Comma
       },
     );
 
+  addProposalCommands(program, io, session);
   addAuditCommand(program, io);
 
   // Every command's help ends with where its settings come from.

@@ -19,7 +19,13 @@ import { z } from 'zod';
 import { checkTenant } from '../shared/document.ts';
 import { KmaasError } from '../shared/errors.ts';
 import type { ParsedKeyPackage } from '../shared/key-package.ts';
-import { createTenantBody, parseMessage } from '../shared/messages.ts';
+import { parseMessage } from '../shared/messages.ts';
+import {
+  committeeMember,
+  parseProposal,
+  type CommitteeMember,
+  type Proposal,
+} from '../shared/proposal.ts';
 import type { Rng } from '../shared/shamir.ts';
 import {
   deriveKeys,
@@ -115,17 +121,63 @@ const jobSchema = z.object({
   error: z.unknown().optional(),
 });
 
-const createTenantResponse = z.object({
-  jobId: z.union([z.string(), z.number()]),
-  tenant: z.string().optional(),
-  version: z.number().int().optional(),
-});
+const proposalResponse = z.union([
+  z.object({
+    jobId: z.union([z.string(), z.number()]),
+    proposal: z.string(),
+    operation: z.string(),
+    tenant: z.string(),
+    version: z.number().int(),
+  }),
+  z.object({
+    proposal: z.string(),
+    operation: z.string(),
+    tenant: z.string(),
+    version: z.number().int(),
+    complete: z.boolean(),
+    nodes: z.array(
+      z.object({
+        node: z.number().int(),
+        ok: z.boolean(),
+        error: z.object({ code: z.string(), message: z.string() }).optional(),
+      }),
+    ),
+  }),
+]);
+
+/** What POST /v1/proposals answered: a DKG job to follow, or each node's answer (key.retire). */
+export type ProposalSubmitted =
+  | {
+      kind: 'job';
+      jobId: string;
+      proposal: string;
+      operation: string;
+      tenant: string;
+      version: number;
+    }
+  | {
+      kind: 'applied';
+      proposal: string;
+      operation: string;
+      tenant: string;
+      version: number;
+      complete: boolean;
+      nodes: { node: number; ok: boolean; error?: { code: string; message: string } }[];
+    };
 
 const statusSchema = z
-  .object({ nodes: z.array(z.object({ id: z.number() }).passthrough()) })
+  .object({
+    cluster: z.string().nullable().optional(),
+    nodes: z.array(z.object({ id: z.number() }).passthrough()),
+  })
   .passthrough();
 
 export type Status = z.infer<typeof statusSchema>;
+
+const nodeIdentity = z.object({
+  id: z.number().int(),
+  identity: z.object({ signing: z.string(), encryption: z.string() }),
+});
 
 function normalizeProgress(p: unknown): JobProgress {
   if (typeof p === 'number') return { done: p, total: 100 };
@@ -207,19 +259,43 @@ export class KmaasClient {
     return parseMessage(statusSchema, raw, 'status');
   }
 
-  /** Start the distributed key generation of a new tenant (operator). */
-  async createTenant(
-    tenant: string,
-    opts: { threshold?: number } = {},
-  ): Promise<{ jobId: string; tenant: string; version: number }> {
-    const body = parseMessage(
-      createTenantBody,
-      { tenant, ...(opts.threshold === undefined ? {} : { threshold: opts.threshold }) },
-      'createTenant',
-    );
-    const raw = await this.http.post('/v1/tenants', body, { token: this.adminToken() });
-    const res = parseMessage(createTenantResponse, raw, 'createTenant response');
-    return { jobId: String(res.jobId), tenant, version: res.version ?? 1 };
+  /**
+   * The cluster id and the committee (every configured node with its identity public keys) from
+   * GET /v1/status, to build a proposal from. ERR_NODE_UNAVAILABLE when a node did not report its
+   * keys; ERR_CONFIG when the nodes report no single cluster id.
+   */
+  async committee(): Promise<{ cluster: string; committee: CommitteeMember[] }> {
+    const status = await this.status();
+    if (typeof status.cluster !== 'string') {
+      throw new KmaasError('ERR_CONFIG', 'the nodes report no single cluster id', {
+        field: 'cluster',
+      });
+    }
+    const committee = status.nodes.map((n) => {
+      const r = nodeIdentity.safeParse(n);
+      if (!r.success) {
+        throw new KmaasError(
+          'ERR_NODE_UNAVAILABLE',
+          `node ${n.id} did not report its identity keys; the committee needs every node`,
+          { node: n.id },
+        );
+      }
+      return committeeMember.parse({ node: r.data.id, ...r.data.identity });
+    });
+    return { cluster: status.cluster, committee: committee.sort((a, b) => a.node - b.node) };
+  }
+
+  /**
+   * `POST /v1/proposals` (operator): submit a signed operator proposal. tenant.create and
+   * key.rotate answer with a DKG job to follow (waitForJob); key.retire with each node's answer.
+   * The nodes check the signatures; the coordinator cannot act without them.
+   */
+  async submitProposal(proposal: Proposal): Promise<ProposalSubmitted> {
+    const body = parseProposal(proposal);
+    const raw = await this.http.post('/v1/proposals', body, { token: this.adminToken() });
+    const res = parseMessage(proposalResponse, raw, 'proposal response');
+    if ('jobId' in res) return { kind: 'job', ...res, jobId: String(res.jobId) };
+    return { kind: 'applied', ...res };
   }
 
   async job(jobId: string): Promise<Job> {

@@ -8,7 +8,7 @@
  * anything marked `expose` with a 4xx status) get a 4xx code too; only our own failures are
  * ERR_INTERNAL. ERR_OVERLOADED and ERR_RATE_LIMITED carry a Retry-After header.
  *
- * Body limits: BODY_LIMIT_BYTES on the two routes that take a JSON body, zero on every other
+ * Body limits: BODY_LIMIT_BYTES on the routes that take a JSON body, zero on every other
  * route (a request that carries a body there is refused). Over the limit is 413
  * ERR_BODY_TOO_LARGE, refused on the declared Content-Length before a byte is read, or by the
  * parser once a chunked body passes it; a body left unread closes the connection after the
@@ -28,7 +28,8 @@ import type { Logger } from './logger.ts';
 import type { NodePool } from './node-pool.ts';
 import type { Redacted } from '../shared/redacted.ts';
 import type { Registry } from './registry.ts';
-import { createTenant, type TenantCreatorDeps } from './tenant-create.ts';
+import { statusReply } from '../shared/messages.ts';
+import { submitProposal, type ProposalDeps } from './proposals.ts';
 
 /** Far above any legitimate body (256 blinded elements are about 12 KiB). */
 export const BODY_LIMIT_BYTES = 256 * 1024;
@@ -42,7 +43,7 @@ export interface ApiDeps {
   registry: Registry;
   queue: DkgQueue;
   evaluate: EvaluateDeps;
-  creator: TenantCreatorDeps;
+  proposals: ProposalDeps;
   logger: Logger;
 }
 
@@ -93,7 +94,7 @@ export function createApi(deps: ApiDeps): express.Express {
     next();
   });
 
-  // Every route has an explicit body limit: BODY_LIMIT_BYTES for the two that take JSON, none
+  // Every route has an explicit body limit: BODY_LIMIT_BYTES for those that take JSON, none
   // for the others. A declared length over the limit is refused before anything is read.
   app.use((req: Request, res: Response, next: NextFunction) => {
     const limit = takesBody(req) ? BODY_LIMIT_BYTES : 0;
@@ -139,11 +140,17 @@ export function createApi(deps: ApiDeps): express.Express {
   });
 
   app.get('/v1/status', async (_req, res) => {
-    res.json({ nodes: deps.pool.states(), tenants: await deps.registry.tenantNames() });
+    const [nodes, tenants] = await Promise.all([nodeStatuses(deps), deps.registry.tenantNames()]);
+    // The cluster id the nodes check proposals against, when the connected nodes agree on one.
+    const clusters = new Set(nodes.flatMap((n) => (n.cluster === undefined ? [] : [n.cluster])));
+    const cluster = clusters.size === 1 ? [...clusters][0]! : null;
+    res.json({ cluster, nodes, tenants });
   });
 
+  // An outer gate only: what makes a proposal lawful is the operators' signatures, which every
+  // node checks itself.
   const adminOnly = (req: Request, _res: Response, next: NextFunction): void => {
-    requireBearer(req.get('authorization'), deps.adminToken, 'tenant creation');
+    requireBearer(req.get('authorization'), deps.adminToken, 'proposal submission');
     next();
   };
 
@@ -162,9 +169,19 @@ export function createApi(deps: ApiDeps): express.Express {
     next();
   };
 
-  app.post('/v1/tenants', adminOnly, json, async (req, res) => {
-    const accepted = await createTenant(deps.creator, req.body as unknown, logOf(res));
-    res.status(202).json(accepted);
+  app.post('/v1/proposals', adminOnly, json, async (req, res) => {
+    const result = await submitProposal(deps.proposals, req.body as unknown, logOf(res));
+    res.status('jobId' in result ? 202 : 200).json(result);
+  });
+
+  // Tenants are made by operator proposals only; the old route says where to go.
+  app.post('/v1/tenants', () => {
+    throw new KmaasError(
+      'ERR_NOT_FOUND',
+      'tenants are created by operator proposals: POST /v1/proposals ' +
+        '(kmaas proposal create, kmaas proposal sign, kmaas proposal submit)',
+      { use: 'POST /v1/proposals' },
+    );
   });
 
   app.get('/v1/jobs/:id', async (req, res) => {
@@ -227,10 +244,36 @@ export function createApi(deps: ApiDeps): express.Express {
 }
 
 /** The routes that take a JSON body, matched as express matches them (any case, a final /). */
-const BODY_ROUTES = [/^\/v1\/tenants\/?$/i, /^\/v1\/tenants\/[^/]+\/keys\/[^/]+\/evaluate\/?$/i];
+const BODY_ROUTES = [
+  /^\/v1\/proposals\/?$/i,
+  // Gone, but an old client's body must not hide the answer that says where to go.
+  /^\/v1\/tenants\/?$/i,
+  /^\/v1\/tenants\/[^/]+\/keys\/[^/]+\/evaluate\/?$/i,
+];
 
 function takesBody(req: Request): boolean {
   return req.method === 'POST' && BODY_ROUTES.some((route) => route.test(req.path));
+}
+
+/** Each node's link state, with the identity keys and cluster id it reports (null when silent). */
+async function nodeStatuses(deps: ApiDeps) {
+  return Promise.all(
+    deps.pool.all().map(async (link) => {
+      const state = link.state();
+      if (!state.connected) return { ...state, identity: null };
+      try {
+        const body = await link.request('status', {}, deps.evaluate.nodeTimeoutMs);
+        const reply = statusReply.parse(body);
+        return {
+          ...state,
+          identity: reply.identity ?? null,
+          ...(reply.cluster === undefined ? {} : { cluster: reply.cluster }),
+        };
+      } catch {
+        return { ...state, identity: null };
+      }
+    }),
+  );
 }
 
 function retryAfter(e: KmaasError): number {

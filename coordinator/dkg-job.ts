@@ -1,6 +1,7 @@
 /**
- * Tenant creation as a BullMQ job: the cold path, where correctness and recoverability come
- * first (DESIGN.md section 7). One job runs one DKG (dkg-relay.ts) among every configured node,
+ * Key generation (tenant.create, key.rotate) as a BullMQ job, carrying the operators' signed
+ * proposal (proposals.ts) that every node checks before it takes part: the cold path, where
+ * correctness and recoverability come first (DESIGN.md section 7). One job runs one DKG (dkg-relay.ts) among every configured node,
  * reports progress { phase, done, total } as nodes answer, stores the agreed key package in the
  * registry and returns { tenant, version, groupKey }. A failed attempt is retried with
  * exponential backoff under the same ceremony id, which nodes resume idempotently (the same
@@ -19,8 +20,8 @@
  * The round-2 packages, which carry each node's secret polynomial evaluated at the others, pass
  * through here sealed node to node (X25519 + HKDF + AES-256-GCM to the recipient's identity key,
  * Ed25519-signed by the sender; nodes/round2-envelope.ts): the coordinator relays ciphertext and
- * public commitments only. The committee's identity keys come from the nodes' own `status`
- * (dkg-relay.ts fetchCommittee) until operator-signed proposals vouch for them.
+ * public commitments only. The committee's identity keys are the proposal's, which the operators
+ * signed; each node refuses a round 1 whose committee differs from its proposal's.
  */
 import { createHash } from 'node:crypto';
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
@@ -39,7 +40,8 @@ import type { Logger } from './logger.ts';
 import type { NodePool } from './node-pool.ts';
 import { DKG_QUEUE_NAME, type RedisKeys } from './redis-keys.ts';
 import type { Registry } from './registry.ts';
-import { checkThreshold } from './tenant-create.ts';
+import { checkThreshold } from './proposals.ts';
+import { proposalId, type Proposal } from '../shared/proposal.ts';
 import { releaseCreateLock } from './tenant-lock.ts';
 
 export interface DkgJobData {
@@ -47,6 +49,8 @@ export interface DkgJobData {
   version: number;
   threshold: number;
   participants: number[];
+  /** The operator proposal: sent with dkg.round1, checked by every node. */
+  proposal: Proposal;
   /** The last attempt's error, kept so that GET /v1/jobs/:id can show its code and details. */
   lastError?: ErrorBody;
   /**
@@ -70,7 +74,18 @@ export interface DkgJobResult {
 export type DkgQueue = Queue<DkgJobData, DkgJobResult>;
 
 /** Failures that no retry can fix. */
-const PERMANENT = new Set(['ERR_BAD_THRESHOLD', 'ERR_CEREMONY_CONFLICT']);
+const PERMANENT = new Set([
+  'ERR_BAD_THRESHOLD',
+  'ERR_CEREMONY_CONFLICT',
+  'ERR_TENANT_EXISTS',
+  'ERR_UNKNOWN_TENANT',
+  'ERR_PROPOSAL_INVALID',
+  'ERR_PROPOSAL_QUORUM',
+  'ERR_PROPOSAL_CLUSTER',
+  'ERR_PROPOSAL_EXPIRED',
+  'ERR_PROPOSAL_REPLAYED',
+  'ERR_PROPOSAL_MISMATCH',
+]);
 
 export function createDkgQueue(connection: Redis, keys: RedisKeys): DkgQueue {
   return new Queue<DkgJobData, DkgJobResult>(DKG_QUEUE_NAME, {
@@ -165,9 +180,9 @@ export class KeyHolders {
 }
 
 function ceremonyParams(job: Job<DkgJobData, DkgJobResult>): DkgParams {
-  const { tenant, version, threshold } = job.data;
+  const { tenant, version, threshold, proposal } = job.data;
   const participants = [...job.data.participants].sort((a, b) => a - b);
-  return { ceremonyId: ceremonyIdOf(job.id!), tenant, version, threshold, participants };
+  return { ceremonyId: ceremonyIdOf(job.id!), tenant, version, threshold, participants, proposal };
 }
 
 export async function processDkgJob(
@@ -346,6 +361,10 @@ export function ceremonyIdOf(jobId: string): string {
 
 export interface JobView {
   id: string;
+  /** tenant.create or key.rotate. */
+  operation: string;
+  /** The id of the proposal the job carries out. */
+  proposal?: string;
   tenant: string;
   version: number;
   state: string;
@@ -359,11 +378,18 @@ const JOB_ID = /^[A-Za-z0-9_-]{1,128}$/;
 
 /** What GET /v1/jobs/:id shows. ERR_UNKNOWN_JOB when there is no such job (or it was removed). */
 export async function describeJob(queue: DkgQueue, id: string): Promise<JobView> {
-  const job = JOB_ID.test(id) ? await queue.getJob(id) : undefined;
+  let job = JOB_ID.test(id) ? await queue.getJob(id) : undefined;
   if (!job) throw new KmaasError('ERR_UNKNOWN_JOB', `no job ${id.slice(0, 128)}`);
   const state = await job.getState();
+  // The job may have finished between reading it and reading its state: read it again, so that
+  // a completed job always shows its result.
+  if ((state === 'completed' || state === 'failed') && !job.finishedOn) {
+    job = (await queue.getJob(id)) ?? job;
+  }
   const view: JobView = {
     id,
+    operation: job.name,
+    ...(job.data.proposal ? { proposal: proposalId(job.data.proposal) } : {}),
     tenant: job.data.tenant,
     version: job.data.version,
     state,

@@ -6,9 +6,9 @@
  * sealed by their sender to their recipient (nodes/round2-envelope.ts): the coordinator relays
  * ciphertext it cannot read, alter or forge.
  *
- *   before   coordinator -> every node   status  -> the node's identity public keys
  *   round 1  coordinator -> every node   dkg.round1 { ceremonyId, tenant, version, t, participants,
- *                                                     committee: [{ node, signing, encryption }] }
+ *                                                    committee, proposal } (the operators' signed
+ *                                                    proposal; committee = proposal.committee)
  *            node j -> coordinator       { node: j, commitment: [C_j0..C_j(t-1)], proofOfKnowledge }
  *   round 2  coordinator -> every node   dkg.round2 { ceremonyId, round1: all n packages }
  *            node j -> coordinator       { packages: [{ from: j, to: m, ephemeral, ciphertext,
@@ -36,9 +36,8 @@ import {
   dkgRound2Reply,
   dkgRound3Reply,
   parseMessage,
-  statusReply,
-  type committeeMember,
 } from '../shared/messages.ts';
+import type { Proposal } from '../shared/proposal.ts';
 import { canonicalKeyPackage } from './key-quorum.ts';
 import type { Logger } from './logger.ts';
 import { NodeReplyError } from './node-link.ts';
@@ -58,6 +57,8 @@ export interface DkgParams {
   version: number;
   threshold: number;
   participants: readonly number[];
+  /** The operator proposal that every node checks before it takes part. */
+  proposal: Proposal;
 }
 
 export interface DkgRelayDeps {
@@ -75,7 +76,6 @@ export interface DkgRelayDeps {
 }
 
 type Round1Package = ReturnType<typeof dkgRound1Reply.parse>;
-type CommitteeMember = ReturnType<typeof committeeMember.parse>;
 type Round2Package = ReturnType<typeof dkgRound2Reply.parse>['packages'][number];
 
 interface NodeFailure {
@@ -85,43 +85,13 @@ interface NodeFailure {
   culprits: number[];
 }
 
-/**
- * The committee of a ceremony: each participant's identity public keys as it publishes them in
- * `status`. The coordinator is not trusted with them: each node checks its own entry, and
- * operator-signed proposals are to vouch for the whole committee (DESIGN.md section 3); until
- * then a coordinator that lies about node B's keys to node A can read what A sends B.
- */
-export async function fetchCommittee(
-  deps: Pick<DkgRelayDeps, 'pool' | 'timeoutMs' | 'logger'>,
-  ids: readonly number[],
-): Promise<CommitteeMember[]> {
-  const members = new Map<number, CommitteeMember>();
-  const failures: NodeFailure[] = [];
-  await Promise.all(
-    ids.map(async (node) => {
-      try {
-        const link = deps.pool.get(node);
-        if (!link) throw new KmaasError('ERR_NODE_UNAVAILABLE', `node ${node} is not configured`);
-        const body = await link.request('status', {}, deps.timeoutMs);
-        const status = parseMessage(statusReply, body, 'status reply');
-        if (status.node !== node || !status.identity) {
-          throw malformed(node, 'status reply', 'no identity keys of its own');
-        }
-        members.set(node, { node, ...status.identity });
-      } catch (err) {
-        failures.push(describeFailure(node, err));
-      }
-    }),
-  );
-  if (failures.length > 0) throw roundFailed('round1', failures);
-  return ids.map((id) => members.get(id)!);
-}
-
 /** Run the three rounds; returns the key package every participant agreed on. */
 export async function relayDkg(deps: DkgRelayDeps, params: DkgParams): Promise<KeyPackage> {
   const { ceremonyId, participants } = params;
   const ids = [...participants].sort((a, b) => a - b);
-  const committee = await fetchCommittee(deps, ids);
+  // The identity keys that seal round 2 are the ones the operators signed, never read from the
+  // nodes' status here: each node refuses a round 1 whose committee is not its proposal's.
+  const committee = params.proposal.committee ?? [];
 
   // Round 1: every participant commits to its polynomial and proves knowledge of a_j0.
   const round1 = await runRound(
@@ -135,6 +105,7 @@ export async function relayDkg(deps: DkgRelayDeps, params: DkgParams): Promise<K
       threshold: params.threshold,
       participants: ids,
       committee,
+      proposal: params.proposal,
     }),
     (node, body) => checkRound1(params, node, body),
   );
@@ -334,7 +305,11 @@ function checkRound2(ids: readonly number[], node: number, body: unknown): Round
  * A node's answer to round 3 or to `keyPackage`: a consistent key package for exactly this
  * tenant, version, threshold and committee. ERR_DKG_FAILED naming the node otherwise.
  */
-export function checkHeldKeyPackage(params: DkgParams, node: number, body: unknown): KeyPackage {
+export function checkHeldKeyPackage(
+  params: Omit<DkgParams, 'ceremonyId' | 'proposal'>,
+  node: number,
+  body: unknown,
+): KeyPackage {
   return checkRound3(
     params,
     [...params.participants].sort((a, b) => a - b),
@@ -345,7 +320,7 @@ export function checkHeldKeyPackage(params: DkgParams, node: number, body: unkno
 
 /** A consistent key package for exactly this tenant, version, threshold and committee. */
 function checkRound3(
-  params: DkgParams,
+  params: Omit<DkgParams, 'ceremonyId' | 'proposal'>,
   ids: readonly number[],
   node: number,
   body: unknown,

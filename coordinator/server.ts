@@ -150,12 +150,13 @@ export async function startCoordinator(
           durationSeconds: 60,
         }),
       },
-      creator: {
+      proposals: {
         redis,
         keys,
         registry,
         queue,
-        participants: pool.ids(),
+        pool,
+        nodeTimeoutMs: config.nodeTimeoutMs,
         attempts: config.dkgAttempts,
         backoffMs: config.dkgBackoffMs,
         lockTtlMs: creationLockTtl(config),

@@ -2,8 +2,8 @@
  * The share node's audit log (DESIGN.md section 5): `<dataDir>/audit.jsonl`, append-only and
  * hash-chained, one JSON object per line.
  *
- *   { seq, time, type, tenant?, version?, subject?, count?, requestId, ceremonyId?, outcome,
- *     repairedTail?, prev, hash }
+ *   { seq, time, type, tenant?, version?, subject?, count?, requestId, ceremonyId?, proposal?,
+ *     operation?, outcome, repairedTail?, prev, hash }
  *
  *   seq   1 for the first line, then +1 per line
  *   prev  hex SHA-256 of the previous line's bytes (UTF-8, without its newline); 64 zeros first
@@ -31,6 +31,7 @@ import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { z } from 'zod';
+import { canonicalJson } from '../shared/canonical-json.ts';
 import { KmaasError, type ErrorCode } from '../shared/errors.ts';
 import {
   AUDIT_HEAD_FILE,
@@ -50,9 +51,10 @@ export const GENESIS = '0'.repeat(64);
 const MAX_LINE_BYTES = 1024 * 1024;
 const NEWLINE = 0x0a;
 
-/** Evaluations, every DKG message type, and the node's own start and stop. */
-export type AuditType = 'evaluate' | `dkg.${string}` | 'node.start' | 'node.stop';
-const AUDIT_TYPE = /^(?:evaluate|dkg\.[a-z0-9]+|node\.start|node\.stop)$/;
+/** Evaluations, every DKG message type, proposals applied, and the node's own start and stop. */
+export type AuditType =
+  'evaluate' | `dkg.${string}` | 'proposal.apply' | 'node.start' | 'node.stop';
+const AUDIT_TYPE = /^(?:evaluate|dkg\.[a-z0-9]+|proposal\.apply|node\.start|node\.stop)$/;
 
 /** 'ok', or the error code the request was refused with. */
 export type AuditOutcome = 'ok' | ErrorCode;
@@ -68,6 +70,10 @@ export interface AuditEvent {
   /** The request's id; for node.start and node.stop, an id shared by one run of the node. */
   requestId: string;
   ceremonyId?: string;
+  /** The id (hex SHA-256) of the operator proposal a dkg.round1 or proposal.apply carried. */
+  proposal?: string;
+  /** Its operation: tenant.create, key.rotate, key.retire. */
+  operation?: string;
   outcome: AuditOutcome;
   /** On node.start only: a torn last line was found and moved to `file`. */
   repairedTail?: { file: string; bytes: number };
@@ -87,29 +93,14 @@ const hex64 = z.string().regex(/^[0-9a-f]{64}$/, 'expected 64 lowercase hex digi
 const entrySchema = z.looseObject({
   seq: z.number().int().min(1),
   time: z.string().min(1),
-  type: z.string().regex(AUDIT_TYPE, 'expected evaluate, dkg.<round>, node.start or node.stop'),
+  type: z
+    .string()
+    .regex(AUDIT_TYPE, 'expected evaluate, dkg.<round>, proposal.apply, node.start or node.stop'),
   requestId: z.string().min(1),
   outcome: z.string().min(1),
   prev: hex64,
   hash: hex64,
 });
-
-/**
- * RFC 8785 canonical JSON: object keys sorted by UTF-16 code units, no whitespace, strings and
- * numbers as ECMAScript serialises them (section 3.2.2 defers to it).
- */
-export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  if (typeof value === 'object' && value !== null) {
-    const keys = Object.keys(value).sort();
-    const record = value as Record<string, unknown>;
-    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(record[k])}`).join(',')}}`;
-  }
-  if (typeof value === 'number' && !Number.isFinite(value)) {
-    throw new TypeError('canonical JSON has no form for a non-finite number');
-  }
-  return JSON.stringify(value);
-}
 
 function sha256Hex(data: string | Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
@@ -486,6 +477,8 @@ function pick(event: AuditEvent): AuditEvent {
     ...(event.count === undefined ? {} : { count: event.count }),
     requestId: event.requestId,
     ...(event.ceremonyId === undefined ? {} : { ceremonyId: event.ceremonyId }),
+    ...(event.proposal === undefined ? {} : { proposal: event.proposal }),
+    ...(event.operation === undefined ? {} : { operation: event.operation }),
     outcome: event.outcome,
     ...(event.repairedTail === undefined
       ? {}

@@ -1,6 +1,8 @@
 /**
- * What the node records in its audit log for each request: every evaluation and every DKG
- * message (any `dkg.*` type the node knows), accepted or refused, with the refusal's code.
+ * What the node records in its audit log for each request: every evaluation, every DKG message
+ * (any `dkg.*` type the node knows) and every proposal.apply, accepted or refused, with the
+ * refusal's code. A request that carries a well-formed operator proposal (dkg.round1,
+ * proposal.apply) is recorded with the proposal's id and operation, whether it passed or not.
  *
  * Called by the WebSocket handler (server.ts) with the frame as the dispatcher parsed it and its
  * reply, so that requests refused before any handler ran (bad envelope, bad body) are recorded
@@ -11,6 +13,7 @@
 import type { Logger } from 'pino';
 import { TENANT_PATTERN } from '../shared/document.ts';
 import { nodeRequestBodies, type NodeReply } from '../shared/messages.ts';
+import { proposalId, proposalSchema } from '../shared/proposal.ts';
 import type { AuditEvent, AuditType } from './audit-log.ts';
 import type { NodeContext } from './context.ts';
 
@@ -24,7 +27,9 @@ function isObject(value: unknown): value is Json {
 
 function auditedType(type: unknown): AuditType | undefined {
   if (typeof type !== 'string' || !Object.hasOwn(nodeRequestBodies, type)) return undefined;
-  return type === 'evaluate' || type.startsWith('dkg.') ? (type as AuditType) : undefined;
+  return type === 'evaluate' || type.startsWith('dkg.') || type === 'proposal.apply'
+    ? (type as AuditType)
+    : undefined;
 }
 
 /**
@@ -49,6 +54,13 @@ export function requestEvent(
   if (typeof tenant === 'string' && TENANT_PATTERN.test(tenant)) event.tenant = tenant;
   if (Number.isSafeInteger(version) && (version as number) >= 1) event.version = version as number;
   if (typeof ceremonyId === 'string' && CEREMONY_ID.test(ceremonyId)) event.ceremonyId = ceremonyId;
+  const proposal = proposalSchema.safeParse(body.proposal);
+  if (proposal.success) {
+    event.proposal = proposalId(proposal.data);
+    event.operation = proposal.data.operation;
+    event.tenant ??= proposal.data.tenant;
+    event.version ??= proposal.data.version;
+  }
   if (type === 'evaluate') {
     if (Array.isArray(blinded)) event.count = blinded.length;
     // Never read from the request itself: only a subject the handler verified is recorded.

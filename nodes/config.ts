@@ -10,16 +10,24 @@
  * End users are authenticated by OIDC access tokens and DPoP proofs (DESIGN.md section 4): the
  * KMAAS_OIDC_* settings of shared/oidc-config.ts, of which KMAAS_OIDC_ISSUER is required.
  *
+ * Lifecycle proposals (shared/proposal.ts) are checked against KMAAS_CLUSTER_ID and the operator
+ * set { quorum, operators: [{ id, publicKey }] } given as JSON in KMAAS_OPERATORS or in the file
+ * KMAAS_OPERATORS_FILE (in the JSON config file: `operators` as an object, or `operatorsFile`).
+ * Both are required: a node without them could not tell a lawful proposal from a forged one.
+ *
  * Every failure is ERR_CONFIG naming the setting; values of secret settings are never echoed.
  */
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { ed25519 } from '@noble/curves/ed25519.js';
 import { hexToBytes } from '@noble/hashes/utils.js';
+import { fromB64 } from '../shared/encoding.ts';
 import { z } from 'zod';
 import { KmaasError } from '../shared/errors.ts';
 import { MAX_IDENTIFIER } from '../shared/identifiers.ts';
 import type { OidcSettings } from '../shared/access-token.ts';
 import { OIDC_ENV, oidcFields, oidcSettings } from '../shared/oidc-config.ts';
+import { CLUSTER_ID_PATTERN, operatorSetSchema, type OperatorSet } from '../shared/proposal.ts';
 import { Redacted } from '../shared/redacted.ts';
 import { MAX_BATCH } from '../shared/suite.ts';
 
@@ -43,6 +51,10 @@ export interface NodeConfig {
   clusterToken: Redacted<string>;
   /** Who issues the end users' access tokens, and how proofs are checked. */
   oidc: OidcSettings;
+  /** The cluster this node belongs to: proposals for another cluster are refused. */
+  clusterId: string;
+  /** The operators whose quorum every lifecycle proposal needs (shared/proposal.ts). */
+  operators: OperatorSet;
   /** Blinded elements per (tenant, subject) per minute; 0 disables the limit. Default 60000. */
   rateElementsPerMin?: number;
   logLevel: LogLevel;
@@ -60,6 +72,9 @@ const SETTINGS = {
   clusterTokenFile: 'KMAAS_CLUSTER_TOKEN_FILE',
   ...OIDC_ENV,
   nodeRateElementsPerMin: 'KMAAS_NODE_RATE_ELEMENTS_PER_MIN',
+  clusterId: 'KMAAS_CLUSTER_ID',
+  operators: 'KMAAS_OPERATORS',
+  operatorsFile: 'KMAAS_OPERATORS_FILE',
   logLevel: 'LOG_LEVEL',
 } as const;
 
@@ -80,11 +95,16 @@ function isSecret(setting: Setting): setting is SecretSetting {
 }
 
 const fileSchema = z
-  .object(
-    Object.fromEntries(
+  .object({
+    ...(Object.fromEntries(
       Object.keys(SETTINGS).map((k) => [k, z.union([z.string(), z.number()]).optional()]),
-    ) as Record<Setting, z.ZodOptional<z.ZodUnion<[z.ZodString, z.ZodNumber]>>>,
-  )
+    ) as Record<Setting, z.ZodOptional<z.ZodUnion<[z.ZodString, z.ZodNumber]>>>),
+    // The operator set may be written inline as an object; it is kept as JSON text until parsed.
+    operators: z
+      .union([z.string(), z.record(z.string(), z.unknown())])
+      .transform((v) => (typeof v === 'string' ? v : JSON.stringify(v)))
+      .optional(),
+  })
   .strict();
 
 function integer(min: number, max: number) {
@@ -117,6 +137,8 @@ const settingsSchema = z.object({
     .refine((n) => n === 0 || n >= MAX_BATCH, `expected 0 (no limit) or at least ${MAX_BATCH}`)
     .default(DEFAULT_RATE_ELEMENTS_PER_MIN),
   logLevel: z.enum(LOG_LEVELS).default('info'),
+  clusterId: z.string().regex(CLUSTER_ID_PATTERN, 'expected 1-64 characters of A-Z a-z 0-9 . _ -'),
+  operators: z.string(),
 });
 
 function configError(setting: Setting | 'KMAAS_NODE_CONFIG', problem: string): KmaasError {
@@ -152,7 +174,7 @@ function readConfigFile(path: string): RawSettings {
   for (const [k, v] of Object.entries(parsed.data)) if (v !== undefined) raw[k as Setting] = v;
   // Paths in the file are relative to the file, as an operator editing it would expect.
   const base = dirname(resolve(path));
-  for (const k of ['nodeDataDir', ...Object.values(SECRET_FILES)] as Setting[]) {
+  for (const k of ['nodeDataDir', 'operatorsFile', ...Object.values(SECRET_FILES)] as Setting[]) {
     if (typeof raw[k] === 'string') raw[k] = resolve(base, raw[k]);
   }
   return raw;
@@ -202,17 +224,60 @@ function readSecretFiles(raw: RawSettings): void {
   }
 }
 
+/** KMAAS_OPERATORS_FILE replaced by the file's content, as KMAAS_OPERATORS. */
+function readOperatorsFile(raw: RawSettings): void {
+  if (raw.operators !== undefined && raw.operatorsFile !== undefined) {
+    throw configError('operators', 'set either KMAAS_OPERATORS or KMAAS_OPERATORS_FILE, not both');
+  }
+  if (raw.operatorsFile === undefined) return;
+  const path = resolve(String(raw.operatorsFile));
+  try {
+    raw.operators = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw configError('operatorsFile', `cannot read ${path}: ${(err as Error).message}`);
+  }
+  delete raw.operatorsFile;
+}
+
+/** The operator set, checked: quorum within 1..n, distinct ids and Ed25519 keys. */
+function parseOperators(text: string): OperatorSet {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw configError('operators', 'expected JSON { quorum, operators: [{ id, publicKey }] }');
+  }
+  const r = operatorSetSchema.safeParse(json);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    const where = issue?.path.join('.') || '(top level)';
+    throw configError('operators', `${where}: ${issue?.message ?? 'invalid'}`);
+  }
+  for (const o of r.data.operators) {
+    try {
+      ed25519.Point.fromBytes(fromB64(o.publicKey, 'publicKey'));
+    } catch {
+      throw configError('operators', `operator ${o.id}: publicKey is not an Ed25519 public key`);
+    }
+  }
+  return r.data;
+}
+
 /** Read and validate the configuration; throws ERR_CONFIG naming the first bad setting. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
   const configPath = env.KMAAS_NODE_CONFIG;
   const file = configPath ? readConfigFile(configPath) : {};
   const raw = merge(file, fromEnv(env));
   readSecretFiles(raw);
+  readOperatorsFile(raw);
   const parsed = settingsSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const setting = issue.path[0] as Setting;
     const missing = raw[setting] === undefined;
+    if (missing && setting === 'operators') {
+      throw configError(setting, 'required: set KMAAS_OPERATORS or KMAAS_OPERATORS_FILE');
+    }
     if (missing && isSecret(setting)) {
       const either = `${SETTINGS[setting]} or ${SETTINGS[SECRET_FILES[setting]]}`;
       throw configError(setting, `required: set ${either}`);
@@ -229,6 +294,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
     secret: new Redacted(hexToBytes(s.nodeSecret), 'node secret'),
     clusterToken: new Redacted(s.clusterToken, 'cluster token'),
     oidc: oidcSettings(s),
+    clusterId: s.clusterId,
+    operators: parseOperators(s.operators),
     rateElementsPerMin: s.nodeRateElementsPerMin,
     logLevel: s.logLevel,
   };

@@ -2,6 +2,7 @@
  * What request handlers share: this node's identity, its store and in-memory keys, and the
  * sources of randomness (a parameter so tests can replay fixed values; default crypto RNG).
  */
+import type { QuorumPolicy } from '../shared/proposal.ts';
 import type { Rng } from '../shared/shamir.ts';
 import type { AuditLog } from './audit-log.ts';
 import type { NodeIdentity } from './identity.ts';
@@ -18,6 +19,10 @@ export interface NodeContext {
   identity?: NodeIdentity;
   /** The end user's access token and DPoP proof, checked on every evaluation. */
   auth: EvaluationAuth;
+  /** This node's cluster id and operator set: what every proposal is checked against. */
+  policy: QuorumPolicy;
+  /** The clock proposals expire by (ms since the epoch); default Date.now. Tests only. */
+  now?: () => number;
   /** The hash-chained audit log (audit-log.ts); absent when handlers are driven without one. */
   audit?: AuditLog;
   /** Blinded elements per (tenant, subject) (rate-limit.ts); absent means no limit. */

@@ -5,8 +5,9 @@
  * also after the key is stored:
  *
  *   dkg.round1  same ceremony id and parameters -> the same broadcast
- *               (parameters include the committee's identity keys, checked against this
- *               node's own for its entry, and kept in the sealed state for rounds 2 and 3)
+ *               (parameters include the committee's identity keys: the operator-signed
+ *               proposal's, which the round-1 committee must equal; this node's own entry must be
+ *               its own keys; kept in the sealed state for rounds 2 and 3)
  *   dkg.round2  same round-1 packages           -> the same sealed outgoing packages, byte for
  *               byte (signed and encrypted to each recipient's identity key)
  *   dkg.round3  ceremony already finished       -> the stored key package
@@ -16,6 +17,10 @@
  * crashed, its answer was lost) can only finish when the others replay rounds 1 and 2 for it,
  * under the same ceremony id. The coordinator sends dkg.commit once every participant returned
  * the same key package; abandoned ceremonies expire (dkg-expiry.ts).
+ *
+ * Round 1 carries the operator proposal (nodes/proposals.ts): nothing is stored, and no ceremony
+ * state exists, unless it passes. Its nonce is then bound to this ceremony id, so only a replay of
+ * this very ceremony may carry it again.
  *
  * A (tenant, version) that already has a key never gets a second one (ERR_CEREMONY_CONFLICT).
  * Handlers are synchronous (better-sqlite3, noble), so requests never interleave.
@@ -43,6 +48,7 @@ import {
   type Round2Wire,
 } from './dkg-machine.ts';
 import type { NodeIdentity } from './identity.ts';
+import { checkDkgProposal, checkLifecycle } from './proposals.ts';
 import { secretShare } from './secret-share.ts';
 
 function conflict(ceremonyId: string, message: string, details: LogFields = {}): KmaasError {
@@ -127,7 +133,20 @@ export function handleRound1(
   log.ceremonyId = body.ceremonyId;
   log.tenant = body.tenant;
   log.version = body.version;
-  const params = checkParams(ctx.nodeId, body, identityOf(ctx).published());
+  const use = checkDkgProposal(ctx, body, log);
+  // The committee whose keys seal round 2 is the operators' (checkDkgProposal refused any other).
+  const params = checkParams(
+    ctx.nodeId,
+    {
+      ceremonyId: body.ceremonyId,
+      tenant: body.tenant,
+      version: body.version,
+      threshold: body.threshold,
+      participants: body.participants,
+      committee: body.proposal.committee ?? [],
+    },
+    identityOf(ctx).published(),
+  );
   const existing = load(ctx, params.ceremonyId);
   if (existing) {
     if (!sameParams(existing.params, params)) {
@@ -147,7 +166,10 @@ export function handleRound1(
       { tenant: params.tenant, version: params.version },
     );
   }
+  checkLifecycle(ctx, body.proposal, use.proposalId);
   const state = startCeremony(ctx.nodeId, params, ctx.rng);
+  // The nonce first: a ceremony state never exists without the proposal that allowed it.
+  if (!ctx.store.proposalUse(use.nonce)) ctx.store.recordProposalUse(use);
   save(ctx, state);
   log.participants = params.participants;
   log.threshold = params.threshold;

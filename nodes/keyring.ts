@@ -23,6 +23,8 @@ export interface LoadedKey {
 export class Keyring {
   readonly #nodeId: number;
   readonly #tenants = new Map<string, Map<number, LoadedKey>>();
+  /** `tenant/version` of every retired key: asked for, they answer ERR_KEY_RETIRED. */
+  readonly #retired = new Set<string>();
 
   constructor(nodeId: number) {
     this.#nodeId = nodeId;
@@ -60,8 +62,23 @@ export class Keyring {
     return loaded;
   }
 
-  /** ERR_UNKNOWN_TENANT or ERR_UNKNOWN_KEY_VERSION when absent. */
+  /** A retired version stops serving at once; its share is dropped from memory. */
+  retire(tenant: string, version: number): void {
+    this.#retired.add(`${tenant}/${version}`);
+    const versions = this.#tenants.get(tenant);
+    versions?.delete(version);
+    if (versions?.size === 0) this.#tenants.delete(tenant);
+  }
+
+  /** ERR_KEY_RETIRED, ERR_UNKNOWN_TENANT or ERR_UNKNOWN_KEY_VERSION when absent. */
   get(tenant: string, version: number): LoadedKey {
+    if (this.#retired.has(`${tenant}/${version}`)) {
+      throw new KmaasError(
+        'ERR_KEY_RETIRED',
+        `${tenant} v${version} was retired by an operator proposal`,
+        { tenant, version },
+      );
+    }
     const versions = this.#tenants.get(tenant);
     if (!versions) {
       throw new KmaasError('ERR_UNKNOWN_TENANT', `tenant ${tenant} does not exist`, { tenant });

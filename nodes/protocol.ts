@@ -25,6 +25,7 @@ import {
 import type { LogFields, NodeContext } from './context.ts';
 import { handleCommit, handleRound1, handleRound2, handleRound3 } from './dkg.ts';
 import { handleEvaluate } from './evaluate.ts';
+import { handleProposalApply } from './proposals.ts';
 
 type Handler<K extends NodeRequestType> = (
   ctx: NodeContext,
@@ -39,11 +40,13 @@ const handlers: { [K in NodeRequestType]: Handler<K> } = {
       .list()
       .map((k) => ({ tenant: k.tenant, version: k.version, groupKey: k.keyPackage.groupKey })),
     ...(ctx.identity ? { identity: ctx.identity.published() } : {}),
+    cluster: ctx.policy.clusterId,
   }),
   'dkg.round1': handleRound1,
   'dkg.round2': handleRound2,
   'dkg.round3': handleRound3,
   'dkg.commit': handleCommit,
+  'proposal.apply': handleProposalApply,
   evaluate: handleEvaluate,
   keyPackage: (ctx, body, log) => {
     log.tenant = body.tenant;
@@ -134,7 +137,7 @@ export function createDispatcher(ctx: NodeContext, logger: Logger): Dispatch {
     };
     if (reply.ok) {
       // DKG is rare and worth a record; evaluations are the hot path and log at debug.
-      if (type?.startsWith('dkg.')) logger.info(line, 'request');
+      if (type?.startsWith('dkg.') || type?.startsWith('proposal.')) logger.info(line, 'request');
       else logger.debug(line, 'request');
     } else if (reply.error.code === 'ERR_INTERNAL') {
       logger.error({ ...line, err: failure }, 'request failed');

@@ -144,6 +144,7 @@ export async function startNode(
     identity = NodeIdentity.loadOrCreate(store);
     keyring = new Keyring(config.nodeId);
     for (const key of store.listKeys()) keyring.add(key);
+    for (const r of store.listRetired()) keyring.retire(r.tenant, r.version);
     const signer = identity;
     audit = await AuditLog.open(config.dataDir, {
       logger: log,
@@ -176,6 +177,7 @@ export async function startNode(
     keyring,
     identity,
     auth,
+    policy: { clusterId: config.clusterId, ...config.operators },
     audit,
     rateLimit:
       options.rateLimit ??
@@ -194,6 +196,7 @@ export async function startNode(
         node: config.nodeId,
         keys: keyring.size,
         identity: identity.published(),
+        cluster: config.clusterId,
       });
     } else {
       sendJson(res, 404, errorBody('ERR_NOT_FOUND', `no route ${req.method} ${pathOf(req)}`));

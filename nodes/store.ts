@@ -10,6 +10,10 @@
  *               when another ceremony's key for the same (tenant, version) is stored, or by
  *               expireCeremonies once abandoned (no key for its (tenant, version), untouched for
  *               long; see dkg-expiry.ts).
+ *   proposals   nonce -> the operator proposal that used it, for which ceremony ('' for one that
+ *               acts without a ceremony), until when: a proposal acts once (shared/proposal.ts).
+ *               Rows are dropped once their proposal has expired, when it is refused anyway.
+ *   retired     (tenant, version) retired by a proposal; its keys row (the sealed share) is gone.
  *
  * Shares and ceremony state are sealed (sealing.ts) before they reach SQLite; nothing secret is
  * ever written in the clear. The check value is sealed at first start; a later start whose secret
@@ -52,6 +56,20 @@ const SCHEMA = `
     updated_at   INTEGER NOT NULL
   ) STRICT;
   CREATE INDEX IF NOT EXISTS ceremonies_by_key ON ceremonies (tenant, version);
+  CREATE TABLE IF NOT EXISTS proposals (
+    nonce        TEXT    PRIMARY KEY,
+    proposal_id  TEXT    NOT NULL,
+    ceremony_id  TEXT    NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    used_at      INTEGER NOT NULL
+  ) STRICT;
+  CREATE TABLE IF NOT EXISTS retired (
+    tenant       TEXT    NOT NULL,
+    version      INTEGER NOT NULL,
+    proposal_id  TEXT    NOT NULL,
+    retired_at   INTEGER NOT NULL,
+    PRIMARY KEY (tenant, version)
+  ) STRICT;
 `;
 
 export interface StoredKey {
@@ -77,6 +95,16 @@ export interface ExpiredCeremony {
   version: number;
   /** When its state last changed (ms since the epoch). */
   updatedAt: number;
+}
+
+/** One use of an operator proposal, remembered by its nonce. */
+export interface ProposalUse {
+  nonce: string;
+  proposalId: string;
+  /** The ceremony it started; '' for an operation without one (key.retire). */
+  ceremonyId: string;
+  /** ms since the epoch. */
+  expiresAt: number;
 }
 
 export interface StoreOptions {
@@ -491,6 +519,93 @@ export class NodeStore {
         updatedAt: r.updated_at,
       }));
     })();
+  }
+
+  /** The recorded use of `nonce`, if any. */
+  proposalUse(nonce: string): ProposalUse | undefined {
+    const row = this.#db
+      .prepare('SELECT nonce, proposal_id, ceremony_id, expires_at FROM proposals WHERE nonce = ?')
+      .get(nonce) as
+      { nonce: string; proposal_id: string; ceremony_id: string; expires_at: number } | undefined;
+    return (
+      row && {
+        nonce: row.nonce,
+        proposalId: row.proposal_id,
+        ceremonyId: row.ceremony_id,
+        expiresAt: row.expires_at,
+      }
+    );
+  }
+
+  #recordUse = (use: ProposalUse): void => {
+    const now = this.#now();
+    // Expired proposals are refused whatever their nonce: their rows are no longer needed.
+    this.#db.prepare('DELETE FROM proposals WHERE expires_at < ?').run(now);
+    const r = this.#db
+      .prepare(
+        `INSERT INTO proposals (nonce, proposal_id, ceremony_id, expires_at, used_at)
+         VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+      )
+      .run(use.nonce, use.proposalId, use.ceremonyId, use.expiresAt, now);
+    if (r.changes !== 1) {
+      throw new KmaasError('ERR_PROPOSAL_REPLAYED', `proposal nonce ${use.nonce} was used before`, {
+        proposal: use.proposalId,
+      });
+    }
+  };
+
+  /** Record that a proposal was used; ERR_PROPOSAL_REPLAYED when its nonce already was. */
+  recordProposalUse(use: ProposalUse): void {
+    this.#db.transaction(this.#recordUse)(use);
+  }
+
+  /**
+   * Retire (tenant, version) for `use`'s proposal, in one transaction: record the proposal, erase
+   * the key row (the sealed share; secure_delete overwrites it) and any ceremony state of that
+   * version, remember the retirement. False when there was no key to retire.
+   */
+  retireKey(tenant: string, version: number, use: ProposalUse): boolean {
+    return this.#db.transaction(() => {
+      const erased = this.#db
+        .prepare('DELETE FROM keys WHERE tenant = ? AND version = ?')
+        .run(tenant, version).changes;
+      if (erased !== 1) return false;
+      this.#recordUse(use);
+      this.#db
+        .prepare('DELETE FROM ceremonies WHERE tenant = ? AND version = ?')
+        .run(tenant, version);
+      this.#db
+        .prepare(
+          'INSERT INTO retired (tenant, version, proposal_id, retired_at) VALUES (?, ?, ?, ?)',
+        )
+        .run(tenant, version, use.proposalId, this.#now());
+      return true;
+    })();
+  }
+
+  isRetired(tenant: string, version: number): boolean {
+    return (
+      this.#db
+        .prepare('SELECT 1 FROM retired WHERE tenant = ? AND version = ?')
+        .get(tenant, version) !== undefined
+    );
+  }
+
+  listRetired(): { tenant: string; version: number }[] {
+    return this.#db
+      .prepare('SELECT tenant, version FROM retired ORDER BY tenant, version')
+      .all() as { tenant: string; version: number }[];
+  }
+
+  /** Every version of `tenant` this node holds or has retired, ascending. */
+  tenantVersions(tenant: string): number[] {
+    const rows = this.#db
+      .prepare(
+        `SELECT version FROM keys WHERE tenant = ?
+         UNION SELECT version FROM retired WHERE tenant = ? ORDER BY version`,
+      )
+      .all(tenant, tenant) as { version: number }[];
+    return rows.map((r) => r.version);
   }
 
   /** Idempotent. Closing checkpoints the WAL into node.db. */

@@ -12,6 +12,7 @@ import { KmaasClient } from '../client/index.ts';
 import { MemoryPinStore } from '../client/pins.ts';
 import { ROOT } from './lib/child.ts';
 import { LocalCluster } from './lib/cluster.ts';
+import { proposeWithDevKeys } from './lib/operators.ts';
 import { stopOnSignal } from './lib/signals.ts';
 
 const opts = new Command()
@@ -102,8 +103,13 @@ try {
     pins: new MemoryPinStore(),
     trustOnFirstUse: true,
   });
-  const { jobId } = await client.createTenant('bench', { threshold: 3 });
-  await client.waitForJob(jobId, { timeoutMs: 60000 });
+  const created = await proposeWithDevKeys(client, cluster.operators.keyFiles, {
+    operation: 'tenant.create',
+    tenant: 'bench',
+    version: 1,
+    threshold: 3,
+  });
+  if (created.kind === 'job') await client.waitForJob(created.jobId, { timeoutMs: 60000 });
   const results: CaseResult[] = [];
   for (const batch of [1, 32]) {
     for (const concurrency of [1, 32]) {

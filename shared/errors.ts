@@ -217,6 +217,31 @@ export const ERROR_CODES = {
     status: 500,
     doc: "An audit log's signed head does not verify with the node's signing key, is malformed, or names an entry the log does not hold.",
   },
+  ERR_PROPOSAL_INVALID: {
+    status: 400,
+    doc: 'An operator proposal is malformed: a field is missing or wrong for its operation, its committee repeats a node or key, or it expires too far ahead; `details.field` names it.',
+  },
+  ERR_PROPOSAL_QUORUM: {
+    status: 403,
+    doc: 'An operator proposal lacks a quorum of valid signatures by distinct operators this node knows; `details` lists the valid, invalid and unknown signers.',
+  },
+  ERR_PROPOSAL_CLUSTER: {
+    status: 403,
+    doc: 'An operator proposal names another cluster than the one the node belongs to.',
+  },
+  ERR_PROPOSAL_EXPIRED: { status: 403, doc: 'An operator proposal is past its expiry.' },
+  ERR_PROPOSAL_REPLAYED: {
+    status: 409,
+    doc: 'An operator proposal was already used (for another ceremony, or applied before); each proposal acts once.',
+  },
+  ERR_PROPOSAL_MISMATCH: {
+    status: 403,
+    doc: "A request does not match the proposal it carries: operation, tenant, version, threshold, participants or the round-1 committee (any entry's node, signing or encryption key) differ, or the committee does not hold this node with its own identity keys.",
+  },
+  ERR_KEY_RETIRED: {
+    status: 410,
+    doc: 'That key version was retired by an operator proposal: it no longer serves, and the nodes erased their shares.',
+  },
   ERR_INTERNAL: { status: 500, doc: 'An unexpected failure; the log has the details.' },
 } as const satisfies Record<string, { status: number; doc: string }>;
 

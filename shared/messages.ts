@@ -8,12 +8,15 @@
  *   coordinator -> node  { v: 1, id, type, body }
  *   node -> coordinator  { v: 1, id, ok: true, body } | { v: 1, id, ok: false, error }
  * `id` is the request id the reply echoes. Types: status, dkg.round1, dkg.round2, dkg.round3,
- * dkg.commit, evaluate, keyPackage. All byte strings are unpadded base64url.
+ * dkg.commit, proposal.apply, evaluate, keyPackage. dkg.round1 and proposal.apply carry the
+ * operator proposal (shared/proposal.ts) that every node checks itself before it acts. All byte
+ * strings are unpadded base64url.
  */
 import { z } from 'zod';
 import { KmaasError, type ErrorBody } from './errors.ts';
 import { keyPackageSchema } from './key-package.ts';
 import { TENANT_PATTERN } from './document.ts';
+import { proposalSchema } from './proposal.ts';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -48,8 +51,14 @@ export const dkgRound1Request = z
     version,
     threshold: z.number().int().min(2),
     participants: z.array(nodeId).min(2).max(64),
-    /** One entry per participant; each node checks that its own entry is its own identity. */
+    /**
+     * One entry per participant. It must equal `proposal.committee` entry for entry (node,
+     * signing, encryption): the keys that seal round 2 are the ones the operators signed, never
+     * the coordinator's (ERR_PROPOSAL_MISMATCH otherwise).
+     */
     committee: z.array(committeeMember).min(2).max(64),
+    /** The signed tenant.create or key.rotate proposal this ceremony carries out. */
+    proposal: proposalSchema,
   })
   .strict();
 
@@ -77,6 +86,9 @@ export const dkgRound3Request = z
 /** Every participant returned the same key package: the node may erase the ceremony's state. */
 export const dkgCommitRequest = z.object({ ceremonyId }).strict();
 
+/** A proposal that acts without a ceremony: key.retire. */
+export const proposalApplyRequest = z.object({ proposal: proposalSchema }).strict();
+
 /**
  * `auth` is the end user's credential, passed through untouched so that every node checks it
  * itself (DESIGN.md section 4): the OIDC access token and the DPoP proof (RFC 9449) the client
@@ -98,6 +110,7 @@ export const nodeRequestBodies = {
   'dkg.round2': dkgRound2Request,
   'dkg.round3': dkgRound3Request,
   'dkg.commit': dkgCommitRequest,
+  'proposal.apply': proposalApplyRequest,
   evaluate: evaluateRequest,
   keyPackage: keyPackageRequest,
 } as const;
@@ -118,6 +131,8 @@ export const statusReply = z.object({
   keys: z.array(z.object({ tenant, version, groupKey: b64 })),
   /** The node's identity public keys (Ed25519, X25519); optional for older nodes. */
   identity: z.object({ signing: b64, encryption: b64 }).optional(),
+  /** The cluster id the node checks proposals against; optional for older nodes. */
+  cluster: z.string().optional(),
 });
 
 export const dkgRound1Reply = dkgRound1Package;
@@ -125,6 +140,14 @@ export const dkgRound1Reply = dkgRound1Package;
 export const dkgRound2Reply = z.object({ packages: z.array(dkgRound2Package) });
 
 export const dkgRound3Reply = z.object({ keyPackage: keyPackageSchema });
+
+export const proposalApplyReply = z.object({
+  node: nodeId,
+  proposal: z.string(),
+  operation: z.literal('key.retire'),
+  tenant,
+  version,
+});
 
 /** `erased` is false when the state was already gone (a repeated commit). */
 export const dkgCommitReply = z.object({ ceremonyId, erased: z.boolean() });
@@ -156,10 +179,6 @@ export type NodeReply =
   | { v: number; id: string; ok: false; error: ErrorBody };
 
 // --- HTTP API (client/operator -> coordinator) ---
-
-export const createTenantBody = z
-  .object({ tenant, threshold: z.number().int().optional() })
-  .strict();
 
 export const evaluateBody = z.object({ blinded: blindedBatch }).strict();
 

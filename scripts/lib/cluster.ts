@@ -7,6 +7,10 @@
  * The identity provider has two dev users in two tenants (alice in `acme`, bob in `globex`) with
  * passwords generated into secrets.json; nodes and coordinator are told its issuer
  * (KMAAS_OIDC_ISSUER, DESIGN.md section 4), and cluster.json names it for the CLI.
+ *
+ * Lifecycle changes need operator proposals: a dev operator set (scripts/lib/operators.ts) and a
+ * cluster id are made once in the data folder; nodes get KMAAS_CLUSTER_ID and
+ * KMAAS_OPERATORS_FILE, and cluster.json names the set and the operators' key files.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,6 +18,7 @@ import { join } from 'node:path';
 import { DEFAULT_REDIRECT_URI, DEFAULT_RESOURCE, TENANT_CLAIM } from '../../idp/config.ts';
 import type { DevUser } from '../../idp/users.ts';
 import { ServiceProcess, ROOT } from './child.ts';
+import { ensureDevOperators, type DevOperators } from './operators.ts';
 import { ensureRedis, deletePrefix, type RedisHandle } from './redis.ts';
 
 export interface ClusterOptions {
@@ -48,6 +53,9 @@ export interface ClusterFile {
   /** OIDC issuer of the development identity provider, and its users (for devLogin). */
   issuer: string;
   devUsers: DevUser[];
+  /** The dev operator set (public) and the operators' key files (scripts/lib/operators.ts). */
+  operators: string;
+  operatorKeys: string[];
 }
 
 /** The dev users: two tenants, so that cross-tenant refusals can be shown and tested. */
@@ -66,6 +74,8 @@ export class LocalCluster {
   coordinator!: ServiceProcess;
   redis!: RedisHandle;
   secrets!: Secrets;
+  /** The dev operator set and cluster id every node checks proposals against. */
+  operators!: DevOperators;
   private readonly dir: string;
   private locked = false;
 
@@ -154,6 +164,7 @@ export class LocalCluster {
     mkdirSync(join(this.dir, 'logs'), { recursive: true });
     this.lock();
     this.secrets = this.loadSecrets(this.opts.nodes ?? 5);
+    this.operators = ensureDevOperators(this.dir);
     if (this.opts.redisPrefix) this.secrets.redisPrefix = this.opts.redisPrefix;
     this.redis = await ensureRedis(this.opts.redisUrl);
     await this.startIdp();
@@ -172,8 +183,9 @@ export class LocalCluster {
             KMAAS_NODE_DATA_DIR: dataDir,
             KMAAS_NODE_SECRET: n.secret,
             KMAAS_CLUSTER_TOKEN: this.secrets.clusterToken,
-            KMAAS_CLIENT_TOKEN: this.secrets.clientToken,
             ...this.oidcEnv,
+            KMAAS_CLUSTER_ID: this.operators.clusterId,
+            KMAAS_OPERATORS_FILE: this.operators.setFile,
             LOG_LEVEL: this.opts.logLevel ?? 'info',
           },
         }),
@@ -193,7 +205,6 @@ export class LocalCluster {
           this.secrets.nodes.map((n) => ({ id: n.id, url: `ws://127.0.0.1:${n.port}/v1/ws` })),
         ),
         KMAAS_CLUSTER_TOKEN: this.secrets.clusterToken,
-        KMAAS_CLIENT_TOKEN: this.secrets.clientToken,
         KMAAS_ADMIN_TOKEN: this.secrets.adminToken,
         KMAAS_NODE_TIMEOUT_MS: String(this.opts.nodeTimeoutMs ?? 2000),
         ...this.oidcEnv,
@@ -208,6 +219,8 @@ export class LocalCluster {
       pins: this.pinsFile,
       issuer: this.issuer,
       devUsers: [...this.devUsers],
+      operators: this.operators.setFile,
+      operatorKeys: this.operators.keyFiles,
     };
     writeFileSync(this.clusterFile, JSON.stringify(file, null, 2), { mode: 0o600 });
   }

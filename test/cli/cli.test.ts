@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FakeCoordinator, type FakeKey } from '../client/helpers/fake-coordinator.ts';
 import { randomBytes } from '../client/helpers/streams.ts';
+import { OPERATOR_SET, writeOperatorKeys } from '../helpers/operators.ts';
 
 const KMAAS = fileURLToPath(new URL('../../cli/kmaas.mjs', import.meta.url));
 
@@ -48,6 +49,10 @@ describe('cli: kmaas as a child process against a fake coordinator', function ()
   let dir: string;
   let pinsFile: string;
   let common: string[];
+  /** The test operators' key files, and the flags that sign with the first two (a quorum). */
+  let keyFiles: string[];
+  let keysDir: string;
+  const signFlags = () => ['--operator-key', keyFiles[0]!, '--operator-key', keyFiles[1]!];
 
   const pinAcme = () =>
     writeFile(pinsFile, JSON.stringify({ pins: { acme: { '1': key.keyPackage.groupKey } } }));
@@ -60,11 +65,14 @@ describe('cli: kmaas as a child process against a fake coordinator', function ()
     dir = await mkdtemp(join(tmpdir(), 'kmaas-cli-'));
     pinsFile = join(dir, 'pins.json');
     common = ['--url', fake.url, '--token', fake.clientToken, '--pins', pinsFile];
+    keysDir = await mkdtemp(join(tmpdir(), 'kmaas-cli-keys-'));
+    keyFiles = await writeOperatorKeys(keysDir);
   });
 
   afterEach(async () => {
     await fake.close();
     await rm(dir, { recursive: true, force: true });
+    await rm(keysDir, { recursive: true, force: true });
   });
 
   it('encrypts a 3 MB file and decrypts it to identical bytes', async () => {
@@ -182,14 +190,17 @@ describe('cli: kmaas as a child process against a fake coordinator', function ()
         'beta',
         '--threshold',
         '2',
+        ...signFlags(),
       ],
       { cwd: dir },
     );
     expect(r.code, r.stderr).to.equal(0);
     const beta = fake.keys.get('beta/1')!;
     expect(beta.threshold).to.equal(2);
-    expect(r.stderr.trimEnd().split('\n')).to.deep.equal([
-      'job 1: key generation of beta version 1',
+    const [signed, ...rest] = r.stderr.trimEnd().split('\n');
+    expect(signed).to.match(/^proposal [0-9a-f]{64} signed by operator-1, operator-2$/);
+    expect(rest).to.deep.equal([
+      'job 1: tenant.create of beta version 1',
       'queued: waiting for the coordinator to start the key generation',
       'DKG round 1/3: 0 of 5 nodes',
       'DKG round 2/3: 3 of 5 nodes',
@@ -209,6 +220,88 @@ describe('cli: kmaas as a child process against a fake coordinator', function ()
     expect(r.stdout + r.stderr).to.not.include(fake.adminToken);
   });
 
+  it('proposal create, sign by each operator, show, then submit follows the job', async () => {
+    const opsFile = join(keysDir, 'operators.json');
+    await writeFile(opsFile, JSON.stringify(OPERATOR_SET));
+    const base = ['--url', fake.url, '--admin-token', fake.adminToken, '--pins', pinsFile];
+    const create = await kmaas(
+      [
+        ...base,
+        'proposal',
+        'create',
+        '--operation',
+        'tenant.create',
+        '--tenant',
+        'beta',
+        '--out',
+        'p.json',
+      ],
+      { cwd: dir },
+    );
+    expect(create.code, create.stderr).to.equal(0);
+    expect(create.stderr).to.include('operation  tenant.create');
+    expect(create.stderr).to.include('signed by  (nobody yet)');
+    const written = JSON.parse(await readFile(join(dir, 'p.json'), 'utf8')) as {
+      cluster: string;
+      threshold: number;
+      committee: { node: number }[];
+      signatures: unknown[];
+    };
+    expect(written.committee.map((m) => m.node)).to.deep.equal([1, 2, 3, 4, 5]);
+    expect(written.threshold).to.equal(3);
+    expect(written.signatures).to.deep.equal([]);
+    expectOneError(
+      await kmaas(
+        [
+          ...base,
+          'proposal',
+          'create',
+          '--operation',
+          'tenant.create',
+          '--tenant',
+          'beta',
+          '--out',
+          'p.json',
+        ],
+        { cwd: dir },
+      ),
+      'ERR_VALIDATION',
+    );
+
+    const show = (...more: string[]) =>
+      kmaas(['--json', 'proposal', 'show', 'p.json', '--operators', opsFile, ...more], {
+        cwd: dir,
+      });
+    const verdict = async () =>
+      JSON.parse((await show()).stdout) as { valid: string[]; quorumReached: boolean };
+    expect(await verdict()).to.include({ quorumReached: false });
+
+    const sign = (i: number) =>
+      kmaas(['proposal', 'sign', 'p.json', '--key', keyFiles[i]!], { cwd: dir });
+    expect((await sign(0)).code).to.equal(0);
+    // The same operator twice still counts once.
+    expect((await sign(0)).code).to.equal(0);
+    expect(await verdict()).to.deep.include({ valid: ['operator-1'], quorumReached: false });
+    const human = await kmaas(['proposal', 'show', 'p.json', '--operators', opsFile], { cwd: dir });
+    expect(human.stdout).to.include('(1 of 2 required)');
+    expect(human.stdout).to.include('ERR_PROPOSAL_QUORUM');
+    const signed = await sign(1);
+    expect(signed.code, signed.stderr).to.equal(0);
+    expect(signed.stdout + signed.stderr).to.not.include(
+      (JSON.parse(await readFile(keyFiles[1]!, 'utf8')) as { secretKey: string }).secretKey,
+    );
+    expect(await verdict()).to.deep.include({
+      valid: ['operator-1', 'operator-2'],
+      quorumReached: true,
+    });
+
+    const submit = await kmaas([...base, 'proposal', 'submit', 'p.json'], { cwd: dir });
+    expect(submit.code, submit.stderr).to.equal(0);
+    const beta = fake.keys.get('beta/1')!;
+    expect(submit.stdout).to.include(`tenant beta version 1 group key ${beta.keyPackage.groupKey}`);
+    expect(fake.requests).to.include('POST /v1/proposals');
+  });
+
   it('tenant create refuses to pin when the job and the served package disagree', async () => {
     const stranger = fake.addKey('stranger', 1, 3);
     fake.jobScript = () => [{ state: 'completed', result: { keyPackage: stranger.keyPackage } }];
@@ -223,6 +316,7 @@ describe('cli: kmaas as a child process against a fake coordinator', function ()
         'tenant',
         'create',
         'beta',
+        ...signFlags(),
       ],
       { cwd: dir },
     );
@@ -232,7 +326,10 @@ describe('cli: kmaas as a child process against a fake coordinator', function ()
 
   it('tenant create --no-wait prints the job id and pins nothing; tenant pin pins later', async () => {
     const env = { KMAAS_URL: fake.url, KMAAS_ADMIN_TOKEN: fake.adminToken, KMAAS_PINS: pinsFile };
-    const r = await kmaas(['tenant', 'create', 'beta', '--no-wait'], { cwd: dir, env });
+    const r = await kmaas(['tenant', 'create', 'beta', '--no-wait', ...signFlags()], {
+      cwd: dir,
+      env,
+    });
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout.trim()).to.equal('1');
     expect(await readdir(dir)).to.not.include('pins.json');
@@ -249,6 +346,7 @@ describe('cli: kmaas as a child process against a fake coordinator', function ()
       token: fake.clientToken,
       adminToken: fake.adminToken,
       pins: join(clusterDir, 'pins.json'),
+      operatorKeys: keyFiles,
     };
     await writeFile(join(clusterDir, 'cluster.json'), JSON.stringify(cluster));
     await writeFile(join(dir, 'a.txt'), 'hello');

@@ -1,3 +1,5 @@
+import { draftProposal } from '../../shared/proposal.ts';
+import { signWith, TEST_CLUSTER_ID } from '../helpers/operators.ts';
 import { expect } from 'chai';
 import { KmaasClient, MemoryPinStore, type ClientEvent, type Job } from '../../client/index.ts';
 import { FakeCoordinator, type FakeKey } from './helpers/fake-coordinator.ts';
@@ -119,9 +121,34 @@ describe('client/index: KmaasClient', () => {
   });
 
   describe('operator calls', () => {
-    it('createTenant, then waitForJob reports progress and resolves with the result', async () => {
-      const created = await client.createTenant('beta', { threshold: 2 });
-      expect(created).to.deep.equal({ jobId: '1', tenant: 'beta', version: 1 });
+    /** tenant.create as a proposal signed by a quorum of the test operators. */
+    async function createTenant(c: KmaasClient, tenant: string, threshold = 3) {
+      const { cluster, committee } = await client.committee();
+      const p = draftProposal({
+        cluster,
+        committee,
+        operation: 'tenant.create',
+        tenant,
+        version: 1,
+        threshold,
+        expiresAt: new Date(Date.now() + 60_000),
+      });
+      const submitted = await c.submitProposal(signWith(p));
+      if (submitted.kind !== 'job') throw new Error('expected a job');
+      return submitted;
+    }
+
+    it('committee: the cluster id and every node with its identity keys', async () => {
+      const { cluster, committee } = await client.committee();
+      expect(cluster).to.equal(TEST_CLUSTER_ID);
+      expect(committee.map((m) => m.node)).to.deep.equal([1, 2, 3, 4, 5]);
+      expect(committee[0]).to.deep.equal({ node: 1, ...fake.identity(1) });
+    });
+
+    it('submitProposal, then waitForJob reports progress and resolves with the result', async () => {
+      const created = await createTenant(client, 'beta', 2);
+      expect(created).to.deep.include({ kind: 'job', jobId: '1', tenant: 'beta', version: 1 });
+      expect(created.proposal).to.match(/^[0-9a-f]{64}$/);
       const seen: Job[] = [];
       const job = await client.waitForJob(created.jobId, {
         onProgress: (j) => seen.push(j),
@@ -170,20 +197,20 @@ describe('client/index: KmaasClient', () => {
         { state: 'active' },
         { state: 'failed', error: { code: 'ERR_TOO_FEW_NODES', message: 'only 2 nodes' } },
       ];
-      const a = await client.createTenant('gamma');
+      const a = await createTenant(client, 'gamma');
       const err = await expectCode(
         client.waitForJob(a.jobId, { pollIntervalMs: 1 }),
         'ERR_TOO_FEW_NODES',
       );
       expect(err.message).to.equal('only 2 nodes');
       fake.jobScript = () => [{ state: 'failed', error: 'node 3 sent a bad share' }];
-      const b = await client.createTenant('delta');
+      const b = await createTenant(client, 'delta');
       await expectCode(client.waitForJob(b.jobId, { pollIntervalMs: 1 }), 'ERR_DKG_FAILED');
     });
 
     it('a job that never ends: ERR_NODE_UNAVAILABLE after the timeout', async () => {
       fake.jobScript = () => [{ state: 'active' }];
-      const a = await client.createTenant('slow');
+      const a = await createTenant(client, 'slow');
       await expectCode(
         client.waitForJob(a.jobId, { pollIntervalMs: 1, timeoutMs: 30 }),
         'ERR_NODE_UNAVAILABLE',
@@ -192,11 +219,11 @@ describe('client/index: KmaasClient', () => {
 
     it('operator calls need the admin token', async () => {
       const noAdmin = new KmaasClient({ baseUrl: fake.url, auth: fake.clientAuth, pins });
-      await expectCode(noAdmin.createTenant('beta'), 'ERR_CONFIG');
+      await expectCode(createTenant(noAdmin, 'beta'), 'ERR_CONFIG');
       const wrong = new KmaasClient({ baseUrl: fake.url, adminToken: 'wrong', pins });
-      await expectCode(wrong.createTenant('beta'), 'ERR_UNAUTHORIZED');
-      await expectCode(client.createTenant('acme'), 'ERR_TENANT_EXISTS');
-      await expectCode(client.createTenant('Bad Name'), 'ERR_VALIDATION');
+      await expectCode(createTenant(wrong, 'beta'), 'ERR_UNAUTHORIZED');
+      await expectCode(createTenant(client, 'acme'), 'ERR_TENANT_EXISTS');
+      await expectCode(createTenant(client, 'Bad Name'), 'ERR_PROPOSAL_INVALID');
       await expectCode(client.job('404'), 'ERR_UNKNOWN_JOB');
     });
 

@@ -4,6 +4,7 @@
  * meanwhile as a registry rebuild would, and the rule that the job is done only when EVERY
  * participant holds the identical key package. Real Redis under a prefix of its own.
  */
+import { testProposal } from '../helpers/operators.ts';
 import { expect } from 'chai';
 import type { Job } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -113,7 +114,18 @@ describe('coordinator/dkg-job: done only when every participant holds the key', 
   function newJob(attempts: number): StandInJob {
     return new StandInJob(
       `job-${process.pid}-${++jobs}`,
-      { tenant: 'acme', version: 1, threshold: 2, participants: [1, 2, 3] },
+      {
+        tenant: 'acme',
+        version: 1,
+        threshold: 2,
+        participants: [1, 2, 3],
+        proposal: testProposal({
+          tenant: 'acme',
+          version: 1,
+          threshold: 2,
+          committee: [1, 2, 3].map((id) => ({ node: id, ...node(id).identity })),
+        }),
+      },
       attempts,
     );
   }

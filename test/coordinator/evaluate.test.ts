@@ -13,6 +13,7 @@ import type { EvaluateResponse } from '../../shared/messages.ts';
 import { blind, deriveOutputs, type BlindState } from '../../shared/voprf-client.ts';
 import {
   Cluster,
+  createTenant,
   http,
   splitKey,
   TOKENS,
@@ -266,7 +267,7 @@ describe('coordinator: evaluate', function () {
     const state = blindDocs('secret-document');
     const res = await post(cluster, state);
     expect(res.status).to.equal(200);
-    await http(cluster.port, 'POST', '/v1/tenants', { json: { tenant: 'x' }, token: 'wrong' });
+    await createTenant(cluster, 'x', { token: 'wrong' });
 
     const log = cluster.logs.raw.join('');
     expect(log).to.not.include(TOKENS.client);

@@ -14,6 +14,15 @@ import { validateConfig, type CoordinatorConfig } from '../../coordinator/config
 import { createLogger } from '../../coordinator/logger.ts';
 import type { NodeLinkState } from '../../coordinator/node-link.ts';
 import { startCoordinator, type CoordinatorHandle } from '../../coordinator/server.ts';
+import {
+  newNonce,
+  PROPOSAL_FORMAT,
+  proposalSchema,
+  type CommitteeMember,
+  type Operation,
+  type Proposal,
+} from '../../shared/proposal.ts';
+import { signWith, strangerIdentity, TEST_CLUSTER_ID } from '../helpers/operators.ts';
 import { FakeNode, type FakeNodeOptions } from './fake-node.ts';
 import { honestUserProof, sharedIssuer, type TestUser } from '../helpers/oidc.ts';
 
@@ -120,6 +129,8 @@ export interface JobReply {
 
 export interface AcceptedReply {
   jobId: string;
+  proposal: string;
+  operation: string;
   tenant: string;
   version: number;
 }
@@ -310,4 +321,54 @@ export class Cluster {
     await deletePrefix(this.redis, this.prefix);
     this.redis.disconnect();
   }
+}
+
+/**
+ * A proposal body as an operator would submit it, for the coordinator's own checks: a committee
+ * of `nodes` (fake nodes check no identity keys), signed by a quorum of the test operators, with
+ * any field replaced by `overrides` (also to something invalid, unchecked here).
+ */
+export function proposalBody(
+  fields: { tenant: string; threshold?: number; version?: number; operation?: Operation },
+  nodes: readonly number[] = [1, 2, 3],
+  overrides: Record<string, unknown> = {},
+  member: (node: number) => CommitteeMember = strangerIdentity,
+): Record<string, unknown> {
+  const operation = fields.operation ?? 'tenant.create';
+  const base = {
+    format: PROPOSAL_FORMAT,
+    cluster: TEST_CLUSTER_ID,
+    operation,
+    tenant: fields.tenant,
+    version: fields.version ?? 1,
+    ...(operation === 'key.retire'
+      ? {}
+      : { threshold: fields.threshold ?? Math.floor(nodes.length / 2) + 1 }),
+    committee: nodes.map((n) => member(n)),
+    nonce: newNonce(),
+    expiresAt: new Date(Date.now() + 3_600_000).toISOString(),
+    signatures: [] as Proposal['signatures'],
+  };
+  let body: Record<string, unknown> = base;
+  if (proposalSchema.safeParse(base).success) body = signWith(base as Proposal);
+  return { ...body, ...overrides };
+}
+
+/** POST /v1/proposals of a tenant.create of `tenant` among every node of `cluster`. */
+export function createTenant(
+  cluster: Cluster,
+  tenant: string,
+  opts: { threshold?: number; token?: string } = {},
+) {
+  return http<AcceptedReply & ErrorReply>(cluster.port, 'POST', '/v1/proposals', {
+    // The committee of the nodes' real identity keys: the coordinator sends it as signed, and
+    // each node checks its own entry.
+    json: proposalBody(
+      { tenant, ...(opts.threshold === undefined ? {} : { threshold: opts.threshold }) },
+      cluster.nodes.map((n) => n.id),
+      {},
+      (node) => ({ node, ...cluster.nodes.find((n) => n.id === node)!.identity }),
+    ),
+    token: opts.token ?? TOKENS.admin,
+  });
 }

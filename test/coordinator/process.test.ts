@@ -12,13 +12,13 @@ import { validateConfig } from '../../coordinator/config.ts';
 import { startCoordinator } from '../../coordinator/server.ts';
 import {
   Cluster,
+  createTenant,
   http,
   keysUnder,
   LogCapture,
   REDIS_URL,
   TOKENS,
   waitFor,
-  type AcceptedReply,
   type JobReply,
 } from './helpers.ts';
 
@@ -127,10 +127,7 @@ describe('coordinator: process and lifecycle', function () {
       const before = new Set(await keysUnder(probe, ''));
       cluster = await Cluster.start({ nodes: 3, config: { redisUrl: url } });
       await cluster.waitForNodes();
-      const res = await http<AcceptedReply>(cluster.port, 'POST', '/v1/tenants', {
-        json: { tenant: 'acme' },
-        token: TOKENS.admin,
-      });
+      const res = await createTenant(cluster, 'acme');
       await waitFor('creation', async () => {
         const job = await http<JobReply>(cluster!.port, 'GET', `/v1/jobs/${res.body.jobId}`);
         return job.body.state === 'completed';
@@ -152,7 +149,7 @@ describe('coordinator: process and lifecycle', function () {
   it('cleans its prefix up after a test', async () => {
     const c = await Cluster.start({ nodes: 2 });
     const prefix = c.prefix;
-    await http(c.port, 'POST', '/v1/tenants', { json: { tenant: 'acme' }, token: TOKENS.admin });
+    await createTenant(c, 'acme');
     const redis = new Redis(REDIS_URL);
     try {
       await c.close();

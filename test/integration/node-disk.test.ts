@@ -27,6 +27,7 @@ import { join } from 'node:path';
 import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
 import { KmaasClient } from '../../client/index.ts';
 import { MemoryPinStore } from '../../client/pins.ts';
+import { devLogin } from '../../idp/dev-login.ts';
 import { BODY_LIMIT_BYTES } from '../../coordinator/api.ts';
 import { AUDIT_HEAD_FILE } from '../../nodes/audit-head.ts';
 import { AUDIT_FILE, type AuditEntry } from '../../nodes/audit-log.ts';
@@ -36,14 +37,15 @@ import { encodeScalar, toB64 } from '../../shared/encoding.ts';
 import { Redacted } from '../../shared/redacted.ts';
 import { ROOT } from '../../scripts/lib/child.ts';
 import { LocalCluster } from '../../scripts/lib/cluster.ts';
+import { proposeWithDevKeys } from '../../scripts/lib/operators.ts';
 import { NodeClient } from '../nodes/helpers.ts';
 
 const NODES = 3;
 const TENANTS = ['acme', 'globex'];
 
 /**
- * The one place this file makes keys: today `POST /v1/tenants` with the admin token, which
- * relays a DKG between the node processes. Operator proposals replace it here alone.
+ * The one place this file makes keys: a tenant.create proposal signed with the cluster's dev
+ * operator keys, submitted with the admin token, which relays a DKG between the node processes.
  */
 async function createTenantByDkg(cluster: LocalCluster, tenant: string): Promise<void> {
   const client = new KmaasClient({
@@ -51,8 +53,14 @@ async function createTenantByDkg(cluster: LocalCluster, tenant: string): Promise
     adminToken: cluster.secrets.adminToken,
     pins: new MemoryPinStore(),
   });
-  const { jobId } = await client.createTenant(tenant, { threshold: 2 });
-  const job = await client.waitForJob(jobId, { timeoutMs: 60_000, pollIntervalMs: 100 });
+  const submitted = await proposeWithDevKeys(client, cluster.operators.keyFiles, {
+    operation: 'tenant.create',
+    tenant,
+    version: 1,
+    threshold: 2,
+  });
+  if (submitted.kind !== 'job') throw new Error('expected a DKG job');
+  const job = await client.waitForJob(submitted.jobId, { timeoutMs: 60_000, pollIntervalMs: 100 });
   expect(job.state).to.equal('completed');
 }
 
@@ -271,7 +279,10 @@ describe('integration: body limits, the node disk and the audit log on real proc
 
     it('coordinator: a chunked body that grows past the limit is cut off with 413', async () => {
       const port = cluster.coordinator.port;
-      const headers = { authorization: `Bearer ${cluster.secrets.clientToken}` };
+      // A valid access token of alice@acme: the body is only read once the credential passes.
+      const alice = cluster.devUsers.find((u) => u.tenant === 'acme')!;
+      const { accessToken } = await devLogin({ issuer: cluster.issuer, ...alice });
+      const headers = { authorization: `DPoP ${accessToken}` };
       const path = '/v1/tenants/acme/keys/1/evaluate';
       const r = await rawHttp(port, 'POST', path, {
         headers,
@@ -284,7 +295,7 @@ describe('integration: body limits, the node disk and the audit log on real proc
       expect(r.status).to.equal(413);
       expect(r.body?.error?.code).to.equal('ERR_BODY_TOO_LARGE');
       // A chunked body within the limit is still read and parsed.
-      const small = await rawHttp(port, 'POST', '/v1/tenants/nobody/keys/1/evaluate', {
+      const small = await rawHttp(port, 'POST', path, {
         headers,
         chunked: true,
         payload: JSON.stringify({ blinded: ['AAAA'] }),
@@ -392,7 +403,9 @@ describe('integration: body limits, the node disk and the audit log on real proc
         KMAAS_NODE_DATA_DIR: nodeDir(id),
         KMAAS_NODE_SECRET: randomBytes(32).toString('hex'),
         KMAAS_CLUSTER_TOKEN: cluster.secrets.clusterToken,
-        KMAAS_CLIENT_TOKEN: cluster.secrets.clientToken,
+        ...cluster.oidcEnv,
+        KMAAS_CLUSTER_ID: cluster.operators.clusterId,
+        KMAAS_OPERATORS_FILE: cluster.operators.setFile,
       };
       const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'nodes', 'main.ts')], {
         cwd: ROOT,

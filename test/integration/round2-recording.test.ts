@@ -1,10 +1,10 @@
 /**
  * "A recording of all coordinator traffic during a DKG contains no share in the clear" (issue 3),
  * on real processes: three share node processes and a coordinator process, with a recording TCP
- * proxy between the coordinator and each node. After a tenant creation (a full DKG) the recorded
- * bytes are decoded back into WebSocket messages and scanned by test/helpers/share-detector.ts,
- * which recognises any round-2 share f_i(x_j) or final share k_j from the Feldman commitments
- * the recording itself carries. The final shares, unsealed from the nodes' databases with the
+ * proxy between the coordinator and each node. After a tenant creation (a tenant.create proposal
+ * signed by a quorum of the test operators: a full DKG) the recorded bytes are decoded back into
+ * WebSocket messages and scanned by test/helpers/share-detector.ts, which recognises any round-2
+ * share f_i(x_j) or final share k_j from the Feldman commitments the recording itself carries. The final shares, unsealed from the nodes' databases with the
  * node secrets the test chose, are searched for directly as well. The detector is shown to fire
  * on a recording that does hold shares in the clear.
  */
@@ -21,12 +21,16 @@ import { Redacted } from '../../shared/redacted.ts';
 import { NodeStore } from '../../nodes/store.ts';
 import { ROOT, ServiceProcess } from '../../scripts/lib/child.ts';
 import { deletePrefix } from '../../scripts/lib/redis.ts';
+import type { PublishedIdentity } from '../../nodes/identity.ts';
+import { OPERATOR_SET, TEST_CLUSTER_ID, testProposal } from '../helpers/operators.ts';
 import { decodeWebSocket, RecordingProxy } from '../helpers/recording-proxy.ts';
 import { detectShares } from '../helpers/share-detector.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const IDS = [1, 2, 3];
 const hex = (n: number) => randomBytes(n).toString('hex');
+/** Nobody listens there: no evaluation happens here, and the processes start without it. */
+const NO_ISSUER = 'http://127.0.0.1:9';
 
 interface Recorded {
   messages: string[];
@@ -38,7 +42,7 @@ interface Recorded {
 
 /** Run one DKG through real processes behind recording proxies; return what was recorded. */
 async function recordDkg(dir: string): Promise<Recorded> {
-  const tokens = { cluster: hex(32), client: hex(32), admin: hex(32) };
+  const tokens = { cluster: hex(32), admin: hex(32) };
   const prefix = `kmaas:test:${hex(6)}:`;
   const secrets = new Map(IDS.map((id) => [id, hex(32)]));
   const nodes = new Map<number, ServiceProcess>();
@@ -57,7 +61,9 @@ async function recordDkg(dir: string): Promise<Recorded> {
           KMAAS_NODE_DATA_DIR: join(dir, `node-${id}`),
           KMAAS_NODE_SECRET: secrets.get(id)!,
           KMAAS_CLUSTER_TOKEN: tokens.cluster,
-          KMAAS_CLIENT_TOKEN: tokens.client,
+          KMAAS_OIDC_ISSUER: NO_ISSUER,
+          KMAAS_CLUSTER_ID: TEST_CLUSTER_ID,
+          KMAAS_OPERATORS: JSON.stringify(OPERATOR_SET),
           LOG_LEVEL: 'info',
         },
       });
@@ -79,23 +85,31 @@ async function recordDkg(dir: string): Promise<Recorded> {
           IDS.map((id) => ({ id, url: `ws://127.0.0.1:${proxies.get(id)!.port}/v1/ws` })),
         ),
         KMAAS_CLUSTER_TOKEN: tokens.cluster,
-        KMAAS_CLIENT_TOKEN: tokens.client,
+        KMAAS_OIDC_ISSUER: NO_ISSUER,
         KMAAS_ADMIN_TOKEN: tokens.admin,
         LOG_LEVEL: 'info',
       },
     });
     const port = await coordinator.start();
     const base = `http://127.0.0.1:${port}`;
-    await poll('every node connected', async () => {
-      const status = (await (await fetch(`${base}/v1/status`)).json()) as {
-        nodes: { connected: boolean }[];
-      };
-      return status.nodes.filter((n) => n.connected).length === IDS.length;
+    type Status = {
+      nodes: { id: number; connected: boolean; identity: PublishedIdentity | null }[];
+    };
+    const status = await poll('every node connected', async () => {
+      const s = (await (await fetch(`${base}/v1/status`)).json()) as Status;
+      return s.nodes.every((n) => n.connected && n.identity) && s;
     });
-    const created = await fetch(`${base}/v1/tenants`, {
+    // tenant.create signed by a quorum of the test operators, for the committee the nodes publish.
+    const proposal = testProposal({
+      tenant: 'acme',
+      version: 1,
+      threshold: 2,
+      committee: status.nodes.map((n) => ({ node: n.id, ...n.identity! })),
+    });
+    const created = await fetch(`${base}/v1/proposals`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${tokens.admin}` },
-      body: JSON.stringify({ tenant: 'acme', threshold: 2 }),
+      body: JSON.stringify(proposal),
     });
     expect(created.status).to.equal(202);
     const { jobId } = (await created.json()) as { jobId: string };

@@ -465,8 +465,11 @@ describe('nodes/audit-log: a real node audits what it handles', () => {
       tenant: TENANT,
       version: 1,
       ceremonyId: ceremony,
+      proposal: rounds[0]!.proposal,
+      operation: 'tenant.create',
       outcome: 'ok',
     });
+    expect(rounds[0]!.proposal).to.match(/^[0-9a-f]{64}$/);
     for (const e of rounds) expect(e).to.include({ ceremonyId: ceremony, outcome: 'ok' });
 
     const evaluations = entries.filter((e) => e.type === 'evaluate').map(summary);

@@ -5,6 +5,7 @@ import { inspect } from 'node:util';
 import { expect } from 'chai';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { loadConfig } from '../../nodes/config.ts';
+import { OPERATOR_SET, TEST_CLUSTER_ID } from '../helpers/operators.ts';
 import { expectCode, removeDir, tempDir } from './helpers.ts';
 
 const SECRET_HEX = 'a1'.repeat(32);
@@ -14,7 +15,10 @@ const BASE = {
   KMAAS_NODE_SECRET: SECRET_HEX,
   KMAAS_CLUSTER_TOKEN: 'cluster-token-0123456789',
   KMAAS_OIDC_ISSUER: 'https://id.example.com',
+  KMAAS_CLUSTER_ID: TEST_CLUSTER_ID,
+  KMAAS_OPERATORS: JSON.stringify(OPERATOR_SET),
 };
+const [OP1, OP2] = OPERATOR_SET.operators;
 
 describe('nodes/config: settings from the environment and an optional JSON file', () => {
   let dir: string;
@@ -41,6 +45,15 @@ describe('nodes/config: settings from the environment and an optional JSON file'
       dpopMaxAgeSeconds: 60,
     });
     expect(c.logLevel).to.equal('info');
+    expect(c.clusterId).to.equal(TEST_CLUSTER_ID);
+    expect(c.operators).to.deep.equal(OPERATOR_SET);
+  });
+
+  it('reads the operator set from KMAAS_OPERATORS_FILE', async () => {
+    const file = join(dir, 'operators.json');
+    await writeFile(file, JSON.stringify(OPERATOR_SET));
+    const c = loadConfig({ ...BASE, KMAAS_OPERATORS: undefined, KMAAS_OPERATORS_FILE: file });
+    expect(c.operators).to.deep.equal(OPERATOR_SET);
   });
 
   it('prints without its secret or tokens', () => {
@@ -88,6 +101,49 @@ describe('nodes/config: settings from the environment and an optional JSON file'
       'KMAAS_DPOP_MAX_AGE_SECONDS',
     ],
     ['log level unknown', { ...BASE, LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+    ['cluster id missing', { ...BASE, KMAAS_CLUSTER_ID: undefined }, 'KMAAS_CLUSTER_ID'],
+    ['cluster id with a space', { ...BASE, KMAAS_CLUSTER_ID: 'a b' }, 'KMAAS_CLUSTER_ID'],
+    ['operators missing', { ...BASE, KMAAS_OPERATORS: undefined }, 'KMAAS_OPERATORS'],
+    ['operators not JSON', { ...BASE, KMAAS_OPERATORS: '{quorum' }, 'KMAAS_OPERATORS'],
+    [
+      'operators: quorum above the operators',
+      { ...BASE, KMAAS_OPERATORS: JSON.stringify({ quorum: 3, operators: [OP1, OP2] }) },
+      'KMAAS_OPERATORS',
+    ],
+    [
+      'operators: quorum zero',
+      { ...BASE, KMAAS_OPERATORS: JSON.stringify({ quorum: 0, operators: [OP1] }) },
+      'KMAAS_OPERATORS',
+    ],
+    [
+      'operators: an id twice',
+      {
+        ...BASE,
+        KMAAS_OPERATORS: JSON.stringify({ quorum: 1, operators: [OP1, { ...OP2!, id: OP1!.id }] }),
+      },
+      'KMAAS_OPERATORS',
+    ],
+    [
+      'operators: a key that is not Ed25519',
+      {
+        ...BASE,
+        KMAAS_OPERATORS: JSON.stringify({
+          quorum: 1,
+          operators: [{ id: 'x', publicKey: 'A'.repeat(42) + 'w' }],
+        }),
+      },
+      'KMAAS_OPERATORS',
+    ],
+    [
+      'operators given twice',
+      { ...BASE, KMAAS_OPERATORS_FILE: '/run/secrets/operators.json' },
+      'KMAAS_OPERATORS',
+    ],
+    [
+      'operators file missing',
+      { ...BASE, KMAAS_OPERATORS: undefined, KMAAS_OPERATORS_FILE: '/nonexistent.json' },
+      'KMAAS_OPERATORS_FILE',
+    ],
     [
       'config file missing',
       { ...BASE, KMAAS_NODE_CONFIG: '/nonexistent.json' },
@@ -175,9 +231,13 @@ describe('nodes/config: settings from the environment and an optional JSON file'
         clusterToken: 'file-cluster-token-0123',
         oidcIssuer: 'https://id.example.com',
         logLevel: 'debug',
+        clusterId: TEST_CLUSTER_ID,
+        // The operator set may be written inline, as an object.
+        operators: OPERATOR_SET,
       }),
     );
     const c = loadConfig({ KMAAS_NODE_CONFIG: file, KMAAS_NODE_PORT: '41999' });
+    expect(c.operators).to.deep.equal(OPERATOR_SET);
     expect(c.nodeId).to.equal(7);
     expect(c.port).to.equal(41999);
     expect(c.dataDir).to.equal(join(dir, 'conf', 'data'));

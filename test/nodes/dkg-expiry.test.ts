@@ -11,14 +11,15 @@ import {
   expireAbandonedCeremonies,
   startCeremonyExpiry,
 } from '../../nodes/dkg-expiry.ts';
-import type { CommitteeMember, Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
+import type { Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
 import { startNode } from '../../nodes/server.ts';
 import { NodeStore } from '../../nodes/store.ts';
 import {
+  committeeLookup,
+  round1Body,
+  testContext,
   capturingLogger,
   ceremonyId,
-  committeeFor,
-  dkgContext,
   nodeConfig,
   randomSecret,
   removeDir,
@@ -45,7 +46,7 @@ describe('nodes/dkg-expiry: abandoned ceremonies are erased', () => {
     for (const id of [1, 2, 3]) {
       const dir = await tempDir();
       const store = NodeStore.open(dir, id, randomSecret(), { now: () => clock });
-      nodes.push({ dir, ctx: dkgContext(id, store) });
+      nodes.push({ dir, ctx: testContext(id, store) });
     }
   });
 
@@ -57,20 +58,16 @@ describe('nodes/dkg-expiry: abandoned ceremonies are erased', () => {
   });
 
   const store = () => nodes[0]!.ctx.store;
+  const body = (p: DkgParams) => round1Body(p, committeeLookup(nodes.map((n) => n.ctx)));
 
-  function params(tenant: string): DkgParams & { committee: CommitteeMember[] } {
-    const participants = [1, 2, 3];
-    const committee = committeeFor(
-      participants,
-      nodes.map((n) => n.ctx),
-    );
-    return { ceremonyId: ceremonyId(), tenant, version: 1, threshold: 2, participants, committee };
+  function params(tenant: string): DkgParams {
+    return { ceremonyId: ceremonyId(), tenant, version: 1, threshold: 2, participants: [1, 2, 3] };
   }
 
   /** Run a 2-of-3 ceremony up to `rounds` rounds on every node. */
   function ceremony(tenant: string, rounds: 1 | 2 | 3): DkgParams {
     const p = params(tenant);
-    const round1: Round1Wire[] = nodes.map((n) => handleRound1(n.ctx, p, {}));
+    const round1: Round1Wire[] = nodes.map((n) => handleRound1(n.ctx, body(p), {}));
     if (rounds === 1) return p;
     const round2: Round2Wire[] = nodes.flatMap(
       (n) => handleRound2(n.ctx, { ceremonyId: p.ceremonyId, round1 }, {}).packages,
@@ -125,7 +122,7 @@ describe('nodes/dkg-expiry: abandoned ceremonies are erased', () => {
 
   it('the age counts from the last change of the state, not from round 1', () => {
     const p = params('acme');
-    const round1 = nodes.map((n) => handleRound1(n.ctx, p, {}));
+    const round1 = nodes.map((n) => handleRound1(n.ctx, body(p), {}));
     clock = T0 + 20 * HOUR;
     handleRound2(nodes[0]!.ctx, { ceremonyId: p.ceremonyId, round1 }, {});
     expireAbandonedCeremonies(store(), silentLogger(), T0 + 30 * HOUR);
@@ -195,21 +192,20 @@ describe('nodes/server: abandoned ceremonies expire at node start', () => {
     try {
       // The ceremony stalled two days ago (the store's clock says so).
       const store = NodeStore.open(dir, 1, secret, { now: () => Date.now() - 48 * HOUR });
-      const ctx = dkgContext(1, store);
-      const participants = [1, 2, 3];
       const p = {
         ceremonyId: ceremonyId(),
         tenant: 'acme',
         version: 1,
         threshold: 2,
-        participants,
-        committee: committeeFor(participants, [ctx]),
+        participants: [1, 2, 3],
       };
-      handleRound1(ctx, p, {});
+      const ctx = testContext(1, store);
+      const lookup = committeeLookup([ctx]);
+      handleRound1(ctx, round1Body(p, lookup), {});
       const fresh = { ...p, ceremonyId: ceremonyId(), tenant: 'fresh' };
       store.close();
       const reopened = NodeStore.open(dir, 1, secret);
-      handleRound1(dkgContext(1, reopened), fresh, {});
+      handleRound1(testContext(1, reopened), round1Body(fresh, lookup), {});
       reopened.close();
 
       const lines: string[] = [];

@@ -17,8 +17,9 @@ import { MAX_PARTICIPANTS, type Round1Wire } from '../../nodes/dkg-machine.ts';
 import { POK_BYTES, proofOfKnowledgeValid } from '../../nodes/dkg-pok.ts';
 import { NodeStore } from '../../nodes/store.ts';
 import {
-  committeeFor,
-  dkgContext,
+  committeeLookup,
+  round1Body,
+  testContext,
   ceremonyId,
   expectCode,
   randomSecret,
@@ -229,7 +230,7 @@ describe('nodes/dkg round 2: bad proofs named in one pass', () => {
   beforeEach(async () => {
     dir = await tempDir();
     const store = NodeStore.open(dir, SELF, randomSecret());
-    ctx = dkgContext(SELF, store);
+    ctx = testContext(SELF, store);
   });
   afterEach(async () => {
     ctx.store.close();
@@ -244,9 +245,8 @@ describe('nodes/dkg round 2: bad proofs named in one pass', () => {
       version: 1,
       threshold: 17,
       participants,
-      committee: committeeFor(participants, [ctx]),
     };
-    const own = handleRound1(ctx, params, {});
+    const own = handleRound1(ctx, round1Body(params, committeeLookup([ctx])), {});
     // Valid commitments (node 2's), proofs that prove nothing for anyone else.
     const real = honest(2, 17, new Uint8Array(32).fill(7));
     const round1: Round1Wire[] = participants.map((node) =>
@@ -281,9 +281,8 @@ describe('nodes/dkg round 2: bad proofs named in one pass', () => {
       version: 1,
       threshold: 3,
       participants,
-      committee: committeeFor(participants, [ctx]),
     };
-    const own = handleRound1(ctx, params, {});
+    const own = handleRound1(ctx, round1Body(params, committeeLookup([ctx])), {});
     const others = participants.slice(1).map((node) => {
       const pkg = honest(node, 3, new Uint8Array(32).fill(node));
       return {

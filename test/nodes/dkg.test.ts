@@ -6,11 +6,12 @@
  */
 import { expect } from 'chai';
 import { Fn, Point, fromB64, toB64 } from '../../shared/encoding.ts';
+import type { ErrorCode } from '../../shared/errors.ts';
 import { parseKeyPackage, type KeyPackage } from '../../shared/key-package.ts';
 import { interpolateAtZero } from '../../shared/shamir.ts';
 import type { NodeContext } from '../../nodes/context.ts';
 import { handleCommit, handleRound1, handleRound2, handleRound3 } from '../../nodes/dkg.ts';
-import type { CommitteeMember, Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
+import type { Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
 import {
   openPackage,
   sealPackage,
@@ -18,11 +19,14 @@ import {
   type EnvelopeContext,
 } from '../../nodes/round2-envelope.ts';
 import type { Redacted } from '../../shared/redacted.ts';
+import type { CommitteeMember } from '../../shared/proposal.ts';
 import { NodeStore } from '../../nodes/store.ts';
+import { strangerIdentity, testProposal } from '../helpers/operators.ts';
 import {
   ceremonyId,
-  committeeFor,
-  dkgContext,
+  committeeLookup,
+  round1Body,
+  testContext,
   expectCode,
   randomSecret,
   removeDir,
@@ -38,9 +42,7 @@ interface TestNode {
 }
 
 function openContext(id: number, dir: string, secret: Redacted<Uint8Array>): NodeContext {
-  const ctx = dkgContext(id, NodeStore.open(dir, id, secret));
-  for (const k of ctx.store.listKeys()) ctx.keyring.add(k);
-  return ctx;
+  return testContext(id, NodeStore.open(dir, id, secret));
 }
 
 /** Simulates a restart: close the store, open it again, reload the keyring. */
@@ -50,24 +52,21 @@ function restart(node: TestNode): void {
 }
 
 /** Every test node, by id, for committees and for sealing packages as a given sender. */
-let all: TestNode[] = [];
-const identityOf = (id: number) => all.find((n) => n.id === id)!.ctx.identity!;
+let nodes: TestNode[] = [];
+const identityOf = (id: number) => nodes.find((n) => n.id === id)!.ctx.identity!;
 
-/** dkg.round1 with the committee of the participants' real identity keys (or `committee`). */
-const r1 = (n: TestNode, p: DkgParams, committee?: CommitteeMember[]) =>
-  handleRound1(
-    n.ctx,
-    {
-      ...p,
-      committee:
-        committee ??
-        committeeFor(
-          p.participants,
-          all.map((x) => x.ctx),
-        ),
-    },
-    {},
-  );
+/** The committee entry of each node: its real identity keys, or a stranger's for the others. */
+const member = (node: number) => committeeLookup(nodes.map((m) => m.ctx))(node);
+
+/**
+ * dkg.round1 carrying the ceremony's proposal (signed by a quorum, with the participants' real
+ * identity keys) and, as an honest coordinator sends it, the proposal's committee; `committee`
+ * replaces the round-1 committee only (the proposal stays as signed).
+ */
+const r1 = (n: TestNode, p: DkgParams, committee?: CommitteeMember[]) => {
+  const body = round1Body(p, member);
+  return handleRound1(n.ctx, committee ? { ...body, committee } : body, {});
+};
 const r2 = (n: TestNode, id: string, round1: Round1Wire[]) =>
   handleRound2(n.ctx, { ceremonyId: id, round1 }, {});
 const r3 = (n: TestNode, id: string, round2: Round2Wire[]) =>
@@ -104,7 +103,6 @@ function tamper(share: Uint8Array): Uint8Array {
 }
 
 describe('nodes/dkg: the node side of the three DKG rounds', () => {
-  let nodes: TestNode[];
   const node = (id: number) => nodes.find((n) => n.id === id)!;
 
   beforeEach(async () => {
@@ -114,7 +112,6 @@ describe('nodes/dkg: the node side of the three DKG rounds', () => {
       const secret = randomSecret();
       nodes.push({ id, dir, secret, ctx: openContext(id, dir, secret) });
     }
-    all = nodes;
   });
 
   afterEach(async () => {
@@ -185,10 +182,11 @@ describe('nodes/dkg: the node side of the three DKG rounds', () => {
       [
         'this node is not a participant',
         { participants: [2, 3, 4], threshold: 2 },
-        'ERR_VALIDATION',
+        'ERR_PROPOSAL_MISMATCH',
       ],
-      ['a participant appears twice', { participants: [1, 2, 2, 3, 4] }, 'ERR_BAD_IDENTIFIER'],
-      ['a participant id is zero', { participants: [0, 1, 2, 3, 4] }, 'ERR_BAD_IDENTIFIER'],
+      // Checked by the proposal, before the ceremony's own parameter checks.
+      ['a participant appears twice', { participants: [1, 2, 2, 3, 4] }, 'ERR_PROPOSAL_INVALID'],
+      ['a participant id is zero', { participants: [0, 1, 2, 3, 4] }, 'ERR_PROPOSAL_INVALID'],
       [
         'more than 32 participants (33)',
         { participants: Array.from({ length: 33 }, (_, i) => i + 1), threshold: 17 },
@@ -209,58 +207,46 @@ describe('nodes/dkg: the node side of the three DKG rounds', () => {
     ];
     for (const [name, change, code] of table) {
       it(`${name} gives ${code}`, () => {
-        expectCode(() => r1(node(1), params(change)), code as 'ERR_VALIDATION');
+        expectCode(() => r1(node(1), params(change)), code as ErrorCode);
       });
     }
 
-    const committees: [string, (c: CommitteeMember[]) => CommitteeMember[], string, object][] = [
+    // The committee whose keys seal round 2 is the operators': a round-1 committee that is not
+    // the signed proposal's, in any entry, is refused before anything is stored.
+    const committees: [string, (c: CommitteeMember[]) => CommitteeMember[]][] = [
       [
-        'a participant missing from the committee',
-        (c) => c.slice(0, 4),
-        'ERR_VALIDATION',
-        { field: 'committee', missing: [5] },
+        "another node's encryption key swapped (node 2 under a stranger's key)",
+        (c) =>
+          c.map((m) => (m.node === 2 ? { ...m, encryption: strangerIdentity(2).encryption } : m)),
       ],
       [
-        'a committee entry for a non-participant',
-        (c) => [...c, { ...c[4]!, node: 6 }],
-        'ERR_VALIDATION',
-        { field: 'committee', unexpected: [6] },
-      ],
-      ['a committee entry twice', (c) => [...c, c[2]!], 'ERR_BAD_IDENTIFIER', {}],
-      [
-        "this node's entry holding another node's keys",
-        (c) => [{ ...c[1]!, node: 1 }, ...c.slice(1)],
-        'ERR_VALIDATION',
-        { field: 'committee', node: 1 },
+        "another node's signing key swapped (node 3 under node 4's)",
+        (c) => c.map((m) => (m.node === 3 ? { ...m, signing: c[3]!.signing } : m)),
       ],
       [
         "this node's entry with another encryption key",
         (c) => [{ ...c[0]!, encryption: c[1]!.encryption }, ...c.slice(1)],
-        'ERR_VALIDATION',
-        { field: 'committee', node: 1 },
       ],
+      ['a participant missing from the committee', (c) => c.slice(0, 4)],
+      ['a committee entry for a non-participant', (c) => [...c, { ...c[4]!, node: 6 }]],
+      ['a committee entry twice, replacing another', (c) => [...c.slice(0, 4), c[2]!]],
       [
-        'a signing key of 31 bytes',
-        (c) => [c[0]!, { ...c[1]!, signing: toB64(new Uint8Array(31)) }, ...c.slice(2)],
-        'ERR_BAD_LENGTH',
-        { field: 'committee[1].signing' },
-      ],
-      [
-        'an encryption key that is not base64url',
-        (c) => [c[0]!, c[1]!, { ...c[2]!, encryption: 'AB' }, ...c.slice(3)],
-        'ERR_BAD_BASE64',
-        {},
+        'the entries of nodes 4 and 5 exchanged',
+        (c) => [...c.slice(0, 3), { ...c[4]!, node: 4 }, { ...c[3]!, node: 5 }],
       ],
     ];
-    for (const [name, change, code, details] of committees) {
-      it(`${name} gives ${code}`, () => {
+    for (const [name, change] of committees) {
+      it(`a round-1 committee that is not the proposal's: ${name} gives ERR_PROPOSAL_MISMATCH`, () => {
         const p = params();
-        const committee = committeeFor(
-          p.participants,
-          nodes.map((n) => n.ctx),
-        );
-        expectCode(() => r1(node(1), p, change(committee)), code as 'ERR_VALIDATION', details);
-        expect(node(1).ctx.store.loadCeremony(p.ceremonyId)).to.equal(undefined);
+        const signed = round1Body(p, member).committee;
+        expectCode(() => r1(node(1), p, change(signed)), 'ERR_PROPOSAL_MISMATCH', {
+          field: 'committee',
+        });
+        const store = node(1).ctx.store;
+        expect(store.loadCeremony(p.ceremonyId)).to.equal(undefined);
+        expect(store.proposalUse(round1Body(p, member).proposal.nonce)).to.equal(undefined);
+        // The same proposal with its own committee is then accepted.
+        expect(r1(node(1), p).node).to.equal(1);
       });
     }
 
@@ -270,14 +256,11 @@ describe('nodes/dkg: the node side of the three DKG rounds', () => {
       expect(r1(node(1), p)).to.deep.equal(first);
       expectCode(() => r1(node(1), { ...p, threshold: 4 }), 'ERR_CEREMONY_CONFLICT');
       expectCode(() => r1(node(1), { ...p, tenant: 'other' }), 'ERR_CEREMONY_CONFLICT');
-      // Another committee (node 3 under node 4's keys) is other parameters too.
-      const swapped = committeeFor(
-        p.participants,
-        nodes.map((n) => n.ctx),
-      ).map((m) =>
-        m.node === 3 ? { ...m, signing: node(4).ctx.identity!.published().signing } : m,
-      );
-      expectCode(() => r1(node(1), p, swapped), 'ERR_CEREMONY_CONFLICT');
+      // Another proposal with another committee (node 3 under other keys), signed by a quorum
+      // and sent with its own committee, is other parameters too.
+      const committee = p.participants.map((n) => (n === 3 ? strangerIdentity(3) : member(n)));
+      const other = testProposal({ tenant: p.tenant, version: p.version, threshold: 3, committee });
+      expectCode(() => r1(node(1), { ...p, proposal: other }), 'ERR_CEREMONY_CONFLICT');
     });
 
     it('a (tenant, version) that already has a key refuses a second ceremony', () => {
@@ -477,7 +460,7 @@ describe('nodes/dkg: the node side of the three DKG rounds', () => {
 
     it("a package sealed to a key other than the recipient's fails its signature check", () => {
       // The recipient's key is part of what is signed: sealed for someone else is not for us.
-      const stranger = fromB64(committeeFor([9], [])[0]!.encryption, 'k');
+      const stranger = fromB64(strangerIdentity(9).encryption, 'k');
       const mine = inbox(round2, 1).map((x) =>
         x.from === 4 ? reseal(p, x, (s) => s, stranger) : x,
       );

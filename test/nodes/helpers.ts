@@ -26,7 +26,7 @@ import {
   type NodeReply,
 } from '../../shared/messages.ts';
 import type { NodeConfig } from '../../nodes/config.ts';
-import type { CommitteeMember, Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
+import type { Round1Wire, Round2Wire } from '../../nodes/dkg-machine.ts';
 import { Redacted } from '../../shared/redacted.ts';
 import { EvaluationAuth } from '../../shared/evaluation-auth.ts';
 import { nodeAuth, sharedIssuer, type TestUser } from '../helpers/oidc.ts';
@@ -35,8 +35,14 @@ import type { NodeContext } from '../../nodes/context.ts';
 import { NodeIdentity } from '../../nodes/identity.ts';
 import { Keyring } from '../../nodes/keyring.ts';
 import type { NodeStore } from '../../nodes/store.ts';
-import { toB64 } from '../../shared/encoding.ts';
-import { ed25519, x25519 } from '@noble/curves/ed25519.js';
+import type { CommitteeMember, Proposal } from '../../shared/proposal.ts';
+import {
+  ceremonyProposal,
+  OPERATOR_SET,
+  POLICY,
+  strangerIdentity,
+  TEST_CLUSTER_ID,
+} from '../helpers/operators.ts';
 
 export const CLUSTER_TOKEN = 'test-cluster-token-5f1c0a9e';
 
@@ -88,8 +94,65 @@ export function nodeConfig(
     secret,
     clusterToken: new Redacted(CLUSTER_TOKEN),
     oidc: ISSUER.settings(),
+    clusterId: TEST_CLUSTER_ID,
+    operators: OPERATOR_SET,
     logLevel: 'silent',
   };
+}
+
+/**
+ * THE handler context for tests, over `store` as startNode builds it: keys and retirements
+ * loaded, identity keys made or loaded (DKG rounds need them), a verifier of the test issuer's
+ * tokens, the test operator policy. `extra` overrides any of it (a clock, a rate limit, an audit
+ * log).
+ */
+export function testContext(
+  nodeId: number,
+  store: NodeStore,
+  extra: Partial<NodeContext> = {},
+): NodeContext {
+  const keyring = new Keyring(nodeId);
+  for (const k of store.listKeys()) keyring.add(k);
+  for (const r of store.listRetired()) keyring.retire(r.tenant, r.version);
+  return {
+    nodeId,
+    store,
+    keyring,
+    identity: NodeIdentity.loadOrCreate(store),
+    auth: testAuth(),
+    policy: POLICY,
+    ...extra,
+  };
+}
+
+/** Committee entries from the contexts under test; other nodes get keys of their own. */
+export function committeeLookup(
+  ctxs: Iterable<Pick<NodeContext, 'nodeId' | 'identity'>>,
+): (node: number) => CommitteeMember {
+  const known = new Map<number, CommitteeMember>();
+  for (const c of ctxs)
+    if (c.identity) known.set(c.nodeId, { node: c.nodeId, ...c.identity.published() });
+  return (node) => {
+    let m = known.get(node);
+    if (!m) {
+      m = strangerIdentity(node);
+      known.set(node, m);
+    }
+    return m;
+  };
+}
+
+/**
+ * The dkg.round1 body for `params`: the params, the ceremony's proposal (`params.proposal`, or
+ * one signed by a quorum with `identityOf` giving the committee) and, as a coordinator sends it,
+ * the proposal's committee.
+ */
+export function round1Body(
+  params: DkgParams,
+  identityOf: (node: number) => CommitteeMember,
+): DkgParams & { committee: CommitteeMember[]; proposal: Proposal } {
+  const proposal = params.proposal ?? ceremonyProposal(params, identityOf);
+  return { ...params, committee: proposal.committee ?? [], proposal };
 }
 
 /** A logger whose every line (at trace level and up) lands in `lines`, for leak checks. */
@@ -264,6 +327,8 @@ export interface DkgParams {
   version: number;
   threshold: number;
   participants: number[];
+  /** Made (signed by a quorum, with the nodes' identities) when absent. */
+  proposal?: Proposal;
 }
 
 export interface DkgResult {
@@ -281,9 +346,8 @@ export interface DkgResult {
 export async function runDkg(cluster: Cluster, params: DkgParams): Promise<DkgResult> {
   const nodes = params.participants.map((id) => cluster.node(id));
   const committee = await committeeOf(nodes);
-  const round1 = await Promise.all(
-    nodes.map((n) => n.client.call<Round1Wire>('dkg.round1', { ...params, committee })),
-  );
+  const body = round1Body(params, (node) => committee.find((m) => m.node === node)!);
+  const round1 = await Promise.all(nodes.map((n) => n.client.call<Round1Wire>('dkg.round1', body)));
   const round2 = await Promise.all(
     nodes.map((n) =>
       n.client.call<{ packages: Round2Wire[] }>('dkg.round2', {
@@ -324,39 +388,6 @@ export async function committeeOf(nodes: readonly ClusterNode[]): Promise<Commit
       return { node: n.id, ...status.identity };
     }),
   );
-}
-
-/**
- * A handler context for node `nodeId` over `store`, with the node's identity keys (made and
- * stored on first use, as at a real start): DKG rounds need them.
- */
-export function dkgContext(nodeId: number, store: NodeStore): NodeContext {
-  return {
-    nodeId,
-    store,
-    keyring: new Keyring(nodeId),
-    identity: NodeIdentity.loadOrCreate(store),
-    auth: testAuth(),
-  };
-}
-
-/**
- * The committee of a dkg.round1 request for `participants`: the identity of each context in
- * `known`, fresh random keys for everyone else (nodes the test only pretends to be).
- */
-export function committeeFor(
-  participants: readonly number[],
-  known: readonly NodeContext[],
-): CommitteeMember[] {
-  return participants.map((node) => {
-    const identity = known.find((c) => c.nodeId === node)?.identity;
-    if (identity) return { node, ...identity.published() };
-    return {
-      node,
-      signing: toB64(ed25519.getPublicKey(ed25519.utils.randomSecretKey())),
-      encryption: toB64(x25519.getPublicKey(x25519.utils.randomSecretKey())),
-    };
-  });
 }
 
 /** A fresh ceremony id of the allowed alphabet. */

@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { CLUSTER_TOKEN, removeDir, tempDir } from './helpers.ts';
+import { OPERATOR_SET, TEST_CLUSTER_ID } from '../helpers/operators.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -82,6 +83,8 @@ describe('nodes/main: the share node process', function () {
     KMAAS_CLUSTER_TOKEN: CLUSTER_TOKEN,
     // Nobody listens there: the node must start anyway (the issuer may start later).
     KMAAS_OIDC_ISSUER: 'http://127.0.0.1:9',
+    KMAAS_CLUSTER_ID: TEST_CLUSTER_ID,
+    KMAAS_OPERATORS: JSON.stringify(OPERATOR_SET),
   });
 
   before(async () => {

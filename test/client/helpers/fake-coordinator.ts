@@ -5,18 +5,15 @@
  * (shared/voprf-node.ts), from `answering` nodes (default: t of them, chosen at random).
  * Hooks let a test corrupt what it serves. Listens on 127.0.0.1, port 0.
  */
+import { parseProposal, proposalId } from '../../../shared/proposal.ts';
+import { strangerIdentity, TEST_CLUSTER_ID } from '../../helpers/operators.ts';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { decodeElementB64, Point, toB64 } from '../../../shared/encoding.ts';
 import { KmaasError, toKmaasError } from '../../../shared/errors.ts';
 import { commit } from '../../../shared/feldman.ts';
 import { buildKeyPackage, type KeyPackage } from '../../../shared/key-package.ts';
-import {
-  createTenantBody,
-  evaluateBody,
-  parseJson,
-  parseMessage,
-} from '../../../shared/messages.ts';
+import { evaluateBody, parseJson, parseMessage } from '../../../shared/messages.ts';
 import { randomScalar, split, type Share } from '../../../shared/shamir.ts';
 import { evaluateBatch } from '../../../shared/voprf-node.ts';
 import { checkBatchSize } from '../../../shared/suite.ts';
@@ -147,6 +144,19 @@ export class FakeCoordinator {
     }
   }
 
+  readonly #identities = new Map<number, { signing: string; encryption: string }>();
+
+  /** Made-up identity keys, the same for a node every time. */
+  identity(node: number): { signing: string; encryption: string } {
+    let id = this.#identities.get(node);
+    if (!id) {
+      const { signing, encryption } = strangerIdentity(node);
+      id = { signing, encryption };
+      this.#identities.set(node, id);
+    }
+    return id;
+  }
+
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
     this.requests.push(`${req.method} ${path}`);
@@ -154,14 +164,20 @@ export class FakeCoordinator {
 
     if (req.method === 'GET' && path === '/v1/status') {
       return this.send(res, {
-        nodes: this.nodeIds.map((id) => ({ id, url: `ws://node-${id}`, connected: true })),
+        cluster: TEST_CLUSTER_ID,
+        nodes: this.nodeIds.map((id) => ({
+          id,
+          url: `ws://node-${id}`,
+          connected: true,
+          identity: this.identity(id),
+        })),
         tenants: [...new Set([...this.keys.values()].map((k) => k.tenant))],
       });
     }
 
-    if (req.method === 'POST' && path === '/v1/tenants') {
+    if (req.method === 'POST' && path === '/v1/proposals') {
       this.requireToken(req, this.adminToken);
-      const body = parseMessage(createTenantBody, await this.body(req), 'body');
+      const body = parseProposal(await this.body(req));
       if ([...this.keys.values()].some((k) => k.tenant === body.tenant)) {
         throw new KmaasError('ERR_TENANT_EXISTS', `tenant ${body.tenant} exists`);
       }
@@ -183,7 +199,17 @@ export class FakeCoordinator {
         },
       ];
       this.jobs.set(id, { id, tenant: key.tenant, version: 1, script, polls: 0 });
-      return this.send(res, { jobId: id, tenant: key.tenant, version: 1 }, 202);
+      return this.send(
+        res,
+        {
+          jobId: id,
+          proposal: proposalId(body),
+          operation: body.operation,
+          tenant: key.tenant,
+          version: 1,
+        },
+        202,
+      );
     }
 
     if (req.method === 'GET' && (m = path.match(/^\/v1\/jobs\/([^/]+)$/))) {

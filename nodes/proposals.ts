@@ -1,0 +1,206 @@
+/**
+ * The node's check of operator proposals (shared/proposal.ts, DESIGN.md section 3), made before
+ * the node does anything a proposal asks for:
+ *
+ *   1. cluster id, expiry, a quorum of distinct operators of this node's own configuration
+ *      whose signatures verify (verifyQuorum)
+ *   2. the committee names this node with this node's own identity public keys
+ *   3. the request matches the proposal: operation, tenant, version, threshold, participants,
+ *      and for dkg.round1 the committee, entry for entry (node, signing, encryption): round 2 is
+ *      sealed to those keys, so they must be the operators' and not the coordinator's
+ *   4. the nonce is unused, or used by this very proposal for this very ceremony (a replayed
+ *      round of the same ceremony stays idempotent); anything else is ERR_PROPOSAL_REPLAYED
+ *
+ * dkg.round1 carries the proposal of a tenant.create or key.rotate; `proposal.apply` carries a
+ * key.retire, which erases this node's share of that version for good.
+ */
+import type { z } from 'zod';
+import { KmaasError } from '../shared/errors.ts';
+import type { dkgRound1Request, proposalApplyRequest } from '../shared/messages.ts';
+import {
+  verifyQuorum,
+  type CommitteeMember,
+  type Proposal,
+  type VerifiedProposal,
+} from '../shared/proposal.ts';
+import type { LogFields, NodeContext } from './context.ts';
+import type { ProposalUse } from './store.ts';
+
+function mismatch(id: string, message: string, details: Record<string, unknown> = {}) {
+  return new KmaasError('ERR_PROPOSAL_MISMATCH', `proposal ${id.slice(0, 12)}: ${message}`, {
+    proposal: id,
+    ...details,
+  });
+}
+
+/** Steps 1 and 2: the proposal is lawful, and it is addressed to this very node. */
+export function admitProposal(ctx: NodeContext, p: Proposal, log: LogFields): VerifiedProposal {
+  log.operation = p.operation;
+  const verified = verifyQuorum(p, ctx.policy, (ctx.now ?? Date.now)());
+  log.proposal = verified.id;
+  const own = p.committee?.find((m) => m.node === ctx.nodeId);
+  if (!own) throw mismatch(verified.id, `node ${ctx.nodeId} is not in the committee`);
+  const identity = ctx.identity?.published();
+  if (!identity || own.signing !== identity.signing || own.encryption !== identity.encryption) {
+    throw mismatch(
+      verified.id,
+      `the committee entry of node ${ctx.nodeId} does not carry this node's identity keys`,
+      { node: ctx.nodeId },
+    );
+  }
+  log.signers = verified.signers.join(',');
+  return verified;
+}
+
+export function useOf(p: Proposal, id: string, ceremonyId: string): ProposalUse {
+  return { nonce: p.nonce, proposalId: id, ceremonyId, expiresAt: Date.parse(p.expiresAt) };
+}
+
+/**
+ * Step 4: ERR_PROPOSAL_REPLAYED unless the nonce is fresh, or (`sameIsReplay` false) used by
+ * exactly this proposal for exactly this ceremony.
+ */
+function checkNonce(ctx: NodeContext, use: ProposalUse, sameIsReplay = false): void {
+  const seen = ctx.store.proposalUse(use.nonce);
+  if (!seen) return;
+  const same = seen.proposalId === use.proposalId && seen.ceremonyId === use.ceremonyId;
+  if (same && !sameIsReplay) return;
+  const where = seen.ceremonyId === '' ? 'was applied' : `started ceremony ${seen.ceremonyId}`;
+  throw new KmaasError(
+    'ERR_PROPOSAL_REPLAYED',
+    `proposal ${use.proposalId.slice(0, 12)}: its nonce already ${where}; a proposal acts once`,
+    { proposal: use.proposalId, ceremonyId: use.ceremonyId },
+  );
+}
+
+/**
+ * Everything dkg.round1 must pass before the ceremony exists on this node. Returns the use to
+ * record once the ceremony starts.
+ */
+export function checkDkgProposal(
+  ctx: NodeContext,
+  body: z.infer<typeof dkgRound1Request>,
+  log: LogFields,
+): ProposalUse {
+  const p = body.proposal;
+  const { id } = admitProposal(ctx, p, log);
+  if (p.operation !== 'tenant.create' && p.operation !== 'key.rotate') {
+    throw mismatch(id, `${p.operation} is not made by a DKG`, { field: 'operation' });
+  }
+  for (const field of ['tenant', 'version', 'threshold'] as const) {
+    if (body[field] !== p[field]) {
+      throw mismatch(
+        id,
+        `${field} is ${String(body[field])}, the proposal says ${String(p[field])}`,
+        {
+          field,
+        },
+      );
+    }
+  }
+  const committee = (p.committee ?? []).map((m) => m.node).sort((a, b) => a - b);
+  const participants = [...body.participants].sort((a, b) => a - b);
+  if (committee.join(',') !== participants.join(',')) {
+    throw mismatch(
+      id,
+      `participants ${participants.join(', ')} are not the committee ${committee.join(', ')}`,
+      { field: 'participants' },
+    );
+  }
+  checkCommittee(id, body.committee, p.committee ?? []);
+  const use = useOf(p, id, body.ceremonyId);
+  checkNonce(ctx, use);
+  return use;
+}
+
+function memberKey(m: CommitteeMember): string {
+  return `${m.node}:${m.signing}:${m.encryption}`;
+}
+
+/**
+ * The committee dkg.round1 carries must be the proposal's, entry for entry: its keys seal and
+ * verify round 2, and only the operators vouch for them. A coordinator that swapped node B's
+ * encryption key for its own could otherwise read what this node sends B.
+ */
+function checkCommittee(
+  id: string,
+  given: readonly CommitteeMember[],
+  signed: readonly CommitteeMember[],
+): void {
+  const want = new Map(signed.map((m) => [m.node, memberKey(m)]));
+  const nodes = new Set(given.map((m) => m.node));
+  const differ = given.filter((m) => want.get(m.node) !== memberKey(m)).map((m) => m.node);
+  const missing = [...want.keys()].filter((node) => !nodes.has(node));
+  if (differ.length > 0 || missing.length > 0 || given.length !== signed.length) {
+    const nodesAt = [...new Set([...differ, ...missing])].sort((a, b) => a - b);
+    throw mismatch(
+      id,
+      `committee: the round-1 committee is not the proposal's (node(s) ${nodesAt.join(', ')})`,
+      { field: 'committee', nodes: nodesAt },
+    );
+  }
+}
+
+/**
+ * What a new ceremony may make on this node: tenant.create only for a tenant it has never held,
+ * key.rotate only the version right after one it holds or held.
+ */
+export function checkLifecycle(ctx: NodeContext, p: Proposal, id: string): void {
+  const versions = ctx.store.tenantVersions(p.tenant);
+  if (p.operation === 'tenant.create' && versions.length > 0) {
+    throw new KmaasError('ERR_TENANT_EXISTS', `tenant ${p.tenant} exists on node ${ctx.nodeId}`, {
+      tenant: p.tenant,
+      proposal: id,
+    });
+  }
+  if (p.operation === 'key.rotate') {
+    if (versions.length === 0) {
+      throw new KmaasError('ERR_UNKNOWN_TENANT', `tenant ${p.tenant} does not exist`, {
+        tenant: p.tenant,
+        proposal: id,
+      });
+    }
+    const latest = versions[versions.length - 1]!;
+    if (p.version !== latest + 1) {
+      throw mismatch(
+        id,
+        `version: node ${ctx.nodeId} holds ${p.tenant} up to v${latest}; rotation makes v${latest + 1}`,
+        { field: 'version', latest },
+      );
+    }
+  }
+}
+
+/** `proposal.apply`: a key.retire. The share of that version is erased; irreversible. */
+export function handleProposalApply(
+  ctx: NodeContext,
+  body: z.infer<typeof proposalApplyRequest>,
+  log: LogFields,
+): { node: number; proposal: string; operation: 'key.retire'; tenant: string; version: number } {
+  const p = body.proposal;
+  log.tenant = p.tenant;
+  log.version = p.version;
+  const { id } = admitProposal(ctx, p, log);
+  if (p.operation !== 'key.retire') {
+    throw mismatch(id, `${p.operation} is made by a DKG, not applied`, { field: 'operation' });
+  }
+  const use = useOf(p, id, '');
+  checkNonce(ctx, use, true);
+  // ERR_KEY_RETIRED, ERR_UNKNOWN_TENANT or ERR_UNKNOWN_KEY_VERSION when there is nothing to retire.
+  ctx.keyring.get(p.tenant, p.version);
+  if (!ctx.store.retireKey(p.tenant, p.version, use)) {
+    throw new KmaasError('ERR_UNKNOWN_KEY_VERSION', `no stored key ${p.tenant} v${p.version}`, {
+      tenant: p.tenant,
+      version: p.version,
+    });
+  }
+  ctx.keyring.retire(p.tenant, p.version);
+  log.retired = true;
+  return {
+    node: ctx.nodeId,
+    proposal: id,
+    operation: 'key.retire',
+    tenant: p.tenant,
+    version: p.version,
+  };
+}
