@@ -30,6 +30,10 @@ export interface ClusterOptions {
   /** Delete the cluster's Redis keys on stop (tests); a dev cluster keeps them. */
   cleanRedisOnStop?: boolean;
   logLevel?: string;
+  /** Extra settings for every node (tests: a low rate limit, say). */
+  nodeEnv?: Record<string, string>;
+  /** Extra settings for the coordinator. */
+  coordinatorEnv?: Record<string, string>;
   /** Redirect URIs of the IdP's `kmaas-dev` client (a browser demo adds its own). */
   idpRedirectUris?: string[];
 }
@@ -187,6 +191,7 @@ export class LocalCluster {
             KMAAS_CLUSTER_ID: this.operators.clusterId,
             KMAAS_OPERATORS_FILE: this.operators.setFile,
             LOG_LEVEL: this.opts.logLevel ?? 'info',
+            ...this.opts.nodeEnv,
           },
         }),
       );
@@ -209,6 +214,7 @@ export class LocalCluster {
         KMAAS_NODE_TIMEOUT_MS: String(this.opts.nodeTimeoutMs ?? 2000),
         ...this.oidcEnv,
         LOG_LEVEL: this.opts.logLevel ?? 'info',
+        ...this.opts.coordinatorEnv,
       },
     });
     await this.coordinator.start();
