@@ -17,15 +17,9 @@
  *
  * Only for the local identity provider and test setups: a real client never sees the password.
  */
+import { dpopThumbprint, generateDpopKey as generateDpopKeyPair } from '../client/dpop.ts';
 import { createHash, randomBytes } from 'node:crypto';
-import {
-  calculateJwkThumbprint,
-  decodeJwt,
-  exportJWK,
-  generateKeyPair,
-  SignJWT,
-  type JWTPayload,
-} from 'jose';
+import { decodeJwt, exportJWK, SignJWT, type JWTPayload } from 'jose';
 import { KmaasError } from '../shared/errors.ts';
 import {
   API_SCOPE,
@@ -116,15 +110,9 @@ export async function discover(issuer: string): Promise<ProviderMetadata> {
   return m as ProviderMetadata;
 }
 
-/** A non-extractable ES256 key pair for DPoP (the public half is always exportable). */
-export async function generateDpopKeyPair(): Promise<CryptoKeyPair> {
-  return generateKeyPair('ES256', { extractable: false });
-}
-
-/** RFC 7638 thumbprint of the DPoP public key: the `jkt` the token is bound to. */
-export async function dpopThumbprint(key: CryptoKeyPair): Promise<string> {
-  return calculateJwkThumbprint(await exportJWK(key.publicKey));
-}
+// One DPoP key helper for the SDK and this login: the key the token is bound to is the key the
+// SDK signs evaluate proofs with.
+export { generateDpopKey as generateDpopKeyPair, dpopThumbprint } from '../client/dpop.ts';
 
 /**
  * A DPoP proof JWT (RFC 9449 section 4.2): typ dpop+jwt, the public key in the header; jti,
