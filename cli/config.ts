@@ -1,9 +1,13 @@
 /**
  * Where the CLI's settings come from, strongest first: command-line option, environment variable
  * (both through commander), the cluster file, the built-in default. The cluster file is the JSON
- * the local-cluster script writes ({ url, token, adminToken, pins, operators, operatorKeys }, the
- * last two naming the dev operator set and key files, relative to it); it is taken from --cluster
- * or KMAAS_CLUSTER, or else from ./data/cluster/cluster.json when that exists.
+ * the local-cluster script writes ({ url, adminToken, pins, issuer, devUsers, operators,
+ * operatorKeys }: the identity provider and its dev users to sign in with, the last two naming the
+ * dev operator set and key files, relative to it); it is taken from --cluster or KMAAS_CLUSTER, or
+ * else from ./data/cluster/cluster.json when that exists.
+ *
+ * The password of the user who signs in comes from --password-file, KMAAS_PASSWORD or the cluster
+ * file's dev users, never from a command-line value (which other users of the machine can read).
  */
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -14,7 +18,9 @@ import { KmaasError } from '../shared/errors.ts';
 
 export interface GlobalOptions {
   url?: string;
-  token?: string;
+  user?: string;
+  passwordFile?: string;
+  issuer?: string;
   adminToken?: string;
   pins?: string;
   cluster?: string;
@@ -26,7 +32,16 @@ export interface Config {
   url: string | undefined;
   /** Where the URL came from: --url or KMAAS_URL ('option'), or the cluster file. */
   urlFrom: 'option' | 'cluster' | undefined;
-  token: string | undefined;
+  /** The OIDC issuer to sign in at (--issuer, KMAAS_OIDC_ISSUER, the cluster file's `issuer`). */
+  issuer: string | undefined;
+  issuerFrom: 'option' | 'cluster' | undefined;
+  /** The user to sign in as (--user or KMAAS_USER); else a dev user of the tenant, below. */
+  user: string | undefined;
+  /** --password-file (resolved), then KMAAS_PASSWORD: read only when signing in. */
+  passwordFile: string | undefined;
+  password: string | undefined;
+  /** The cluster file's dev users { username, password, tenant } (development clusters only). */
+  devUsers: DevUserEntry[];
   adminToken: string | undefined;
   pinsFile: string;
   /** The pins file the cluster file names (resolved), whether or not it is the one in use. */
@@ -44,9 +59,18 @@ export interface Config {
 
 export const DEFAULT_CLUSTER_FILE = join('data', 'cluster', 'cluster.json');
 
+export interface DevUserEntry {
+  username: string;
+  password: string;
+  tenant: string;
+}
+
 const clusterFileSchema = z.object({
   url: z.string().optional(),
-  token: z.string().optional(),
+  issuer: z.string().optional(),
+  devUsers: z
+    .array(z.object({ username: z.string(), password: z.string(), tenant: z.string() }))
+    .optional(),
   adminToken: z.string().optional(),
   pins: z.string().optional(),
   operators: z.string().optional(),
@@ -82,7 +106,8 @@ async function readClusterFile(path: string): Promise<z.infer<typeof clusterFile
   const r = clusterFileSchema.safeParse(json);
   if (!r.success) {
     const field = r.error.issues[0]?.path.join('.') ?? '';
-    throw new KmaasError('ERR_CONFIG', `cluster file ${path}: ${field}: expected a string`, {
+    const what = r.error.issues[0]?.message ?? 'invalid';
+    throw new KmaasError('ERR_CONFIG', `cluster file ${path}: ${field}: ${what}`, {
       file: path,
       field,
     });
@@ -92,8 +117,12 @@ async function readClusterFile(path: string): Promise<z.infer<typeof clusterFile
 
 export async function resolveConfig(
   opts: GlobalOptions,
-  where: { cwd: string; home: string } = { cwd: process.cwd(), home: homedir() },
+  where: { cwd: string; home: string; env?: NodeJS.ProcessEnv } = {
+    cwd: process.cwd(),
+    home: homedir(),
+  },
 ): Promise<Config> {
+  const env = where.env ?? process.env;
   let clusterFile = opts.cluster
     ? resolve(where.cwd, expandHome(opts.cluster, where.home))
     : undefined;
@@ -115,7 +144,16 @@ export async function resolveConfig(
   return {
     url,
     urlFrom: opts.url !== undefined ? 'option' : url !== undefined ? 'cluster' : undefined,
-    token: opts.token ?? cluster.token,
+    issuer: opts.issuer ?? cluster.issuer,
+    issuerFrom:
+      opts.issuer !== undefined ? 'option' : cluster.issuer !== undefined ? 'cluster' : undefined,
+    user: opts.user,
+    passwordFile:
+      opts.passwordFile === undefined
+        ? undefined
+        : resolve(where.cwd, expandHome(opts.passwordFile, where.home)),
+    password: env.KMAAS_PASSWORD === '' ? undefined : env.KMAAS_PASSWORD,
+    devUsers: cluster.devUsers ?? [],
     adminToken: opts.adminToken ?? cluster.adminToken,
     pinsFile: pins,
     clusterPins,

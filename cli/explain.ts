@@ -1,7 +1,7 @@
 /**
  * The CLI's side of error messages: what the SDK reports in its own terms (a missing pin, an
- * unreachable coordinator, a missing credential) gets the next step the user can take with this
- * tool: which option, which variable, which file.
+ * unreachable coordinator or identity provider, a missing credential, a refused login) gets the
+ * next step the user can take with this tool: which option, which variable, which file.
  */
 import { KmaasError } from '../shared/errors.ts';
 import { DEFAULT_CLUSTER_FILE, type Config } from './config.ts';
@@ -17,7 +17,7 @@ function ours(err: KmaasError): KmaasError {
 }
 
 /** What a cluster file in use does not say, or where to find one when none is. */
-function clusterFileHint(config: Config, key: 'url' | 'token' | 'adminToken'): string {
+function clusterFileHint(config: Config, key: 'url' | 'adminToken'): string {
   return config.clusterFile
     ? `the cluster file ${config.clusterFile} has no "${key}"`
     : `or give a cluster file that has one with --cluster (default ${DEFAULT_CLUSTER} in the current folder)`;
@@ -44,14 +44,44 @@ export function noAdminTokenError(config: Config, operation: string): KmaasError
   );
 }
 
-export function noTokenError(config: Config, operation: string): KmaasError {
-  const where = config.clusterFile
-    ? `pass --token <token> or set KMAAS_TOKEN (${clusterFileHint(config, 'token')})`
-    : `pass --token <token>, set KMAAS_TOKEN, ${clusterFileHint(config, 'token')}`;
+/** Where a setting could come from when the cluster file in use has none, or there is none. */
+function clusterHint(config: Config, what: string): string {
+  return config.clusterFile
+    ? `the cluster file ${config.clusterFile} has no ${what}`
+    : `or give a cluster file that has one with --cluster (default ${DEFAULT_CLUSTER} in the current folder)`;
+}
+
+export function noIssuerError(config: Config, operation: string): KmaasError {
   return ours(
-    new KmaasError('ERR_CONFIG', `a client token is required to ${operation}: ${where}`, {
-      field: 'token',
-    }),
+    new KmaasError(
+      'ERR_CONFIG',
+      `to ${operation} you sign in at an identity provider, and none is known: pass ` +
+        `--issuer <url> or set KMAAS_OIDC_ISSUER (${clusterHint(config, '"issuer"')})`,
+      { field: 'issuer' },
+    ),
+  );
+}
+
+export function noUserError(config: Config, tenant: string, operation: string): KmaasError {
+  return ours(
+    new KmaasError(
+      'ERR_CONFIG',
+      `to ${operation} a user of tenant ${tenant} signs in: pass --user <name> or set ` +
+        'KMAAS_USER, with the password in KMAAS_PASSWORD or a file named by --password-file ' +
+        `(${clusterHint(config, `dev user of tenant ${tenant} in "devUsers"`)})`,
+      { field: 'user', tenant },
+    ),
+  );
+}
+
+export function noPasswordError(config: Config, username: string): KmaasError {
+  return ours(
+    new KmaasError(
+      'ERR_CONFIG',
+      `no password to sign in as ${username}: set KMAAS_PASSWORD or pass --password-file <file> ` +
+        `(a password is never taken on the command line; ${clusterHint(config, `dev user ${username} in "devUsers"`)})`,
+      { field: 'password', username },
+    ),
   );
 }
 
@@ -97,10 +127,35 @@ export function explain(err: unknown, facts: SessionFacts | undefined): unknown 
           'it, and try again',
         details,
       );
+    case 'ERR_LOGIN_FAILED':
+      return new KmaasError(
+        err.code,
+        `the identity provider at ${config.issuer ?? '(unknown)'} refused the login of ` +
+          `${typeof details.username === 'string' ? details.username : 'the user'}: check the ` +
+          'user (--user, KMAAS_USER) and the password (KMAAS_PASSWORD, --password-file, or the ' +
+          "dev users of the cluster file, which are the running cluster's only if it wrote the file)",
+        details,
+      );
+    case 'ERR_IDP_UNAVAILABLE':
+      if (config.issuerFrom !== 'cluster') return err;
+      return new KmaasError(
+        err.code,
+        `${err.message}. The issuer comes from the cluster file ${config.clusterFile}, which may ` +
+          'be stale: the cluster is not running, or was restarted. Start it with ' +
+          '`npm run cluster`, or wait for it, and try again',
+        details,
+      );
     case 'ERR_CONFIG':
       // The SDK's own words, should a command reach it without the CLI's checks.
       if (details.field === 'adminToken') return noAdminTokenError(config, 'do this');
-      if (details.field === 'token') return noTokenError(config, 'derive keys');
+      if (details.field === 'auth') {
+        return new KmaasError(
+          err.code,
+          'deriving keys needs a signed-in user: pass --user (or KMAAS_USER) and --issuer ' +
+            '(or KMAAS_OIDC_ISSUER), with the password in KMAAS_PASSWORD or --password-file',
+          details,
+        );
+      }
       return err;
     default:
       return err;

@@ -6,7 +6,13 @@
 export const ENVIRONMENT_HELP = `
 Environment (an option on the command line wins over its variable):
   KMAAS_URL          coordinator base URL (--url)
-  KMAAS_TOKEN        client token, to derive keys: encrypt, decrypt (--token)
+  KMAAS_USER         the user who signs in to derive keys: encrypt, decrypt
+                     (--user); default: the cluster file's dev user of the
+                     tenant
+  KMAAS_PASSWORD     that user's password; or a file that holds it:
+                     KMAAS_PASSWORD_FILE (--password-file). Never a value on
+                     the command line
+  KMAAS_OIDC_ISSUER  the identity provider to sign in at (--issuer)
   KMAAS_ADMIN_TOKEN  operator token, to create tenants (--admin-token)
   KMAAS_PINS         pins file (--pins); default: the one the cluster file
                      names, else ~/.kmaas/pins.json
@@ -15,9 +21,10 @@ Environment (an option on the command line wins over its variable):
                      folder and used when it exists
 
 Settings come from, strongest first: the option, its environment variable, the
-cluster file ({ url, token, adminToken, pins }), the default. \`npm run cluster\`
-writes ./data/cluster/cluster.json once the local cluster is up, so commands run
-in the folder it was started from need no settings.`;
+cluster file ({ url, adminToken, pins, issuer, devUsers }), the default.
+\`npm run cluster\` writes ./data/cluster/cluster.json once the local cluster is
+up, so commands run in the folder it was started from need no settings. Each
+encrypt or decrypt signs in afresh, with a new DPoP key of its own.`;
 
 /** Only in `kmaas --help`: each command's help shows its own defaults with its options. */
 export const PROGRAM_HELP = `

@@ -3,29 +3,32 @@
  * creation with key pinning, and file encryption and decryption through the SDK.
  *
  * Output: results go to stdout (one JSON document with --json), progress and notes to stderr.
- * Every failure is one line `error ERR_CODE: message` on stderr and exit status 1. Tokens and
- * keys are never printed; group keys (public) are.
+ * Every failure is one line `error ERR_CODE: message` on stderr and exit status 1. Tokens,
+ * passwords and keys are never printed; group keys (public) are. Deriving keys (encrypt, decrypt)
+ * signs a user in first (sign-in.ts).
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { FileHandle } from 'node:fs/promises';
 import { open, stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { KmaasError, isErrorCode, type ErrorCode } from '../shared/errors.ts';
-import { KmaasClient, type ClientEvent, type TenantInfo } from '../client/index.ts';
+import {
+  KmaasClient,
+  readHeader,
+  type ClientAuth,
+  type ClientEvent,
+  type EnvelopeHeader,
+  type TenantInfo,
+} from '../client/index.ts';
 import type { FetchLike } from '../client/http.ts';
 import { writeStreamAtomic } from './atomic.ts';
 import { addAuditCommand } from './audit.ts';
 import { resolveConfig, type Config, type GlobalOptions } from './config.ts';
-import {
-  explain,
-  noAdminTokenError,
-  noTokenError,
-  noUrlError,
-  type SessionFacts,
-} from './explain.ts';
+import { explain, noAdminTokenError, noUrlError, type SessionFacts } from './explain.ts';
 import { ENVIRONMENT_HELP, PROGRAM_HELP } from './help.ts';
 import { FilePinStore } from './pin-file.ts';
 import { addProposalCommands, createTenantWithDevKeys } from './proposal.ts';
+import { signIn } from './sign-in.ts';
 
 export interface Io {
   stdout: (text: string) => void;
@@ -76,6 +79,7 @@ export class Session implements SessionFacts {
   readonly client: KmaasClient;
   readonly pins: FilePinStore;
   unreachable = false;
+  private readonly watched: FetchLike;
 
   constructor(
     readonly config: Config,
@@ -84,7 +88,7 @@ export class Session implements SessionFacts {
     if (!config.url) throw noUrlError(config);
     this.pins = new FilePinStore(config.pinsFile);
     // Notes whether the coordinator failed to answer at all, as opposed to answering an error.
-    const watched: FetchLike = async (input, init) => {
+    this.watched = async (input, init) => {
       try {
         return await fetch(input, init);
       } catch (err) {
@@ -92,13 +96,17 @@ export class Session implements SessionFacts {
         throw err;
       }
     };
-    this.client = new KmaasClient({
-      baseUrl: config.url,
-      fetch: watched,
-      ...(config.token === undefined ? {} : { token: config.token }),
-      ...(config.adminToken === undefined ? {} : { adminToken: config.adminToken }),
+    this.client = this.makeClient(undefined);
+  }
+
+  private makeClient(auth: ClientAuth | undefined): KmaasClient {
+    return new KmaasClient({
+      baseUrl: this.config.url!,
+      fetch: this.watched,
+      ...(auth === undefined ? {} : { auth }),
+      ...(this.config.adminToken === undefined ? {} : { adminToken: this.config.adminToken }),
       pins: this.pins,
-      trustOnFirstUse: config.trustOnFirstUse,
+      trustOnFirstUse: this.config.trustOnFirstUse,
       onEvent: (e) => this.onEvent(e),
     });
   }
@@ -107,8 +115,10 @@ export class Session implements SessionFacts {
     if (this.config.adminToken === undefined) throw noAdminTokenError(this.config, operation);
   }
 
-  requireToken(operation: string): void {
-    if (this.config.token === undefined) throw noTokenError(this.config, operation);
+  /** A client that derives keys as a user of `tenant`, signed in now with a new DPoP key. */
+  async signedIn(tenant: string, operation: string): Promise<KmaasClient> {
+    const login = await signIn(this.config, tenant, operation);
+    return this.makeClient({ accessToken: login.accessToken, dpopKey: login.dpopKey });
   }
 
   note(line: string): void {
@@ -215,6 +225,19 @@ async function writeOutput(
   }
 }
 
+/** The header of the envelope in a file (ERR_ENVELOPE_FORMAT when it is none). */
+async function envelopeHeader(absolute: string, given: string): Promise<EnvelopeHeader> {
+  const fh = await openInput(absolute, given);
+  const stream = fh.createReadStream();
+  try {
+    const reader = await readHeader(stream);
+    await reader.close();
+    return reader.header;
+  } finally {
+    stream.destroy();
+  }
+}
+
 /** What `status` says of one tenant: its key versions, or why they could not be read. */
 type TenantStatus =
   | { tenant: string; versions: TenantInfo['versions'] }
@@ -259,8 +282,19 @@ export function buildProgram(io: Io, current: { session?: Session } = {}): Comma
     .description('KMaaS: threshold-derived document keys. Operator and client tool.')
     .addOption(new Option('--url <url>', 'coordinator base URL').env('KMAAS_URL'))
     .addOption(
-      new Option('--token <token>', 'client token for key derivation (prefer the env)').env(
-        'KMAAS_TOKEN',
+      new Option('--user <name>', 'the user who signs in to derive keys (encrypt, decrypt)').env(
+        'KMAAS_USER',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--password-file <file>',
+        "a file holding the user's password (else KMAAS_PASSWORD; never a value on the command line)",
+      ).env('KMAAS_PASSWORD_FILE'),
+    )
+    .addOption(
+      new Option('--issuer <url>', 'the OpenID Connect issuer to sign in at').env(
+        'KMAAS_OIDC_ISSUER',
       ),
     )
     .addOption(
@@ -277,7 +311,7 @@ export function buildProgram(io: Io, current: { session?: Session } = {}): Comma
     .addOption(
       new Option(
         '--cluster <file>',
-        'cluster file { url, token, adminToken, pins } giving defaults (default: ./data/cluster/cluster.json in the current folder, when it exists)',
+        'cluster file { url, adminToken, pins, issuer, devUsers } giving defaults (default: ./data/cluster/cluster.json in the current folder, when it exists)',
       ).env('KMAAS_CLUSTER'),
     )
     .option('--json', 'machine-readable output on stdout')
@@ -403,16 +437,16 @@ export function buildProgram(io: Io, current: { session?: Session } = {}): Comma
         cmd: Command,
       ) => {
         const s = await session(cmd);
-        s.requireToken('derive the document key');
         const inPath = resolve(io.cwd, input);
         const outPath = resolve(io.cwd, opts.output);
         const force = opts.force ?? false;
-        // Check the files first, so that a mistake fails before any key is derived.
+        // Check the files first, so that a mistake fails before anyone signs in.
         await checkOutput(outPath, opts.output, force);
         const fh = await openInput(inPath, input);
         const stream = fh.createReadStream();
         try {
-          const sealed = await s.client.encrypt(stream, {
+          const client = await s.signedIn(opts.tenant, 'derive the document key');
+          const sealed = await client.encrypt(stream, {
             tenant: opts.tenant,
             documentId: opts.doc ?? basename(inPath),
             ...(opts.keyVersion === undefined ? {} : { keyVersion: opts.keyVersion }),
@@ -456,15 +490,24 @@ export function buildProgram(io: Io, current: { session?: Session } = {}): Comma
         cmd: Command,
       ) => {
         const s = await session(cmd);
-        s.requireToken('derive the document key');
         const inPath = resolve(io.cwd, input);
         const outPath = resolve(io.cwd, opts.output);
         const force = opts.force ?? false;
         await checkOutput(outPath, opts.output, force);
+        // The envelope names the tenant whose user signs in: read its header first.
+        const header = await envelopeHeader(inPath, input);
         const fh = await openInput(inPath, input);
         const stream = fh.createReadStream();
         try {
-          const opened = await s.client.decrypt(stream, {
+          // An envelope of another tenant or document than asked for is refused by decrypt()
+          // before any key is derived: nobody needs to sign in for that.
+          const refused =
+            (opts.tenant !== undefined && opts.tenant !== header.tenant) ||
+            (opts.doc !== undefined && opts.doc !== header.documentId);
+          const client = refused
+            ? s.client
+            : await s.signedIn(header.tenant, 'derive the document key');
+          const opened = await client.decrypt(stream, {
             ...(opts.tenant === undefined ? {} : { tenant: opts.tenant }),
             ...(opts.doc === undefined ? {} : { documentId: opts.doc }),
           });

@@ -40,7 +40,6 @@ export interface ClusterOptions {
 
 interface Secrets {
   clusterToken: string;
-  clientToken: string;
   adminToken: string;
   redisPrefix: string;
   nodes: { id: number; secret: string; port: number }[];
@@ -48,10 +47,13 @@ interface Secrets {
   idp: { port: number; users: DevUser[] };
 }
 
-/** What the CLI reads (cli --cluster): where to go and which development credentials to use. */
+/**
+ * What the CLI reads (cli --cluster): where to go and which development credentials to use. End
+ * users sign in at `issuer` (the CLI as the dev user of the tenant it works for); there is no
+ * client token.
+ */
 export interface ClusterFile {
   url: string;
-  token: string;
   adminToken: string;
   pins: string;
   /** OIDC issuer of the development identity provider, and its users (for devLogin). */
@@ -121,8 +123,14 @@ export class LocalCluster {
   private loadSecrets(count: number): Secrets {
     const file = join(this.dir, 'secrets.json');
     if (existsSync(file)) {
-      const s = JSON.parse(readFileSync(file, 'utf8')) as Partial<Secrets> & Omit<Secrets, 'idp'>;
+      const s = JSON.parse(readFileSync(file, 'utf8')) as Partial<Secrets> &
+        Omit<Secrets, 'idp'> & { clientToken?: string };
       if (s.nodes.length === count) {
+        // The development client token of earlier versions: end users sign in now.
+        if (s.clientToken !== undefined) {
+          delete s.clientToken;
+          if (s.idp) writeFileSync(file, JSON.stringify(s, null, 2), { mode: 0o600 });
+        }
         // A data folder from before the identity provider: add it, keep everything else.
         if (s.idp) return s as Secrets;
         const upgraded = { ...s, idp: { port: 0, users: devUsers() } };
@@ -132,7 +140,6 @@ export class LocalCluster {
     }
     const s: Secrets = {
       clusterToken: hex(32),
-      clientToken: hex(32),
       adminToken: hex(32),
       redisPrefix: this.opts.redisPrefix ?? `kmaas:dev:${hex(4)}:`,
       nodes: Array.from({ length: count }, (_, i) => ({ id: i + 1, secret: hex(32), port: 0 })),
@@ -220,7 +227,6 @@ export class LocalCluster {
     await this.coordinator.start();
     const file: ClusterFile = {
       url: this.url,
-      token: this.secrets.clientToken,
       adminToken: this.secrets.adminToken,
       pins: this.pinsFile,
       issuer: this.issuer,

@@ -1,9 +1,16 @@
+/**
+ * The real `kmaas` executable against a fake coordinator (test/client/helpers) that checks every
+ * evaluation's access token and DPoP proof as a node does, with the real development identity
+ * provider (idp/main.ts) as a process: the CLI signs in with devLogin as it does for a user.
+ */
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { calculateJwkThumbprint, decodeProtectedHeader, type JWK } from 'jose';
+import { ROOT, ServiceProcess } from '../../scripts/lib/child.ts';
 import { FakeCoordinator, type FakeKey } from '../client/helpers/fake-coordinator.ts';
 import { randomBytes } from '../client/helpers/streams.ts';
 import { OPERATOR_SET, writeOperatorKeys } from '../helpers/operators.ts';
@@ -42,8 +49,28 @@ function expectOneError(run: Run, code: string): void {
   expect(run.stderr).to.not.match(/\n\s+at /);
 }
 
+/** The identity provider's users: alice of the fake's tenant acme, bob of a tenant created here. */
+const ALICE = {
+  username: 'alice',
+  password: 'alice-pw-' + Math.random().toString(36).slice(2),
+  tenant: 'acme',
+};
+const BOB = {
+  username: 'bob',
+  password: 'bob-pw-' + Math.random().toString(36).slice(2),
+  tenant: 'beta',
+};
+
+/** The thumbprint of the DPoP key that signed a proof. */
+function proofKey(proof: string): Promise<string> {
+  return calculateJwkThumbprint(decodeProtectedHeader(proof).jwk as JWK);
+}
+
 describe('cli: kmaas as a child process against a fake coordinator', function () {
   this.timeout(60_000);
+  let idpDir: string;
+  let idp: ServiceProcess;
+  let issuer: string;
   let fake: FakeCoordinator;
   let key: FakeKey;
   let dir: string;
@@ -56,15 +83,45 @@ describe('cli: kmaas as a child process against a fake coordinator', function ()
 
   const pinAcme = () =>
     writeFile(pinsFile, JSON.stringify({ pins: { acme: { '1': key.keyPackage.groupKey } } }));
-  const run = (...args: string[]) => kmaas([...common, ...args], { cwd: dir });
+  const run = (...args: string[]) =>
+    kmaas([...common, ...args], { cwd: dir, env: { KMAAS_PASSWORD: ALICE.password } });
+
+  before(async () => {
+    idpDir = await mkdtemp(join(tmpdir(), 'kmaas-cli-idp-'));
+    await writeFile(join(idpDir, 'users.json'), JSON.stringify([ALICE, BOB]), { mode: 0o600 });
+    idp = new ServiceProcess({
+      name: 'idp',
+      entry: join(ROOT, 'idp', 'main.ts'),
+      logFile: join(idpDir, 'idp.log'),
+      env: {
+        KMAAS_IDP_PORT: '0',
+        KMAAS_IDP_USERS_FILE: join(idpDir, 'users.json'),
+        LOG_LEVEL: 'info',
+      },
+    });
+    issuer = `http://127.0.0.1:${await idp.start()}`;
+  });
+
+  after(async () => {
+    await idp?.stop();
+    if (idpDir) await rm(idpDir, { recursive: true, force: true });
+  });
 
   beforeEach(async () => {
-    fake = new FakeCoordinator();
+    fake = new FakeCoordinator({
+      oidc: {
+        issuer,
+        audience: 'urn:kmaas:api',
+        tenantClaim: 'tenant',
+        clockSkewSeconds: 30,
+        dpopMaxAgeSeconds: 60,
+      },
+    });
     await fake.start();
     key = fake.addKey('acme', 1, 3);
     dir = await mkdtemp(join(tmpdir(), 'kmaas-cli-'));
     pinsFile = join(dir, 'pins.json');
-    common = ['--url', fake.url, '--token', fake.clientToken, '--pins', pinsFile];
+    common = ['--url', fake.url, '--issuer', issuer, '--user', 'alice', '--pins', pinsFile];
     keysDir = await mkdtemp(join(tmpdir(), 'kmaas-cli-keys-'));
     keyFiles = await writeOperatorKeys(keysDir);
   });
@@ -108,8 +165,12 @@ describe('cli: kmaas as a child process against a fake coordinator', function ()
     ]);
     // Nothing secret on any stream.
     for (const out of [enc.stdout, enc.stderr, dec.stdout, dec.stderr]) {
-      expect(out).to.not.include(fake.clientToken);
+      expect(out).to.not.include(ALICE.password);
     }
+    // Each run signed in afresh, with a DPoP key of its own.
+    expect(fake.proofs).to.have.length(2);
+    const [first, second] = await Promise.all(fake.proofs.map(proofKey));
+    expect(first).to.not.equal(second);
   });
 
   it('a tampered file: exit 1, one ERR_DECRYPT_FAILED line, and no output file left', async () => {
@@ -338,12 +399,14 @@ describe('cli: kmaas as a child process against a fake coordinator', function ()
     expect(p.stdout).to.include(fake.keys.get('beta/1')!.keyPackage.groupKey);
   });
 
-  it('reads url, tokens and pins from ./data/cluster/cluster.json, or from --cluster', async () => {
+  it('reads url, tokens, pins, issuer and dev users from ./data/cluster/cluster.json, or from --cluster', async () => {
     const clusterDir = join(dir, 'data', 'cluster');
     await mkdir(clusterDir, { recursive: true });
+    // As `npm run cluster` writes it: the issuer and its dev users, with their passwords.
     const cluster = {
       url: fake.url,
-      token: fake.clientToken,
+      issuer,
+      devUsers: [ALICE, BOB],
       adminToken: fake.adminToken,
       pins: join(clusterDir, 'pins.json'),
       operatorKeys: keyFiles,
@@ -375,34 +438,43 @@ describe('cli: kmaas as a child process against a fake coordinator', function ()
     );
     expect(dec.code, dec.stderr).to.equal(0);
     expect(await readFile(join(elsewhere, 'a.out'), 'utf8')).to.equal('hello');
+    // Both signed in as bob, the cluster file's dev user of tenant beta, each with a new key.
+    const keys = await Promise.all(fake.proofs.map(proofKey));
+    expect(keys).to.have.length(2);
+    expect(keys[0]).to.not.equal(keys[1]);
 
     const status = await kmaas(['status', '--json'], { cwd: dir });
     expect(status.code, status.stderr).to.equal(0);
     expect((JSON.parse(status.stdout) as { nodes: unknown[] }).nodes).to.have.length(5);
   });
 
-  it('errors are one coded line, never a stack trace, never a token', async () => {
+  it('errors are one coded line, never a stack trace, never a password', async () => {
     await pinAcme();
     await writeFile(join(dir, 'a.txt'), 'hello');
-    const wrong = await kmaas(
-      [
-        '--url',
-        fake.url,
-        '--token',
-        'not-the-token-xyz',
-        '--pins',
-        pinsFile,
-        'encrypt',
-        'a.txt',
-        '-o',
-        'a.kmaas',
-        '--tenant',
-        'acme',
-      ],
-      { cwd: dir },
+    const encryptArgs = ['encrypt', 'a.txt', '-o', 'a.kmaas', '--tenant', 'acme'];
+    const wrong = await kmaas([...common, ...encryptArgs], {
+      cwd: dir,
+      env: { KMAAS_PASSWORD: 'not-the-password-xyz' },
+    });
+    expectOneError(wrong, 'ERR_LOGIN_FAILED');
+    expect(wrong.stdout + wrong.stderr).to.not.include('not-the-password-xyz');
+    expect(wrong.stderr).to.include(
+      `the identity provider at ${issuer} refused the login of alice`,
     );
-    expectOneError(wrong, 'ERR_UNAUTHORIZED');
-    expect(wrong.stdout + wrong.stderr).to.not.include('not-the-token-xyz');
+    // A user of another tenant: refused before any evaluation (every node would refuse it).
+    const bob = await kmaas([...common, '--user', 'bob', ...encryptArgs], {
+      cwd: dir,
+      env: { KMAAS_PASSWORD: BOB.password },
+    });
+    expectOneError(bob, 'ERR_TOKEN_TENANT');
+    expect(bob.stderr).to.include('user bob signs in for tenant beta, not acme');
+    // A password is never a command-line value.
+    const flag = await kmaas([...common, '--password', ALICE.password, ...encryptArgs], {
+      cwd: dir,
+    });
+    expectOneError(flag, 'ERR_VALIDATION');
+    expect(flag.stderr).to.not.include(ALICE.password);
+    expect(fake.requests.filter((r) => r.endsWith('/evaluate'))).to.deep.equal([]);
 
     const missing = await run('encrypt', 'missing.txt', '-o', 'x', '--tenant', 'acme');
     expectOneError(missing, 'ERR_VALIDATION');
@@ -576,19 +648,73 @@ describe('cli: kmaas as a child process against a fake coordinator', function ()
           './data/cluster/cluster.json in the current folder)',
       );
       expect(fake.requests).to.deep.equal([]);
+    });
 
-      const noToken = await kmaas(
-        ['--url', fake.url, '--pins', pinsFile, 'decrypt', 'a', '-o', 'b'],
-        {
-          cwd: dir,
-        },
+    it('nothing to sign in with names --issuer, --user, KMAAS_PASSWORD and --password-file', async () => {
+      await pinAcme();
+      await writeFile(join(dir, 'a.txt'), 'hello');
+      const base = ['--url', fake.url, '--pins', pinsFile];
+      const encrypt = ['encrypt', 'a.txt', '-o', 'a.kmaas', '--tenant', 'acme'];
+      const noIssuer = await kmaas([...base, ...encrypt], { cwd: dir });
+      expectOneError(noIssuer, 'ERR_CONFIG');
+      expect(message(noIssuer)).to.include(
+        'to derive the document key you sign in at an identity provider, and none is known: ' +
+          'pass --issuer <url> or set KMAAS_OIDC_ISSUER',
       );
-      expectOneError(noToken, 'ERR_CONFIG');
-      expect(message(noToken)).to.include('pass --token <token>, set KMAAS_TOKEN');
+      const noUser = await kmaas([...base, '--issuer', issuer, ...encrypt], { cwd: dir });
+      expectOneError(noUser, 'ERR_CONFIG');
+      expect(message(noUser)).to.include(
+        'a user of tenant acme signs in: pass --user <name> or set KMAAS_USER, with the ' +
+          'password in KMAAS_PASSWORD or a file named by --password-file',
+      );
+      const noPassword = await kmaas([...base, '--issuer', issuer, ...encrypt], {
+        cwd: dir,
+        env: { KMAAS_USER: 'alice' },
+      });
+      expectOneError(noPassword, 'ERR_CONFIG');
+      expect(message(noPassword)).to.include(
+        'no password to sign in as alice: set KMAAS_PASSWORD or pass --password-file <file>',
+      );
+      expect(fake.requests).to.deep.equal([]);
+
+      // A password file (as KMAAS_PASSWORD_FILE here) signs in.
+      await writeFile(join(dir, 'pw'), ALICE.password + '\n', { mode: 0o600 });
+      const withFile = await kmaas([...base, '--issuer', issuer, ...encrypt], {
+        cwd: dir,
+        env: { KMAAS_USER: 'alice', KMAAS_PASSWORD_FILE: join(dir, 'pw') },
+      });
+      expect(withFile.code, withFile.stderr).to.equal(0);
+    });
+
+    it('an identity provider named by the cluster file that does not answer: the file may be stale', async () => {
+      const clusterDir = join(dir, 'data', 'cluster');
+      await mkdir(clusterDir, { recursive: true });
+      await pinAcme();
+      await writeFile(
+        join(clusterDir, 'cluster.json'),
+        JSON.stringify({ url: fake.url, issuer: 'http://127.0.0.1:1', devUsers: [ALICE] }),
+      );
+      await writeFile(join(dir, 'a.txt'), 'hello');
+      const r = await kmaas(
+        ['--pins', pinsFile, 'encrypt', 'a.txt', '-o', 'a.kmaas', '--tenant', 'acme'],
+        { cwd: dir },
+      );
+      expectOneError(r, 'ERR_IDP_UNAVAILABLE');
+      expect(message(r)).to.include(
+        `The issuer comes from the cluster file ${join(clusterDir, 'cluster.json')}, which may be stale`,
+      );
     });
 
     it('--help and every command help name the environment variables and the defaults', async () => {
-      const vars = ['KMAAS_URL', 'KMAAS_TOKEN', 'KMAAS_ADMIN_TOKEN', 'KMAAS_PINS', 'KMAAS_CLUSTER'];
+      const vars = [
+        'KMAAS_URL',
+        'KMAAS_USER',
+        'KMAAS_PASSWORD',
+        'KMAAS_OIDC_ISSUER',
+        'KMAAS_ADMIN_TOKEN',
+        'KMAAS_PINS',
+        'KMAAS_CLUSTER',
+      ];
       const top = await kmaas(['--help'], { cwd: dir });
       expect(top.code, top.stderr).to.equal(0);
       for (const v of vars) expect(top.stdout).to.include(v);

@@ -79,22 +79,46 @@ describe('cli/pin-file and cli/config', () => {
       await import('node:fs/promises').then((fs) => fs.mkdir(clusterDir, { recursive: true }));
       await writeFile(
         join(clusterDir, 'cluster.json'),
-        JSON.stringify({ url: 'http://c:1', token: 't', adminToken: 'a', pins: 'pins.json' }),
+        JSON.stringify({
+          url: 'http://c:1',
+          issuer: 'http://idp:1',
+          devUsers: [{ username: 'alice', password: 'pw-alice', tenant: 'acme' }],
+          adminToken: 'a',
+          pins: 'pins.json',
+        }),
       );
-      const c = await resolveConfig({}, where());
+      const c = await resolveConfig({}, { ...where(), env: {} });
       expect(c).to.deep.include({
         url: 'http://c:1',
         urlFrom: 'cluster',
-        token: 't',
+        issuer: 'http://idp:1',
+        issuerFrom: 'cluster',
+        user: undefined,
+        password: undefined,
+        passwordFile: undefined,
+        devUsers: [{ username: 'alice', password: 'pw-alice', tenant: 'acme' }],
         adminToken: 'a',
         pinsFile: join(clusterDir, 'pins.json'),
         clusterFile: join(clusterDir, 'cluster.json'),
       });
-      const o = await resolveConfig({ url: 'http://o:2', token: 'T', pins: 'mine.json' }, where());
+      const o = await resolveConfig(
+        {
+          url: 'http://o:2',
+          issuer: 'http://idp:2',
+          user: 'bob',
+          passwordFile: 'pw.txt',
+          pins: 'mine.json',
+        },
+        { ...where(), env: { KMAAS_PASSWORD: 'from-env' } },
+      );
       expect(o).to.deep.include({
         url: 'http://o:2',
         urlFrom: 'option',
-        token: 'T',
+        issuer: 'http://idp:2',
+        issuerFrom: 'option',
+        user: 'bob',
+        passwordFile: join(dir, 'pw.txt'),
+        password: 'from-env',
         adminToken: 'a',
         pinsFile: join(dir, 'mine.json'),
         clusterPins: join(clusterDir, 'pins.json'),

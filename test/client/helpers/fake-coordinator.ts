@@ -19,6 +19,7 @@ import { evaluateBatch } from '../../../shared/voprf-node.ts';
 import { checkBatchSize } from '../../../shared/suite.ts';
 import { EvaluationAuth } from '../../../shared/evaluation-auth.ts';
 import type { ClientAuth } from '../../../client/index.ts';
+import type { OidcSettings } from '../../../shared/access-token.ts';
 import { sharedIssuer } from '../../helpers/oidc.ts';
 
 const ISSUER = await sharedIssuer();
@@ -48,12 +49,13 @@ export interface FakeJob {
 }
 
 export class FakeCoordinator {
-  /** A bearer token for the CLI tests; the CLI moves to OIDC login (idp/) with the integrator. */
-  readonly clientToken = 'client-token-' + Math.random().toString(36).slice(2);
   /** The end user of tenant `acme` (an access token bound to a DPoP key), set by start(). */
   clientAuth!: ClientAuth;
-  /** Each evaluate request's access token and DPoP proof are checked as a node checks them. */
-  private readonly verifier = new EvaluationAuth(ISSUER.settings());
+  /**
+   * Each evaluate request's access token and DPoP proof are checked as a node checks them:
+   * against the shared TestIssuer, or the issuer given (the CLI tests run the real idp/).
+   */
+  private readonly verifier: EvaluationAuth;
   /** The DPoP proofs received, in order. */
   readonly proofs: string[] = [];
   readonly adminToken = 'admin-token-' + Math.random().toString(36).slice(2);
@@ -75,6 +77,10 @@ export class FakeCoordinator {
   private server: Server | undefined;
   private nextJob = 1;
   url = '';
+
+  constructor(opts: { oidc?: OidcSettings } = {}) {
+    this.verifier = new EvaluationAuth(opts.oidc ?? ISSUER.settings());
+  }
 
   addKey(tenant: string, version = 1, threshold = 3, secret = randomScalar()): FakeKey {
     const { shares, coefficients } = split(secret, threshold, this.nodeIds);
