@@ -1,8 +1,10 @@
 /**
- * `npm run demo`: the whole path on real processes and a real file. Brings up 5 share nodes and a
- * coordinator, creates a tenant key by distributed key generation (t = 3), encrypts a file with its
+ * `npm run demo`: the whole path on real processes and a real file. Brings up the development
+ * identity provider, 5 share nodes and a coordinator, creates a tenant key by distributed key
+ * generation (t = 3, a proposal signed by the dev operators), encrypts a file with its
  * per-document key through the CLI, decrypts it, kills 2 nodes with SIGKILL and decrypts again, and
- * checks that every copy is byte-identical to the original.
+ * checks that every copy is byte-identical to the original. Each CLI run signs in as the tenant's
+ * dev user (alice) with devLogin and a DPoP key of its own; every node verifies the token.
  */
 import { Command } from 'commander';
 import { spawnSync } from 'node:child_process';
@@ -43,9 +45,9 @@ function kmaas(...args: string[]): string {
 
 let failed = false;
 try {
-  console.log('starting 5 share nodes and a coordinator...');
+  console.log('starting an identity provider, 5 share nodes and a coordinator...');
   await cluster.start();
-  console.log(`coordinator at ${cluster.url}`);
+  console.log(`coordinator at ${cluster.url}, identity provider ${cluster.issuer}`);
 
   console.log('creating tenant "acme" by distributed key generation (3 of 5)...');
   kmaas('tenant', 'create', 'acme', '--threshold', '3');
@@ -55,7 +57,11 @@ try {
   const enc = join(dir, basename(input) + '.kmaas');
   const out1 = join(dir, 'decrypted-1');
   const out2 = join(dir, 'decrypted-2');
+  const alice = cluster.devUsers.find((u) => u.tenant === 'acme')!;
   console.log(`encrypting ${input} (${statSync(input).size} bytes)...`);
+  console.log(
+    `  (each kmaas run signs in as ${alice.username} of acme, with a DPoP key of its own)`,
+  );
   kmaas('encrypt', input, '-o', enc, '--tenant', 'acme', '--doc', 'contracts/2026/acme-001');
   kmaas('decrypt', enc, '-o', out1);
   console.log('killing nodes 1 and 4 with SIGKILL...');

@@ -1,6 +1,8 @@
 /**
- * The end-to-end path on real processes: 5 share node processes, a coordinator process, the real
- * Redis under a prefix of this run's own, the SDK and the CLI. Faults are real SIGKILLs.
+ * The end-to-end path on real processes: the development identity provider, 5 share node
+ * processes, a coordinator process, the real Redis under a prefix of this run's own, the SDK (as
+ * alice, signed in with devLogin) and the CLI (which signs in by itself from cluster.json). Faults
+ * are real SIGKILLs.
  */
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
@@ -9,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bytesToHex } from '@noble/hashes/utils.js';
-import { KmaasClient } from '../../client/index.ts';
+import { KmaasClient, type ClientAuth } from '../../client/index.ts';
 import { MemoryPinStore } from '../../client/pins.ts';
 import { devLogin } from '../../idp/dev-login.ts';
 import { KmaasError } from '../../shared/errors.ts';
@@ -65,6 +67,8 @@ describe('end to end through real node and coordinator processes', function () {
       devUsers: { username: string; tenant: string }[];
     };
     expect(file.issuer).to.equal(cluster.issuer);
+    // No development client token any more: end users sign in.
+    expect(file).to.not.have.property('token');
     expect(file.devUsers.map((u) => `${u.username}@${u.tenant}`)).to.deep.equal([
       'alice@acme',
       'bob@globex',
@@ -92,7 +96,12 @@ describe('end to end through real node and coordinator processes', function () {
     const pins = new MemoryPinStore([
       { tenant: 'acme', version: 1, groupKey: file.pins.acme!['1']! },
     ]);
-    client = new KmaasClient({ baseUrl: cluster.url, pins });
+    // Alice of acme signs in at the cluster's identity provider; every node checks her token.
+    const alice = cluster.devUsers.find((u) => u.tenant === 'acme')!;
+    const login = await devLogin({ issuer: cluster.issuer, ...alice });
+    expect(login.tenant).to.equal('acme');
+    const auth: ClientAuth = { accessToken: login.accessToken, dpopKey: login.dpopKey };
+    client = new KmaasClient({ baseUrl: cluster.url, pins, auth });
     baseline = await derive();
     expect(new Set(baseline).size).to.equal(50);
     expect(await derive()).to.deep.equal(baseline);
