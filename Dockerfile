@@ -10,5 +10,9 @@ COPY nodes ./nodes
 COPY coordinator ./coordinator
 COPY client ./client
 COPY cli ./cli
+COPY idp ./idp
+# The data folder of a node (or the identity provider's keys): a named volume mounted here takes
+# this owner, so the unprivileged user can write it.
+RUN mkdir -p /data && chown node:node /data
 USER node
 ENV NODE_ENV=production

@@ -2,7 +2,10 @@
  * Settings of the local identity provider (idp/main.ts), read once from the environment and
  * validated here; a bad setting stops the process with ERR_CONFIG naming the variable.
  *
- *   KMAAS_IDP_PORT           port on 127.0.0.1 (0 = a free port; the `listening` line names it)
+ *   KMAAS_IDP_PORT           port (0 = a free port; the `listening` line names it)
+ *   KMAAS_IDP_HOST           bind address (127.0.0.1; a container binds 0.0.0.0)
+ *   KMAAS_IDP_ISSUER         the issuer identifier, as browsers, CLI and nodes all reach it
+ *                            (default http://<host>:<port>; required when the host is a wildcard)
  *   KMAAS_IDP_USERS_FILE     JSON file of dev users: [{ username, password, tenant }] (required)
  *   KMAAS_IDP_KEYS_FILE      JWKS file of the private signing keys; created (mode 600) when
  *                            missing, so that a restarted provider keeps its key ids (optional:
@@ -32,6 +35,14 @@ const absoluteUri = z.string().refine((s) => URL.canParse(s), 'expected an absol
 
 const schema = z.object({
   KMAAS_IDP_PORT: z.coerce.number().int().min(0).max(65535).default(0),
+  KMAAS_IDP_HOST: z.string().min(1).default('127.0.0.1'),
+  KMAAS_IDP_ISSUER: absoluteUri
+    .refine((s) => /^https?:$/.test(new URL(s).protocol), 'expected an http(s) URL')
+    .refine((s) => {
+      const u = new URL(s);
+      return !u.search && !u.hash && !s.endsWith('/');
+    }, 'expected no query, fragment or trailing slash')
+    .optional(),
   KMAAS_IDP_USERS_FILE: z.string().min(1, 'required: the dev users file'),
   KMAAS_IDP_KEYS_FILE: z.string().min(1).optional(),
   KMAAS_IDP_REDIRECT_URIS: z
@@ -50,6 +61,9 @@ const schema = z.object({
 
 export interface IdpConfig {
   port: number;
+  host: string;
+  /** The issuer identifier; undefined: http://<host>:<port> once the port is known. */
+  issuer: string | undefined;
   usersFile: string;
   keysFile: string | undefined;
   redirectUris: string[];
@@ -65,8 +79,18 @@ export function loadIdpConfig(env: NodeJS.ProcessEnv = process.env): IdpConfig {
     throw new KmaasError('ERR_CONFIG', `${field}: ${issue.message}`, { field });
   }
   const e = parsed.data;
+  if (e.KMAAS_IDP_ISSUER === undefined && ['0.0.0.0', '::', '[::]'].includes(e.KMAAS_IDP_HOST)) {
+    throw new KmaasError(
+      'ERR_CONFIG',
+      'KMAAS_IDP_ISSUER: required when KMAAS_IDP_HOST is a wildcard address: the URL at which ' +
+        'browsers, the CLI and the nodes all reach the provider',
+      { field: 'KMAAS_IDP_ISSUER' },
+    );
+  }
   return {
     port: e.KMAAS_IDP_PORT,
+    host: e.KMAAS_IDP_HOST,
+    issuer: e.KMAAS_IDP_ISSUER,
     usersFile: e.KMAAS_IDP_USERS_FILE,
     keysFile: e.KMAAS_IDP_KEYS_FILE,
     redirectUris: e.KMAAS_IDP_REDIRECT_URIS,

@@ -1,7 +1,8 @@
 /**
- * The local identity provider's HTTP server. The socket is bound first (127.0.0.1, port 0 picks a
- * free one), because the issuer identifier, http://127.0.0.1:<port>, is part of the provider's
- * configuration and of every token it signs. Requests under /interaction/ go to the login
+ * The local identity provider's HTTP server. The socket is bound first (127.0.0.1 by default, port
+ * 0 picks a free one), because the issuer identifier, http://<host>:<port> unless KMAAS_IDP_ISSUER
+ * names another (a container's service name), is part of the provider's configuration and of
+ * every token it signs. Requests under /interaction/ go to the login
  * interaction, all others to oidc-provider (discovery, JWKS, authorization, token).
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -13,8 +14,6 @@ import { loadOrCreateSigningKeys } from './keys.ts';
 import { renderErrorPage } from './pages.ts';
 import { createProvider } from './provider.ts';
 import { loadUsers } from './users.ts';
-
-export const IDP_HOST = '127.0.0.1';
 
 export interface IdpHandle {
   port: number;
@@ -40,13 +39,14 @@ export async function startIdp(config: IdpConfig, logger: Logger): Promise<IdpHa
   server.requestTimeout = 30_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(config.port, IDP_HOST, () => {
+    server.listen(config.port, config.host, () => {
       server.off('error', reject);
       resolve();
     });
   });
   const port = (server.address() as AddressInfo).port;
-  const issuer = `http://${IDP_HOST}:${port}`;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  const issuer = config.issuer ?? `http://${host}:${port}`;
 
   const provider = createProvider({
     issuer,

@@ -37,7 +37,18 @@ describe('idp configuration', () => {
       resource: 'urn:kmaas:api',
       redirectUris: ['http://127.0.0.1/callback', 'http://127.0.0.1:5173/cb'],
       keysFile: undefined,
+      host: '127.0.0.1',
+      issuer: undefined,
     });
+  });
+
+  it('a container binds a wildcard address and names its issuer (the URL everyone uses)', () => {
+    const c = loadIdpConfig({
+      KMAAS_IDP_USERS_FILE: 'u',
+      KMAAS_IDP_HOST: '0.0.0.0',
+      KMAAS_IDP_ISSUER: 'http://idp:9000',
+    });
+    expect(c).to.deep.include({ host: '0.0.0.0', issuer: 'http://idp:9000' });
   });
 
   const refusals: [string, NodeJS.ProcessEnv, string][] = [
@@ -46,6 +57,16 @@ describe('idp configuration', () => {
       'a port out of range',
       { KMAAS_IDP_USERS_FILE: 'u', KMAAS_IDP_PORT: '70000' },
       'KMAAS_IDP_PORT',
+    ],
+    [
+      'a wildcard host without an issuer',
+      { KMAAS_IDP_USERS_FILE: 'u', KMAAS_IDP_HOST: '0.0.0.0' },
+      'KMAAS_IDP_ISSUER',
+    ],
+    [
+      'an issuer with a trailing slash',
+      { KMAAS_IDP_USERS_FILE: 'u', KMAAS_IDP_ISSUER: 'http://idp:9000/' },
+      'KMAAS_IDP_ISSUER',
     ],
     [
       'a relative redirect URI',
