@@ -185,6 +185,12 @@ export function addAuditCommand(program: Command, io: Io): void {
           ? 'signature verified'
           : 'signature not checked (give --signing-key or --node)';
         io.stdout(`signed head: node ${signed.node}, seq ${signed.seq}, ${checked}\n`);
+      } else {
+        // Without a head, lines cut from the end leave a valid chain: say so rather than imply
+        // the log is whole. With --node or --signing-key a missing head is an error instead.
+        io.stderr(
+          'warning: no signed head (audit.head) beside the log: entries cut from its end cannot be detected; give --node or --signing-key to require one\n',
+        );
       }
     });
 }
