@@ -20,6 +20,7 @@
 import { dpopThumbprint, generateDpopKey as generateDpopKeyPair } from '../client/dpop.ts';
 import { createHash, randomBytes } from 'node:crypto';
 import { decodeJwt, exportJWK, SignJWT, type JWTPayload } from 'jose';
+import { accessTokenHash } from '../shared/dpop-binding.ts';
 import { KmaasError } from '../shared/errors.ts';
 import {
   API_SCOPE,
@@ -129,7 +130,7 @@ export async function createDpopProof(opts: {
   const claims: Record<string, string> = { htm: opts.htm, htu: opts.htu };
   if (opts.nonce !== undefined) claims.nonce = opts.nonce;
   if (opts.accessToken !== undefined) {
-    claims.ath = createHash('sha256').update(opts.accessToken).digest('base64url');
+    claims.ath = accessTokenHash(opts.accessToken);
   }
   return new SignJWT(claims)
     .setProtectedHeader({ typ: 'dpop+jwt', alg: 'ES256', jwk })

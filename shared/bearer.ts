@@ -26,12 +26,6 @@ export function tokenMatches(presented: string | undefined, expected: Redacted<s
   return ok && presented !== undefined;
 }
 
-/**
- * The subject a rate limit counts against: the first 16 hex digits of the token's SHA-256.
- * A stand-in until OIDC subjects (DESIGN.md section 4): then it is the verified token's `sub`.
- */
-export const subjectOf = (token: string): string => digest(token).toString('hex').slice(0, 16);
-
 /** Returns the presented token; throws ERR_UNAUTHORIZED when it is missing or wrong. */
 export function requireBearer(
   header: string | undefined,
