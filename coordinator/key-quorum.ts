@@ -6,7 +6,12 @@
  * (2 <= t, t > n/2 of its own committee) within the configured committee, so that a lone node
  * cannot get a package with a threshold of its own choosing accepted.
  */
-import { keyPackageSchema, parseKeyPackage, type KeyPackage } from '../shared/key-package.ts';
+import {
+  epochOf,
+  keyPackageSchema,
+  parseKeyPackage,
+  type KeyPackage,
+} from '../shared/key-package.ts';
 
 /**
  * One fixed key order and the verification shares sorted by id, so that two encodings of the
@@ -17,6 +22,7 @@ export function canonicalKeyPackage(pkg: KeyPackage): string {
     suite: pkg.suite,
     tenant: pkg.tenant,
     version: pkg.version,
+    epoch: epochOf(pkg),
     threshold: pkg.threshold,
     groupKey: pkg.groupKey,
     commitments: [...pkg.commitments],

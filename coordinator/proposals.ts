@@ -14,7 +14,14 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { KmaasError, toKmaasError, type ErrorBody, type ErrorCode } from '../shared/errors.ts';
 import { parseMessage, proposalApplyReply } from '../shared/messages.ts';
-import { parseProposal, proposalId, type Operation, type Proposal } from '../shared/proposal.ts';
+import {
+  isKeyProposal,
+  parseProposal,
+  proposalId,
+  type KeyProposal,
+  type Operation,
+  type Proposal,
+} from '../shared/proposal.ts';
 import type { DkgJobData, DkgQueue } from './dkg-job.ts';
 import type { Logger } from './logger.ts';
 import type { NodePool } from './node-pool.ts';
@@ -55,6 +62,8 @@ export interface ProposalDeps {
   logger: Logger;
   /** ms since the epoch; default Date.now. Tests only. */
   now?: () => number;
+  /** committee.reshare and committee.refresh: queue the ceremony (reshare-job.ts). */
+  queueReshare?: (p: Proposal, log: Logger) => Promise<ProposalJobAccepted>;
 }
 
 /** 202: the DKG job that carries the proposal out. */
@@ -62,8 +71,11 @@ export interface ProposalJobAccepted {
   jobId: string;
   proposal: string;
   operation: Operation;
-  tenant: string;
-  version: number;
+  /** Key operations only. */
+  tenant?: string;
+  version?: number;
+  /** committee.reshare: the epoch it makes. */
+  epoch?: number;
 }
 
 export type NodeOutcome =
@@ -116,12 +128,20 @@ export async function submitProposal(
   log: Logger,
 ): Promise<ProposalJobAccepted | ProposalApplied> {
   const p = checkSubmitted(deps, body);
+  if (!isKeyProposal(p)) {
+    if (!deps.queueReshare) {
+      throw new KmaasError('ERR_PROPOSAL_INVALID', `proposal: ${p.operation} is not supported`, {
+        field: 'operation',
+      });
+    }
+    return deps.queueReshare(p, log);
+  }
   return p.operation === 'key.retire' ? applyRetire(deps, p, log) : queueDkg(deps, p, log);
 }
 
 async function queueDkg(
   deps: ProposalDeps,
-  p: Proposal,
+  p: KeyProposal,
   log: Logger,
 ): Promise<ProposalJobAccepted> {
   const { tenant, version, operation } = p;
@@ -178,7 +198,11 @@ async function queueDkg(
  * key.retire: proposal.apply to every committee node at once. When not one node applied it and
  * they all refused for the same reason, that refusal is the answer (a bad quorum, say).
  */
-async function applyRetire(deps: ProposalDeps, p: Proposal, log: Logger): Promise<ProposalApplied> {
+async function applyRetire(
+  deps: ProposalDeps,
+  p: KeyProposal,
+  log: Logger,
+): Promise<ProposalApplied> {
   const id = proposalId(p);
   const nodes = await Promise.all(
     p.committee!.map(async ({ node }): Promise<NodeOutcome> => {

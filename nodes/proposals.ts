@@ -18,6 +18,7 @@ import type { z } from 'zod';
 import { KmaasError } from '../shared/errors.ts';
 import type { dkgRound1Request, proposalApplyRequest } from '../shared/messages.ts';
 import {
+  asKeyProposal,
   verifyQuorum,
   type CommitteeMember,
   type Proposal,
@@ -145,7 +146,8 @@ function checkCommittee(
  * What a new ceremony may make on this node: tenant.create only for a tenant it has never held,
  * key.rotate only the version right after one it holds or held.
  */
-export function checkLifecycle(ctx: NodeContext, p: Proposal, id: string): void {
+export function checkLifecycle(ctx: NodeContext, proposal: Proposal, id: string): void {
+  const p = asKeyProposal(proposal);
   const versions = ctx.store.tenantVersions(p.tenant);
   if (p.operation === 'tenant.create' && versions.length > 0) {
     throw new KmaasError('ERR_TENANT_EXISTS', `tenant ${p.tenant} exists on node ${ctx.nodeId}`, {
@@ -177,7 +179,7 @@ export function handleProposalApply(
   body: z.infer<typeof proposalApplyRequest>,
   log: LogFields,
 ): { node: number; proposal: string; operation: 'key.retire'; tenant: string; version: number } {
-  const p = body.proposal;
+  const p = asKeyProposal(body.proposal);
   log.tenant = p.tenant;
   log.version = p.version;
   const { id } = admitProposal(ctx, p, log);

@@ -26,6 +26,7 @@ import type { LogFields, NodeContext } from './context.ts';
 import { handleCommit, handleRound1, handleRound2, handleRound3 } from './dkg.ts';
 import { handleEvaluate } from './evaluate.ts';
 import { handleProposalApply } from './proposals.ts';
+import { reshareHandlers } from './reshare.ts';
 
 type Handler<K extends NodeRequestType> = (
   ctx: NodeContext,
@@ -53,6 +54,7 @@ const handlers: { [K in NodeRequestType]: Handler<K> } = {
     log.version = body.version;
     return { keyPackage: ctx.keyring.get(body.tenant, body.version).keyPackage };
   },
+  ...reshareHandlers,
 };
 
 function isRequestType(type: string): type is NodeRequestType {

@@ -242,6 +242,30 @@ export const ERROR_CODES = {
     status: 410,
     doc: 'That key version was retired by an operator proposal: it no longer serves, and the nodes erased their shares.',
   },
+  ERR_RESHARE_DEALER: {
+    status: 422,
+    doc: 'A resharing dealer sent a dealing that fails its checks (signature, old key package, constant term, or a piece inconsistent with its Feldman commitments); `details.culprits` names the dealers.',
+  },
+  ERR_RESHARE_KEYSET: {
+    status: 409,
+    doc: 'A reshare does not list every key the node holds in the old epoch (`details.missing`), or names a key the node cannot deal.',
+  },
+  ERR_RESHARE_VOTE: {
+    status: 422,
+    doc: "A reshare commit lacks a valid vote of some new committee member, or the votes are over a transcript other than this node's; `details.nodes` names them.",
+  },
+  ERR_RESHARE_STATE: {
+    status: 409,
+    doc: 'A reshare message arrived out of order for the state the reshare is in on that node (for example prepare before begin, or abort after commit); `details.state` says where it is.',
+  },
+  ERR_EPOCH_MISMATCH: {
+    status: 409,
+    doc: 'The node holds no share of that key for the requested epoch (a reshare moved it on); `details.current` is its epoch.',
+  },
+  ERR_NODE_REMOVED: {
+    status: 410,
+    doc: 'The node was removed from the committee by a reshare and erased its shares; it serves nothing.',
+  },
   ERR_INTERNAL: { status: 500, doc: 'An unexpected failure; the log has the details.' },
 } as const satisfies Record<string, { status: number; doc: string }>;
 

@@ -16,6 +16,8 @@ export const keyPackageSchema = z.object({
   suite: z.literal(SUITE),
   tenant: z.string().regex(TENANT_PATTERN),
   version: z.number().int().min(1),
+  /** The committee epoch whose shares the verification shares belong to; absent means 1. */
+  epoch: z.number().int().min(1).max(0xffffffff).optional(),
   threshold: z.number().int().min(1),
   groupKey: z.string(),
   commitments: z.array(z.string()).min(1).max(256),
@@ -30,6 +32,7 @@ export type KeyPackage = z.infer<typeof keyPackageSchema>;
 export interface ParsedKeyPackage {
   tenant: string;
   version: number;
+  epoch: number;
   threshold: number;
   groupKey: GroupElement;
   commitments: GroupElement[];
@@ -40,6 +43,7 @@ export interface ParsedKeyPackage {
 export function buildKeyPackage(args: {
   tenant: string;
   version: number;
+  epoch?: number;
   commitments: GroupElement[];
   verificationShares: Map<number, GroupElement>;
 }): KeyPackage {
@@ -49,6 +53,7 @@ export function buildKeyPackage(args: {
     suite: SUITE,
     tenant: args.tenant,
     version: args.version,
+    epoch: args.epoch ?? 1,
     threshold: args.commitments.length,
     groupKey: toB64(groupKey.toBytes()),
     commitments: args.commitments.map((c) => toB64(c.toBytes())),
@@ -122,10 +127,16 @@ export function parseKeyPackage(input: unknown, pinnedGroupKey?: string): Parsed
   return {
     tenant: pkg.tenant,
     version: pkg.version,
+    epoch: epochOf(pkg),
     threshold: pkg.threshold,
     groupKey,
     commitments,
     verificationShares,
     raw: pkg,
   };
+}
+
+/** The epoch of a package; packages made before epochs existed belong to epoch 1. */
+export function epochOf(pkg: KeyPackage): number {
+  return pkg.epoch ?? 1;
 }

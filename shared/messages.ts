@@ -8,7 +8,8 @@
  *   coordinator -> node  { v: 1, id, type, body }
  *   node -> coordinator  { v: 1, id, ok: true, body } | { v: 1, id, ok: false, error }
  * `id` is the request id the reply echoes. Types: status, dkg.round1, dkg.round2, dkg.round3,
- * dkg.commit, proposal.apply, evaluate, keyPackage. dkg.round1 and proposal.apply carry the
+ * dkg.commit, proposal.apply, evaluate, keyPackage, and the reshare messages reshare.begin, .deal,
+ * .prepare, .vote, .commit, .finish, .abort (nodes/reshare.ts has the flow). dkg.round1 and proposal.apply carry the
  * operator proposal (shared/proposal.ts) that every node checks itself before it acts. All byte
  * strings are unpadded base64url.
  */
@@ -98,11 +99,132 @@ export const evaluateAuth = z
   .object({ token: z.string().max(8192).optional(), dpop: z.string().max(8192).optional() })
   .strict();
 
+const epoch = z.number().int().min(1).max(0xffffffff);
+
+/**
+ * `epoch`: the committee epoch whose share must answer (the coordinator's key package's); absent
+ * means the node's current one. A node without that epoch's share answers ERR_EPOCH_MISMATCH.
+ */
 export const evaluateRequest = z
-  .object({ tenant, version, blinded: blindedBatch, auth: evaluateAuth })
+  .object({ tenant, version, epoch: epoch.optional(), blinded: blindedBatch, auth: evaluateAuth })
   .strict();
 
 export const keyPackageRequest = z.object({ tenant, version }).strict();
+
+// --- Resharing (DESIGN.md section 3; nodes/reshare*.ts, coordinator/reshare-*.ts) ---
+
+/** Keys travel in chunks of at most this many, so that every message stays far below 1 MiB. */
+export const RESHARE_CHUNK = 64;
+/** The most keys one committee may hold (every one is reshared). */
+export const MAX_RESHARE_KEYS = 20_000;
+
+const reshareId = z.string().regex(/^r[A-Za-z0-9_-]{31}$/);
+const keyRef = z.object({ tenant, version }).strict();
+const dealers = z.array(nodeId).min(1).max(64);
+const chunk = z
+  .number()
+  .int()
+  .min(0)
+  .max(Math.ceil(MAX_RESHARE_KEYS / RESHARE_CHUNK));
+const hex32 = z.string().regex(/^[0-9a-f]{64}$/);
+
+/** Every non-retired key of the old epoch, sorted by tenant then version. */
+export const reshareBeginRequest = z
+  .object({
+    reshareId,
+    proposal: proposalSchema,
+    /** committee.refresh only: the period this refresh belongs to. */
+    period: z.number().int().min(0).optional(),
+    keys: z.array(keyRef).max(MAX_RESHARE_KEYS),
+  })
+  .strict();
+
+export const reshareBeginReply = z.object({
+  node: nodeId,
+  /** The node's committed epoch before this reshare; 0 when it has none. */
+  epoch: z.number().int().min(0),
+  /** An old member holding every listed key at the old epoch: it can deal. */
+  dealer: z.boolean(),
+  /** A member of the new committee. */
+  receiver: z.boolean(),
+});
+
+export const reshareDealRequest = z
+  .object({ reshareId, dealers, chunk, keys: z.array(keyRef).min(1).max(RESHARE_CHUNK) })
+  .strict();
+
+/** One key of a dealing: the digest of the old key package the dealer holds, and C_i0..C_i(t'-1). */
+export const reshareDealt = z
+  .object({ tenant, version, oldPackage: hex32, commitments: z.array(b64).min(1).max(64) })
+  .strict();
+
+/** The chunk's pieces g_i(x_to), one 32-byte scalar per key, sealed to `to` and signed. */
+export const resharePiece = z
+  .object({ from: nodeId, to: nodeId, ephemeral: b64, ciphertext: b64, signature: b64 })
+  .strict();
+
+export const reshareDealReply = z.object({
+  dealer: nodeId,
+  chunk,
+  dealing: z.array(reshareDealt).min(1).max(RESHARE_CHUNK),
+  pieces: z.array(resharePiece).max(64),
+  /** The dealer's Ed25519 signature over the dealing (nodes/reshare-transcript.ts). */
+  signature: b64,
+});
+
+export const reshareDealingForReceiver = z
+  .object({
+    dealer: nodeId,
+    dealing: z.array(reshareDealt).min(1).max(RESHARE_CHUNK),
+    piece: resharePiece,
+    signature: b64,
+  })
+  .strict();
+
+export const resharePrepareRequest = z
+  .object({
+    reshareId,
+    dealers,
+    chunk,
+    keys: z.array(keyRef).min(1).max(RESHARE_CHUNK),
+    oldPackages: z.array(keyPackageSchema).min(1).max(RESHARE_CHUNK),
+    dealings: z.array(reshareDealingForReceiver).min(1).max(64),
+  })
+  .strict();
+
+export const resharePrepareReply = z.object({ node: nodeId, chunk, digest: hex32 });
+
+export const reshareVoteRequest = z
+  .object({
+    reshareId,
+    dealers,
+    chunks: z
+      .number()
+      .int()
+      .min(0)
+      .max(chunk.maxValue ?? 0),
+  })
+  .strict();
+
+export const reshareVote = z.object({ node: nodeId, signature: b64 }).strict();
+
+export const reshareVoteReply = z.object({ node: nodeId, transcript: hex32, signature: b64 });
+
+export const reshareCommitRequest = z
+  .object({ reshareId, transcript: hex32, votes: z.array(reshareVote).min(1).max(64) })
+  .strict();
+
+export const reshareCommitReply = z.object({
+  node: nodeId,
+  epoch,
+  role: z.enum(['member', 'removed']),
+});
+
+export const reshareFinishRequest = z.object({ reshareId }).strict();
+export const reshareFinishReply = z.object({ node: nodeId, erased: z.number().int().min(0) });
+
+export const reshareAbortRequest = z.object({ reshareId }).strict();
+export const reshareAbortReply = z.object({ node: nodeId, aborted: z.boolean() });
 
 export const nodeRequestBodies = {
   status: statusRequest,
@@ -113,6 +235,13 @@ export const nodeRequestBodies = {
   'proposal.apply': proposalApplyRequest,
   evaluate: evaluateRequest,
   keyPackage: keyPackageRequest,
+  'reshare.begin': reshareBeginRequest,
+  'reshare.deal': reshareDealRequest,
+  'reshare.prepare': resharePrepareRequest,
+  'reshare.vote': reshareVoteRequest,
+  'reshare.commit': reshareCommitRequest,
+  'reshare.finish': reshareFinishRequest,
+  'reshare.abort': reshareAbortRequest,
 } as const;
 
 export type NodeRequestType = keyof typeof nodeRequestBodies;
@@ -126,9 +255,20 @@ export const nodeRequestEnvelope = z.object({
 
 // --- WebSocket replies (node -> coordinator) ---
 
+/** A node's committed epoch as it reports it. */
+export const epochSummary = z.object({
+  epoch,
+  threshold: z.number().int(),
+  members: z.array(nodeId),
+});
+
 export const statusReply = z.object({
   node: nodeId,
-  keys: z.array(z.object({ tenant, version, groupKey: b64 })),
+  keys: z.array(z.object({ tenant, version, groupKey: b64, epoch: epoch.optional() })),
+  /** The node's committed epoch; null before its first ceremony. Optional for older nodes. */
+  epoch: epochSummary.nullable().optional(),
+  /** The reshare open on the node, if any. */
+  reshare: z.object({ id: z.string(), state: z.string() }).nullable().optional(),
   /** The node's identity public keys (Ed25519, X25519); optional for older nodes. */
   identity: z.object({ signing: b64, encryption: b64 }).optional(),
   /** The cluster id the node checks proposals against; optional for older nodes. */
@@ -154,7 +294,13 @@ export const dkgCommitReply = z.object({ ceremonyId, erased: z.boolean() });
 
 export const keyPackageReply = z.object({ keyPackage: keyPackageSchema });
 
-export const evaluateReply = z.object({ node: nodeId, evaluated: z.array(b64), proof: b64 });
+/** `epoch`: whose share answered; optional for older nodes (epoch 1). */
+export const evaluateReply = z.object({
+  node: nodeId,
+  epoch: epoch.optional(),
+  evaluated: z.array(b64),
+  proof: b64,
+});
 
 export const errorBodySchema = z.object({
   code: z.string(),
@@ -186,6 +332,8 @@ export const evaluateBody = z.object({ blinded: blindedBatch }).strict();
 export const evaluateResponse = z.object({
   tenant,
   version,
+  /** The epoch of every partial: the client checks them against that epoch's key package. */
+  epoch: epoch.optional(),
   threshold: z.number().int(),
   partials: z.array(evaluateReply),
 });

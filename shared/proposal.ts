@@ -16,6 +16,11 @@
  *   tenant.create  version 1 of a new tenant, by DKG among the committee (threshold required)
  *   key.rotate     version v+1 of an existing tenant, by DKG; older versions keep serving
  *   key.retire     version v stops serving for good; each node erases its share
+ *   committee.reshare  the committee moves from epoch `previous` (committee, threshold) to epoch
+ *                  `epoch` (committee, threshold): add or remove nodes, change the threshold,
+ *                  refresh every share, or repair a node that lost its data; no key changes
+ *   committee.refresh  a standing authorisation of a proactive refresh (same committee and
+ *                  threshold, new shares) at most once every `everySeconds`
  */
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { sha256 } from '@noble/hashes/sha2.js';
@@ -29,7 +34,18 @@ import { KmaasError } from './errors.ts';
 export const PROPOSAL_FORMAT = 'kmaas-proposal/1';
 /** Domain separation: these bytes are never confused with anything else an operator signs. */
 export const PROPOSAL_DOMAIN = 'KMaaS-v1 operator proposal\0';
-export const OPERATIONS = ['tenant.create', 'key.rotate', 'key.retire'] as const;
+export const OPERATIONS = [
+  'tenant.create',
+  'key.rotate',
+  'key.retire',
+  'committee.reshare',
+  'committee.refresh',
+] as const;
+/** Operations on one tenant key; the others act on the committee and every key it holds. */
+export const KEY_OPERATIONS = ['tenant.create', 'key.rotate', 'key.retire'] as const;
+export const RESHARE_REASONS = ['add', 'remove', 'threshold', 'refresh', 'repair'] as const;
+/** The shortest period a standing refresh may ask for. */
+export const MIN_REFRESH_SECONDS = 60;
 export type Operation = (typeof OPERATIONS)[number];
 /** A proposal may live at most this long; nodes keep its nonce until it expires. */
 export const MAX_LIFETIME_MS = 30 * 24 * 3600 * 1000;
@@ -66,11 +82,33 @@ export const proposalSchema = z
     format: z.literal(PROPOSAL_FORMAT),
     cluster: z.string().regex(CLUSTER_ID_PATTERN, 'expected a cluster id'),
     operation: z.enum(OPERATIONS),
-    tenant: z.string().regex(TENANT_PATTERN, "1-63 characters of a-z, 0-9, '.', '_', '-'"),
-    version: z.number().int().min(1).max(0xffffffff),
+    tenant: z
+      .string()
+      .regex(TENANT_PATTERN, "1-63 characters of a-z, 0-9, '.', '_', '-'")
+      .optional(),
+    version: z.number().int().min(1).max(0xffffffff).optional(),
     // The threshold policy (2 <= t <= n, t > n/2) is ERR_BAD_THRESHOLD where it is enforced.
     threshold: z.number().int().min(-64).max(64).optional(),
     committee: z.array(committeeMember).min(1).max(64).optional(),
+    /** The epoch the operation acts in (key operations) or makes (committee.reshare). */
+    epoch: z.number().int().min(1).max(0xffffffff).optional(),
+    /** committee.reshare: the epoch it moves from, as the operators know it. */
+    previous: z
+      .object({
+        epoch: z.number().int().min(1).max(0xffffffff),
+        threshold: z.number().int().min(-64).max(64),
+        committee: z.array(committeeMember).min(1).max(64),
+      })
+      .strict()
+      .optional(),
+    reason: z.enum(RESHARE_REASONS).optional(),
+    /** committee.refresh: the period of the proactive refresh it allows. */
+    everySeconds: z
+      .number()
+      .int()
+      .min(MIN_REFRESH_SECONDS)
+      .max(365 * 86_400)
+      .optional(),
     nonce: b64url(NONCE_BYTES),
     expiresAt: z.iso.datetime({ offset: true }),
     signatures: z.array(proposalSignature).max(64),
@@ -78,12 +116,36 @@ export const proposalSchema = z
   .strict();
 
 export type Proposal = z.infer<typeof proposalSchema>;
+/** A proposal of one tenant key (tenant.create, key.rotate, key.retire). */
+export type KeyProposal = Proposal & { tenant: string; version: number };
+
+export function isKeyProposal(p: Proposal): p is KeyProposal {
+  return (
+    (KEY_OPERATIONS as readonly string[]).includes(p.operation) &&
+    p.tenant !== undefined &&
+    p.version !== undefined
+  );
+}
+
+/** `p` as a key proposal; ERR_PROPOSAL_INVALID when it acts on the committee instead. */
+export function asKeyProposal(p: Proposal): KeyProposal {
+  if (!isKeyProposal(p)) {
+    throw new KmaasError(
+      'ERR_PROPOSAL_INVALID',
+      `proposal: ${p.operation} does not act on one tenant key`,
+      { field: 'operation' },
+    );
+  }
+  return p;
+}
 export type UnsignedProposal = Omit<Proposal, 'signatures'>;
 export type CommitteeMember = z.infer<typeof committeeMember>;
 
 export const operatorSetSchema = z
   .object({
     quorum: z.number().int().min(1),
+    /** The lowest threshold the operators allow any committee (default 2). */
+    minThreshold: z.number().int().min(2).max(64).optional(),
     operators: z
       .array(
         z
@@ -135,13 +197,20 @@ export function checkProposalShape(p: UnsignedProposal): void {
     throw invalid('expiresAt: not a date', { field: 'expiresAt' });
   }
   if (!p.committee) throw invalid('committee: required', { field: 'committee' });
-  const nodes = p.committee.map((m) => m.node);
-  if (new Set(nodes).size !== nodes.length) {
-    throw invalid('committee: a node appears twice', { field: 'committee' });
+  checkCommitteeShape(p.committee, 'committee');
+  if (p.operation === 'committee.reshare' || p.operation === 'committee.refresh') {
+    checkCommitteeOperation(p);
+    return;
   }
-  const keys = p.committee.flatMap((m) => [m.signing, m.encryption]);
-  if (new Set(keys).size !== keys.length) {
-    throw invalid('committee: two members share a key', { field: 'committee' });
+  for (const field of ['previous', 'reason', 'everySeconds'] as const) {
+    if (p[field] !== undefined) {
+      throw invalid(`${field}: ${p.operation} takes none`, { field });
+    }
+  }
+  if (p.tenant === undefined)
+    throw invalid(`tenant: ${p.operation} needs one`, { field: 'tenant' });
+  if (p.version === undefined) {
+    throw invalid(`version: ${p.operation} needs one`, { field: 'version' });
   }
   if (p.operation === 'key.retire') {
     if (p.threshold !== undefined) {
@@ -160,6 +229,56 @@ export function checkProposalShape(p: UnsignedProposal): void {
   if (p.operation === 'key.rotate' && p.version < 2) {
     throw invalid('version: key.rotate makes version 2 or later', { field: 'version' });
   }
+}
+
+function checkCommitteeShape(committee: readonly CommitteeMember[], field: string): void {
+  const nodes = committee.map((m) => m.node);
+  if (new Set(nodes).size !== nodes.length) {
+    throw invalid(`${field}: a node appears twice`, { field });
+  }
+  const keys = committee.flatMap((m) => [m.signing, m.encryption]);
+  if (new Set(keys).size !== keys.length) {
+    throw invalid(`${field}: two members share a key`, { field });
+  }
+}
+
+/**
+ * committee.reshare needs the new epoch, threshold and committee and the previous ones, the new
+ * epoch right after the previous; committee.refresh needs a threshold and a period and names no
+ * epoch (each refresh moves from whatever epoch the committee is in). Neither names a key.
+ */
+function checkCommitteeOperation(p: UnsignedProposal): void {
+  for (const field of ['tenant', 'version'] as const) {
+    if (p[field] !== undefined) throw invalid(`${field}: ${p.operation} takes none`, { field });
+  }
+  if (p.threshold === undefined) {
+    throw invalid(`threshold: ${p.operation} needs one`, { field: 'threshold' });
+  }
+  if (p.operation === 'committee.refresh') {
+    if (p.everySeconds === undefined) {
+      throw invalid('everySeconds: committee.refresh needs one', { field: 'everySeconds' });
+    }
+    for (const field of ['epoch', 'previous', 'reason'] as const) {
+      if (p[field] !== undefined) {
+        throw invalid(`${field}: committee.refresh takes none`, { field });
+      }
+    }
+    return;
+  }
+  if (p.everySeconds !== undefined) {
+    throw invalid('everySeconds: committee.reshare takes none', { field: 'everySeconds' });
+  }
+  if (!p.previous) throw invalid('previous: committee.reshare needs one', { field: 'previous' });
+  if (p.epoch === undefined) {
+    throw invalid('epoch: committee.reshare needs the new epoch', { field: 'epoch' });
+  }
+  if (p.epoch !== p.previous.epoch + 1) {
+    throw invalid(
+      `epoch: a reshare from epoch ${p.previous.epoch} makes epoch ${p.previous.epoch + 1}, not ${p.epoch}`,
+      { field: 'epoch' },
+    );
+  }
+  checkCommitteeShape(p.previous.committee, 'previous.committee');
 }
 
 /** Parse and check a proposal from JSON; ERR_PROPOSAL_INVALID naming the first bad field. */
@@ -297,10 +416,14 @@ export function verifyQuorum(p: Proposal, policy: QuorumPolicy, now: number): Ve
 export interface ProposalDraft {
   cluster: string;
   operation: Operation;
-  tenant: string;
-  version: number;
+  tenant?: string;
+  version?: number;
   threshold?: number;
   committee: CommitteeMember[];
+  epoch?: number;
+  previous?: { epoch: number; threshold: number; committee: CommitteeMember[] };
+  reason?: (typeof RESHARE_REASONS)[number];
+  everySeconds?: number;
   expiresAt: Date;
   nonce?: string;
 }
@@ -311,10 +434,21 @@ export function draftProposal(d: ProposalDraft): Proposal {
     format: PROPOSAL_FORMAT,
     cluster: d.cluster,
     operation: d.operation,
-    tenant: d.tenant,
-    version: d.version,
+    ...(d.tenant === undefined ? {} : { tenant: d.tenant }),
+    ...(d.version === undefined ? {} : { version: d.version }),
     ...(d.threshold === undefined ? {} : { threshold: d.threshold }),
     committee: [...d.committee].sort((a, b) => a.node - b.node),
+    ...(d.epoch === undefined ? {} : { epoch: d.epoch }),
+    ...(d.previous === undefined
+      ? {}
+      : {
+          previous: {
+            ...d.previous,
+            committee: [...d.previous.committee].sort((a, b) => a.node - b.node),
+          },
+        }),
+    ...(d.reason === undefined ? {} : { reason: d.reason }),
+    ...(d.everySeconds === undefined ? {} : { everySeconds: d.everySeconds }),
     nonce: d.nonce ?? newNonce(),
     expiresAt: d.expiresAt.toISOString(),
     signatures: [],
@@ -329,4 +463,15 @@ export const operatorKeyFileSchema = z
 
 export function operatorPublicKey(secretKey: Uint8Array): string {
   return toB64(ed25519.getPublicKey(secretKey));
+}
+
+const RESHARE_DOMAIN = 'KMaaS-v1 reshare\0';
+
+/**
+ * The reshare a proposal starts: the same id on every node and every attempt, so that a retried
+ * ceremony resumes. A standing committee.refresh gives one id per period.
+ */
+export function reshareIdOf(proposalIdHex: string, period?: number): string {
+  const input = RESHARE_DOMAIN + proposalIdHex + (period === undefined ? '' : `\0${period}`);
+  return `r${toB64(sha256(utf8Bytes(input))).slice(0, 31)}`;
 }

@@ -154,7 +154,7 @@ describe('operator proposals through real node and coordinator processes', funct
         [3, code],
       ]);
       expect(await round1Everywhere(p)).to.deep.equal([code, code, code]);
-      await expectNoKey(p.tenant);
+      await expectNoKey(p.tenant!);
     });
   }
 

@@ -5,7 +5,7 @@
  * (shared/voprf-node.ts), from `answering` nodes (default: t of them, chosen at random).
  * Hooks let a test corrupt what it serves. Listens on 127.0.0.1, port 0.
  */
-import { parseProposal, proposalId } from '../../../shared/proposal.ts';
+import { asKeyProposal, parseProposal, proposalId } from '../../../shared/proposal.ts';
 import { strangerIdentity, TEST_CLUSTER_ID } from '../../helpers/operators.ts';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -183,7 +183,7 @@ export class FakeCoordinator {
 
     if (req.method === 'POST' && path === '/v1/proposals') {
       this.requireToken(req, this.adminToken);
-      const body = parseProposal(await this.body(req));
+      const body = asKeyProposal(parseProposal(await this.body(req)));
       if ([...this.keys.values()].some((k) => k.tenant === body.tenant)) {
         throw new KmaasError('ERR_TENANT_EXISTS', `tenant ${body.tenant} exists`);
       }
