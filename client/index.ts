@@ -14,6 +14,8 @@
  *   const opened = await client.decrypt(download());
  *   opened.documentId; // 'a.pdf'
  *   for await (const bytes of opened) show(bytes);
+ *   const moved = await client.rewrap(download()); // after key.rotate: under the newest version
+ *   for await (const bytes of moved) upload(bytes); // complete only if the old one authenticated
  */
 import { z } from 'zod';
 import { checkTenant } from '../shared/document.ts';
@@ -41,6 +43,7 @@ import type { EventHandler } from './events.ts';
 import { CoordinatorHttp, errorFromBody, seg, type FetchLike } from './http.ts';
 import { KeyPackages } from './key-packages.ts';
 import type { PinStore } from './pins.ts';
+import { envelopeBytes, planRewraps, rewrapStream, type RewrapPlans } from './rewrap.ts';
 
 export { KmaasError } from '../shared/errors.ts';
 export type { ErrorCode } from '../shared/errors.ts';
@@ -57,6 +60,14 @@ export {
   DEFAULT_CHUNK_SIZE,
   type EnvelopeHeader,
 } from './envelope.ts';
+export {
+  envelopeBytes,
+  planRewraps,
+  rewrapAction,
+  rewrapStream,
+  type RewrapPlan,
+  type RewrapPlans,
+} from './rewrap.ts';
 
 export interface KmaasClientOptions {
   /** The coordinator, e.g. `https://kmaas.example.com`. */
@@ -111,6 +122,14 @@ export interface EnvelopeStream extends AsyncIterable<Uint8Array> {
   documentId: string;
   /** The nodes whose partial evaluations made the document key. */
   nodes: number[];
+}
+
+/** A rewrapped envelope on its way out; `keyVersion` is the version it is under now. */
+export interface RewrapStream extends EnvelopeStream {
+  /** The key version of the envelope that was read. */
+  fromVersion: number;
+  /** false: it already was under the target version, and the stream gives it unchanged. */
+  rewrapped: boolean;
 }
 
 const jobSchema = z.object({
@@ -441,5 +460,96 @@ export class KmaasClient {
       },
       () => k.fill(0),
     );
+  }
+
+  /**
+   * Plan the rewrap of many envelopes (their headers, from readHeader): for each, whether it is
+   * rewrapped, already at the target version, or cannot be (and why), with the keys of those to
+   * rewrap, derived in batches: one deriveKeys per (tenant, version). The target is `toVersion`,
+   * else each tenant's latest version. Call dispose() when done.
+   */
+  planRewrap(
+    headers: readonly EnvelopeHeader[],
+    opts: { toVersion?: number } = {},
+  ): Promise<RewrapPlans> {
+    return planRewraps(this, headers, opts.toVersion);
+  }
+
+  /**
+   * Re-seal an envelope under `toVersion` or its tenant's latest key version, keeping tenant and
+   * document id: one evaluate request per version. The result's bytes end without error only when
+   * the old envelope authenticated to its end, and its final chunk comes only then, so a cut or
+   * tampered input never gives a complete new envelope. An envelope already under the target
+   * version comes back unchanged (`rewrapped: false`); a target older than it is ERR_VALIDATION.
+   * `expect` refuses an envelope of another tenant or document, as in decrypt.
+   */
+  async rewrap(
+    source: AsyncIterable<Uint8Array>,
+    opts: {
+      toVersion?: number;
+      chunkSize?: number;
+      expect?: { tenant?: string; documentId?: string };
+    } = {},
+  ): Promise<RewrapStream> {
+    const reader = await readHeader(source);
+    const { header } = reader;
+    let planned: RewrapPlans;
+    try {
+      for (const field of ['tenant', 'documentId'] as const) {
+        const expected = opts.expect?.[field];
+        if (expected !== undefined && expected !== header[field]) {
+          throw new KmaasError(
+            'ERR_VALIDATION',
+            `${field}: the envelope is for ${header[field]}, expected ${expected}`,
+            { field },
+          );
+        }
+      }
+      planned = await this.planRewrap([header], opts);
+    } catch (err) {
+      await reader.close();
+      throw err;
+    }
+    const plan = planned.plans[0]!;
+    const info = {
+      tenant: header.tenant,
+      documentId: header.documentId,
+      fromVersion: header.keyVersion,
+    };
+    if (plan.action === 'failed') {
+      await reader.close();
+      throw plan.error;
+    }
+    if (plan.action === 'current') {
+      return {
+        ...withInfo(
+          envelopeBytes(reader),
+          { ...info, keyVersion: plan.toVersion, nodes: [] },
+          () => {},
+        ),
+        fromVersion: header.keyVersion,
+        rewrapped: false,
+      };
+    }
+    let stream: AsyncIterable<Uint8Array>;
+    try {
+      stream = rewrapStream(reader, {
+        fromKey: plan.fromKey,
+        toKey: plan.toKey,
+        toVersion: plan.toVersion,
+        ...(opts.chunkSize === undefined ? {} : { chunkSize: opts.chunkSize }),
+      });
+    } catch (err) {
+      planned.dispose();
+      await reader.close();
+      throw err;
+    }
+    return {
+      ...withInfo(stream, { ...info, keyVersion: plan.toVersion, nodes: plan.nodes }, () =>
+        planned.dispose(),
+      ),
+      fromVersion: header.keyVersion,
+      rewrapped: true,
+    };
   }
 }

@@ -61,6 +61,8 @@ export class FakeCoordinator {
   readonly adminToken = 'admin-token-' + Math.random().toString(36).slice(2);
   readonly nodeIds = [1, 2, 3, 4, 5];
   readonly keys = new Map<string, FakeKey>();
+  /** `tenant/version` of the versions retired (key.retire): evaluate answers ERR_KEY_RETIRED. */
+  readonly retired = new Set<string>();
   readonly jobs = new Map<string, FakeJob>();
   /** Batch size of every evaluate request received, in order. */
   readonly evaluateSizes: number[] = [];
@@ -262,6 +264,9 @@ export class FakeCoordinator {
       const token = authorization.startsWith('DPoP ') ? authorization.slice(5) : undefined;
       const dpop = typeof req.headers.dpop === 'string' ? req.headers.dpop : undefined;
       const key = this.key(tenant, version);
+      if (this.retired.has(`${tenant}/${version}`)) {
+        throw new KmaasError('ERR_KEY_RETIRED', `${tenant} version ${version} is retired`);
+      }
       const body = parseMessage(evaluateBody, await this.body(req), 'body');
       if (dpop !== undefined) this.proofs.push(dpop);
       await this.verifier.verify({ token, dpop }, { tenant, version, blinded: body.blinded });
