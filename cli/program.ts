@@ -28,6 +28,7 @@ import { explain, noAdminTokenError, noUrlError, type SessionFacts } from './exp
 import { ENVIRONMENT_HELP, PROGRAM_HELP } from './help.ts';
 import { FilePinStore } from './pin-file.ts';
 import { addProposalCommands, createTenantWithDevKeys } from './proposal.ts';
+import { addRewrapCommand } from './rewrap.ts';
 import { signIn } from './sign-in.ts';
 
 export interface Io {
@@ -536,6 +537,7 @@ export function buildProgram(io: Io, current: { session?: Session } = {}): Comma
     );
 
   addProposalCommands(program, io, session);
+  addRewrapCommand(program, io, session);
   addAuditCommand(program, io);
 
   // Every command's help ends with where its settings come from.
