@@ -7,7 +7,7 @@
  *      symbolic links not followed) that starts with the envelope magic "KMAASENC" (envelope.ts);
  *      other files are skipped and counted, the temporary files of an interrupted run ignored
  *   2. read each envelope's header: tenant, key version, document id
- *   3. per tenant: sign in as for decrypt (sign-in.ts), then for each batch of BATCH envelopes
+ *   3. per tenant, for each batch of BATCH envelopes: sign in as for decrypt (sign-in.ts), and
  *      derive the old and new keys in one planRewrap (a deriveKeys per version)
  *   4. per envelope: re-seal it into a temporary file beside the target and rename it over the
  *      target (atomic.ts), in place by default or under --out; a kill at any moment leaves the
@@ -27,8 +27,8 @@ import {
   readHeader,
   rewrapStream,
   type EnvelopeHeader,
-  type KmaasClient,
   type RewrapPlan,
+  type RewrapPlans,
 } from '../client/index.ts';
 import { FIXED_PREFIX_BYTES, MAGIC } from '../client/envelope.ts';
 import { KmaasError, type ErrorCode } from '../shared/errors.ts';
@@ -278,17 +278,12 @@ export function addRewrapCommand(
 
         // Steps 3 and 4.
         for (const [tenant, list] of [...byTenant].sort(([a], [b]) => (a < b ? -1 : 1))) {
-          let client: KmaasClient;
-          try {
-            client = await s.signedIn(tenant, 'rewrap its documents');
-          } catch (err) {
-            for (const job of list) failed(job, err);
-            continue;
-          }
           for (let i = 0; i < list.length; i += BATCH) {
             const batch = list.slice(i, i + BATCH);
-            let planned;
+            let planned: RewrapPlans;
             try {
+              // Signed in afresh for each batch: an access token lives minutes, a folder longer.
+              const client = await s.signedIn(tenant, 'rewrap its documents');
               planned = await client.planRewrap(
                 batch.map((j) => j.header!),
                 opts.toVersion === undefined ? {} : { toVersion: opts.toVersion },
