@@ -140,7 +140,7 @@ describe('cli: kmaas rewrap', function () {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('a folder: --out first, then in place; summary, progress, exit status, other files untouched', async () => {
+  it('a folder: --out, then in place; batched keys, summary, progress, exit status, a tampered envelope and other files untouched', async () => {
     const docs = join(dir, 'docs');
     const plain = { a: randomBytes(3000), b: randomBytes(70_000), c: randomBytes(10) };
     await seal(join(docs, 'a.kmaas'), plain.a, 'a');
@@ -155,8 +155,11 @@ describe('cli: kmaas rewrap', function () {
     for (const f of await tree(docs)) before.set(f, await readFile(join(docs, f)));
 
     // --out: the folder is mirrored; the tampered envelope fails and is not written.
+    const evaluations = fake.evaluateSizes.length;
     let r = await kmaas(['rewrap', 'docs', '--out', 'moved']);
     expect(r.code, r.stderr).to.equal(1);
+    // a, b and bad need keys: one request of 3 under version 1, one under version 2.
+    expect(fake.evaluateSizes.slice(evaluations)).to.deep.equal([3, 3]);
     expect(r.stdout.trim()).to.equal(
       'rewrapped 2, already current 1, failed 1 (1 other files skipped)',
     );
@@ -177,22 +180,18 @@ describe('cli: kmaas rewrap', function () {
     expect(await readFile(join(moved, 'sub/c.kmaas'))).to.deep.equal(before.get('sub/c.kmaas'));
     for (const [f, bytes] of before) expect(await readFile(join(docs, f)), f).to.deep.equal(bytes);
 
-    // In place, without the tampered one: every envelope moves, nothing else changes.
-    await rm(join(docs, 'bad.kmaas'));
+    // In place: every intact envelope moves; the tampered one and the other file stay as they
+    // were, and no temporary file is left.
     r = await kmaas(['--json', 'rewrap', 'docs']);
-    expect(r.code, r.stderr).to.equal(0);
+    expect(r.code).to.equal(1);
     const summary = JSON.parse(r.stdout) as Record<string, unknown>;
-    expect(summary).to.include({ rewrapped: 2, current: 1, failed: 0, skipped: 1 });
-    expect(await tree(docs)).to.deep.equal([
-      'a.kmaas',
-      'notes.txt',
-      'sub/c.kmaas',
-      'sub/deeper/b.kmaas',
-    ]);
+    expect(summary).to.include({ rewrapped: 2, current: 1, failed: 1, skipped: 1 });
+    expect(await tree(docs)).to.deep.equal([...before.keys()].sort());
     expect(await open(join(docs, 'a.kmaas'))).to.deep.equal({ keyVersion: 2, plaintext: plain.a });
     expect((await open(join(docs, 'sub/deeper/b.kmaas'))).plaintext).to.deep.equal(plain.b);
-    expect(await readFile(join(docs, 'sub/c.kmaas'))).to.deep.equal(before.get('sub/c.kmaas'));
-    expect(await readFile(join(docs, 'notes.txt'))).to.deep.equal(before.get('notes.txt'));
+    for (const f of ['sub/c.kmaas', 'notes.txt', 'bad.kmaas']) {
+      expect(await readFile(join(docs, f)), f).to.deep.equal(before.get(f));
+    }
 
     // Back to an older version: refused.
     r = await kmaas(['rewrap', 'docs/a.kmaas', '--to-version', '1']);
