@@ -296,8 +296,20 @@ async function planOf(deps: ReshareWorkerDeps, data: ReshareJobData): Promise<Re
   // PLAN: period = floor(now / everySeconds); nodes accept it or the previous one.
   const period = Math.floor((deps.now ?? Date.now)() / 1000 / p.everySeconds);
   const committee = sortedMembers(record.committee);
+  const reshareId = reshareIdOf(id, period);
+  if (record.reshareId === reshareId) {
+    // This period's refresh made the current epoch already (scheduled twice, or retried).
+    return {
+      reshareId,
+      epoch: record.epoch,
+      threshold: record.threshold,
+      committee,
+      previous: { epoch: record.epoch - 1, threshold: record.threshold, committee },
+      period,
+    };
+  }
   return {
-    reshareId: reshareIdOf(id, period),
+    reshareId,
     epoch: record.epoch + 1,
     threshold: record.threshold,
     committee,

@@ -21,6 +21,7 @@ import { Registry } from '../../coordinator/registry.ts';
 import {
   processReshareJob,
   RESHARE_JOB,
+  scheduleRefresh,
   type ReshareJobData,
   type ReshareJobResult,
   type ReshareWorkerDeps,
@@ -330,6 +331,46 @@ describe('coordinator/reshare-job: add a node and raise the threshold', function
     for (const n of nodes) expect(n.types('reshare.begin')).to.deep.equal([]);
   });
 
+  it('a scheduled refresh reshares the current epoch once per period', async () => {
+    const committee = nodes.slice(0, 3).map((n) => n.member);
+    const refresh = signWith(
+      draftProposal({
+        cluster: TEST_CLUSTER_ID,
+        operation: 'committee.refresh',
+        threshold: 2,
+        committee,
+        everySeconds: 3600,
+        expiresAt: new Date(Date.now() + 3_600_000),
+      }),
+    );
+    // The same secrets, 2-of-3 again at epoch 2: what a refresh makes.
+    for (const n of nodes) {
+      n.next.clear();
+      for (const [k, pkg] of oldPackages) {
+        n.next.set(k, { ...pkg, epoch: 2 });
+      }
+    }
+    const now = 1_800_000_000_000;
+    const period = Math.floor(now / 1000 / 3600);
+    deps.now = () => now;
+    const run = () =>
+      attempt(new StandInJob(`refresh-${process.pid}-${++jobs}`, { proposal: refresh }, 1));
+
+    expect(await run()).to.deep.equal({ epoch: 2, threshold: 2, committee: [1, 2, 3], keys: 65 });
+    const begin = node(1).bodies('reshare.begin')[0]!;
+    expect(begin).to.deep.include({ reshareId: reshareIdOf(proposalId(refresh), period), period });
+    expect(node(4).types()).to.deep.equal([]);
+    expect(await epochs.read()).to.deep.include({
+      epoch: 2,
+      reshareId: reshareIdOf(proposalId(refresh), period),
+    });
+
+    // Scheduled again within the same period: already done, nothing sent.
+    const before = node(1).received.length;
+    expect(await run()).to.deep.include({ epoch: 2, keys: 0 });
+    expect(node(1).received.length).to.equal(before);
+  });
+
   describe('in BullMQ', function () {
     let queue: CeremonyQueue;
     const workers: Worker<CeremonyJobData, CeremonyJobResult>[] = [];
@@ -353,6 +394,30 @@ describe('coordinator/reshare-job: add a node and raise the threshold', function
       workers.push(w);
       return w;
     }
+
+    it('schedules one repeatable refresh, however many replicas schedule it', async () => {
+      queue = await createCeremonyQueue(redis, keys);
+      const refresh = signWith(
+        draftProposal({
+          cluster: TEST_CLUSTER_ID,
+          operation: 'committee.refresh',
+          threshold: 2,
+          committee: nodes.slice(0, 3).map((n) => n.member),
+          everySeconds: 600,
+          expiresAt: new Date(Date.now() + 3_600_000),
+        }),
+      );
+      await scheduleRefresh(queue, refresh, { attempts: 2, backoffMs: 10 });
+      await scheduleRefresh(queue, refresh, { attempts: 2, backoffMs: 10 });
+      const schedulers = await queue.getJobSchedulers();
+      expect(schedulers.map((j) => [j.name, j.every])).to.deep.equal([
+        ['committee.refresh', 600_000],
+      ]);
+      const jobs = await queue.getJobs(['waiting', 'delayed', 'prioritized']);
+      expect(
+        jobs.map((j) => [j.name, proposalId((j.data as ReshareJobData).proposal)]),
+      ).to.deep.equal([['committee.refresh', proposalId(refresh)]]);
+    });
 
     it('a worker killed between the decision and the commit: another completes, no abort', async () => {
       queue = await createCeremonyQueue(redis, keys);
