@@ -253,14 +253,19 @@ export async function scheduleRefresh(
 
 // --- The job ---
 
+/** Progress updates in the order they were made, even when answers arrive at once. */
 function progressOf(job: Job, log: Logger): (p: ReshareProgress) => Promise<void> {
-  return async (p) => {
-    try {
-      await job.updateProgress(p);
-    } catch (err) {
-      // Progress is informative; losing one update must not fail a ceremony.
-      log.warn({ err }, 'could not record reshare progress');
-    }
+  let last = Promise.resolve();
+  return (p) => {
+    last = last.then(async () => {
+      try {
+        await job.updateProgress(p);
+      } catch (err) {
+        // Progress is informative; losing one update must not fail a ceremony.
+        log.warn({ err }, 'could not record reshare progress');
+      }
+    });
+    return last;
   };
 }
 

@@ -15,6 +15,7 @@ import {
   type CeremonyJobResult,
   type CeremonyQueue,
 } from '../../coordinator/ceremony-queue.ts';
+import { describeJob } from '../../coordinator/dkg-job.ts';
 import { EpochStore } from '../../coordinator/epoch.ts';
 import { redisKeys, type RedisKeys } from '../../coordinator/redis-keys.ts';
 import { Registry } from '../../coordinator/registry.ts';
@@ -443,8 +444,16 @@ describe('coordinator/reshare-job: add a node and raise the threshold', function
       });
 
       expect(state).to.equal('completed');
-      const done = await queue.getJob('reshare-killed');
-      expect(done?.returnvalue).to.deep.include({ epoch: 2, keys: 65 });
+      // GET /v1/jobs/:id shows it as a reshare.
+      expect(await describeJob(queue, 'reshare-killed')).to.deep.include({
+        id: 'reshare-killed',
+        operation: 'committee.reshare',
+        proposal: proposalId(proposal),
+        epoch: 2,
+        state: 'completed',
+        progress: { phase: 'finish', done: 4, total: 4 },
+        result: { epoch: 2, threshold: 3, committee: [1, 2, 3, 4], keys: 65 },
+      });
       for (const n of nodes) {
         expect(n.types('reshare.abort')).to.deep.equal([]);
         expect(n.types('reshare.begin')).to.have.length(1);
