@@ -88,8 +88,9 @@ describe('resharing through the coordinator, with real nodes', function () {
     }
   }
 
-  async function keyPackage(): Promise<KeyPackage> {
-    return (await (await fetch(`${cluster.url}/v1/tenants/acme/keys/1`)).json()) as KeyPackage;
+  async function keyPackage(version = 1): Promise<KeyPackage> {
+    const res = await fetch(`${cluster.url}/v1/tenants/acme/keys/${version}`);
+    return (await res.json()) as KeyPackage;
   }
 
   it('reshares to a higher threshold and refreshes, keeping every key', async () => {
@@ -162,5 +163,31 @@ describe('resharing through the coordinator, with real nodes', function () {
       expect(again.result).to.deep.include({ epoch: 3, keys: 0 });
       expect(await keyPackage()).to.deep.equal(pkg);
     }
+
+    // A rotation now runs in the current epoch: its committee and threshold, or refused early.
+    const rotate = (threshold: number) =>
+      sign(
+        draftProposal({
+          cluster: id,
+          operation: 'key.rotate',
+          tenant: 'acme',
+          version: 2,
+          threshold,
+          committee,
+          expiresAt: expiresAt(),
+        }),
+      );
+    const refused = await fetch(`${cluster.url}/v1/proposals`, {
+      method: 'POST',
+      headers: admin(),
+      body: JSON.stringify(rotate(2)),
+    });
+    expect(refused.status).to.equal(403);
+    expect(((await refused.json()) as { error: { code: string } }).error.code).to.equal(
+      'ERR_PROPOSAL_MISMATCH',
+    );
+    const rotated = await submit(rotate(3));
+    expect(rotated.state, JSON.stringify(rotated.error)).to.equal('completed');
+    expect(await keyPackage(2)).to.deep.include({ threshold: 3 });
   });
 });
