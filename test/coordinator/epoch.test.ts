@@ -12,6 +12,8 @@ import {
   type EpochReport,
   type EpochRecord,
 } from '../../coordinator/epoch.ts';
+import { KeyCache } from '../../coordinator/key-cache.ts';
+import { publishInvalidation, subscribeInvalidations } from '../../coordinator/key-invalidation.ts';
 import { canonicalKeyPackage } from '../../coordinator/key-quorum.ts';
 import { submitProposal, type ProposalDeps } from '../../coordinator/proposals.ts';
 import { redisKeys, type RedisKeys } from '../../coordinator/redis-keys.ts';
@@ -22,7 +24,7 @@ import { KmaasError } from '../../shared/errors.ts';
 import { draftProposal, type Proposal } from '../../shared/proposal.ts';
 import { randomScalar } from '../../shared/shamir.ts';
 import { signWith, testProposal, TEST_CLUSTER_ID } from '../helpers/operators.ts';
-import { deletePrefix, LogCapture, REDIS_URL, testPrefix } from './helpers.ts';
+import { deletePrefix, LogCapture, REDIS_URL, testPrefix, waitFor } from './helpers.ts';
 import { FakePool, ScriptedNode, sharing } from './reshare-fakes.ts';
 
 const id = (node: number) => ({ signing: `s${node}`, encryption: `e${node}` });
@@ -217,6 +219,42 @@ describe('coordinator/epoch: Redis state', function () {
       expect(await stored()).to.equal(canonicalKeyPackage(e2));
       expect(await registry.tenantNames()).to.deep.equal(['acme']);
     });
+  });
+
+  it("a reshare's invalidation makes every replica's key cache read the new package", async () => {
+    const registry = new Registry({
+      redis,
+      keys,
+      pool: new FakePool([]).pool,
+      nodeTimeoutMs: 500,
+      logger: logs.logger,
+    });
+    const subscriber = new Redis(REDIS_URL);
+    try {
+      const secret = randomScalar();
+      await registry.store(sharing(secret, 'acme', 1, 2, [1, 2, 3], 1));
+      // Two replicas' caches, each with its own subscription.
+      const caches = [new KeyCache(registry), new KeyCache(registry)];
+      await subscribeInvalidations(
+        subscriber,
+        keys,
+        (what) => caches.forEach((c) => c.invalidate(what.tenant, what.version)),
+        logs.logger,
+      );
+      for (const c of caches) expect((await c.get('acme', 1)).epoch).to.equal(1);
+      await registry.store(sharing(secret, 'acme', 1, 3, [1, 2, 3, 4], 2));
+      // Cached: still epoch 1 until told.
+      for (const c of caches) expect((await c.get('acme', 1)).epoch).to.equal(1);
+
+      await publishInvalidation(redis, keys);
+
+      for (const c of caches) {
+        await waitFor('the new epoch', async () => (await c.get('acme', 1)).epoch === 2);
+      }
+    } finally {
+      subscriber.disconnect();
+      await registry.stop();
+    }
   });
 
   describe('proposals against the current epoch', () => {
