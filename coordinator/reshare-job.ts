@@ -243,11 +243,10 @@ export async function scheduleRefresh(
     });
   }
   const data: ReshareJobData = { proposal };
-  const opts = ceremonyJobOptions(deps);
   await queue.upsertJobScheduler(
     `refresh:${proposalId(proposal)}`,
     { every: proposal.everySeconds * 1000 },
-    { name: REFRESH_JOB, data, opts: { ...opts, backoff: opts.backoff } },
+    { name: REFRESH_JOB, data, opts: ceremonyJobOptions(deps) },
   );
 }
 
