@@ -88,6 +88,15 @@ const configSchema = z.object({
   dkgTimeoutMs: ms(10, 600_000).default(15_000),
   dkgAttempts: ms(1, 20).default(3),
   dkgBackoffMs: ms(1, 600_000).default(2000),
+  // A ceremony job whose worker stops renewing its lock (a coordinator killed mid-ceremony) is
+  // found by the stalled-job check and run again, by any replica, within about lock + interval.
+  ceremonyLockMs: ms(1000, 600_000).default(30_000),
+  ceremonyStalledIntervalMs: ms(500, 600_000).default(30_000),
+  // Between a reshare's switch to the new epoch and telling the nodes to erase the old shares:
+  // evaluations routed with the old epoch's package just before the switch still complete.
+  reshareFinishDelayMs: ms(0, 600_000).default(2000),
+  // A signed committee.refresh proposal: a proactive refresh every proposal.everySeconds.
+  refreshProposalFile: z.string().min(1).optional(),
   heartbeatMs: ms(10, 60_000).default(3000),
   reconnectBaseMs: ms(1, 60_000).default(200),
   reconnectMaxMs: ms(1, 600_000).default(10_000),
@@ -117,6 +126,10 @@ export const CONFIG_ENV = {
   dkgTimeoutMs: 'KMAAS_DKG_TIMEOUT_MS',
   dkgAttempts: 'KMAAS_DKG_ATTEMPTS',
   dkgBackoffMs: 'KMAAS_DKG_BACKOFF_MS',
+  ceremonyLockMs: 'KMAAS_CEREMONY_LOCK_MS',
+  ceremonyStalledIntervalMs: 'KMAAS_CEREMONY_STALLED_INTERVAL_MS',
+  reshareFinishDelayMs: 'KMAAS_RESHARE_FINISH_DELAY_MS',
+  refreshProposalFile: 'KMAAS_REFRESH_PROPOSAL_FILE',
   heartbeatMs: 'KMAAS_HEARTBEAT_MS',
   reconnectBaseMs: 'KMAAS_RECONNECT_BASE_MS',
   reconnectMaxMs: 'KMAAS_RECONNECT_MAX_MS',

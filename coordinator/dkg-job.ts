@@ -24,7 +24,7 @@
  * signed; each node refuses a round 1 whose committee differs from its proposal's.
  */
 import { createHash } from 'node:crypto';
-import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { KmaasError, toKmaasError, type ErrorBody } from '../shared/errors.ts';
 import { keyPackageSchema, type KeyPackage } from '../shared/key-package.ts';
@@ -38,7 +38,10 @@ import {
 import { canonicalKeyPackage } from './key-quorum.ts';
 import type { Logger } from './logger.ts';
 import type { NodePool } from './node-pool.ts';
-import { DKG_QUEUE_NAME, type RedisKeys } from './redis-keys.ts';
+import type { RedisKeys } from './redis-keys.ts';
+import type { CeremonyQueue } from './ceremony-queue.ts';
+import type { EpochStore } from './epoch.ts';
+import { describeReshareJob, type ReshareJobData, type ReshareJobView } from './reshare-job.ts';
 import type { Registry } from './registry.ts';
 import { checkThreshold } from './proposals.ts';
 import { proposalId, type Proposal } from '../shared/proposal.ts';
@@ -71,7 +74,8 @@ export interface DkgJobResult {
   groupKey: string;
 }
 
-export type DkgQueue = Queue<DkgJobData, DkgJobResult>;
+/** The ceremony queue (ceremony-queue.ts), which DKG jobs share with reshare jobs. */
+export type DkgQueue = CeremonyQueue;
 
 /** Failures that no retry can fix. */
 const PERMANENT = new Set([
@@ -87,13 +91,6 @@ const PERMANENT = new Set([
   'ERR_PROPOSAL_MISMATCH',
 ]);
 
-export function createDkgQueue(connection: Redis, keys: RedisKeys): DkgQueue {
-  return new Queue<DkgJobData, DkgJobResult>(DKG_QUEUE_NAME, {
-    connection,
-    prefix: keys.bullPrefix,
-  });
-}
-
 export interface DkgWorkerDeps {
   /** A connection of the worker's own, with maxRetriesPerRequest: null as BullMQ requires. */
   connection: Redis;
@@ -103,17 +100,8 @@ export interface DkgWorkerDeps {
   registry: Registry;
   roundTimeoutMs: number;
   logger: Logger;
-}
-
-export function createDkgWorker(deps: DkgWorkerDeps): Worker<DkgJobData, DkgJobResult> {
-  const worker = new Worker<DkgJobData, DkgJobResult>(
-    DKG_QUEUE_NAME,
-    (job) => processDkgJob(deps, job),
-    // Ceremonies are rare and each one occupies every node: one at a time per replica.
-    { connection: deps.connection, prefix: deps.keys.bullPrefix, concurrency: 1 },
-  );
-  worker.on('error', (err) => deps.logger.error({ err }, 'DKG worker error'));
-  return worker;
+  /** The epoch record: the first DKG of a cluster without one makes epoch 1 of its committee. */
+  epochs?: EpochStore;
 }
 
 /** Who holds which key package of the job's (tenant, version), as far as the job knows. */
@@ -346,6 +334,14 @@ async function finish(
     { pool: deps.pool, timeoutMs: deps.roundTimeoutMs, logger: log },
     params,
   );
+  if (deps.epochs && (await deps.epochs.read()) === null) {
+    // As each node does (PLAN: a node with no epoch adopts the first DKG's committee).
+    await deps.epochs.write({
+      epoch: params.proposal.epoch ?? 1,
+      threshold: params.threshold,
+      committee: [...(params.proposal.committee ?? [])].sort((a, b) => a.node - b.node),
+    });
+  }
   await progress({ phase: 'store', done: 1, total: 1 });
   log.info(
     { ceremonyId: params.ceremonyId, groupKey: pkg.groupKey, uncommitted },
@@ -376,8 +372,11 @@ export interface JobView {
 
 const JOB_ID = /^[A-Za-z0-9_-]{1,128}$/;
 
-/** What GET /v1/jobs/:id shows. ERR_UNKNOWN_JOB when there is no such job (or it was removed). */
-export async function describeJob(queue: DkgQueue, id: string): Promise<JobView> {
+/**
+ * What GET /v1/jobs/:id shows, for DKG and reshare jobs alike. ERR_UNKNOWN_JOB when there is no
+ * such job (or it was removed).
+ */
+export async function describeJob(queue: DkgQueue, id: string): Promise<JobView | ReshareJobView> {
   let job = JOB_ID.test(id) ? await queue.getJob(id) : undefined;
   if (!job) throw new KmaasError('ERR_UNKNOWN_JOB', `no job ${id.slice(0, 128)}`);
   const state = await job.getState();
@@ -386,22 +385,26 @@ export async function describeJob(queue: DkgQueue, id: string): Promise<JobView>
   if ((state === 'completed' || state === 'failed') && !job.finishedOn) {
     job = (await queue.getJob(id)) ?? job;
   }
+  if (job.name === 'committee.reshare' || job.name === 'committee.refresh') {
+    return describeReshareJob(job as Job<ReshareJobData, never>, id, state);
+  }
+  const dkg = job as Job<DkgJobData, DkgJobResult>;
   const view: JobView = {
     id,
     operation: job.name,
-    ...(job.data.proposal ? { proposal: proposalId(job.data.proposal) } : {}),
-    tenant: job.data.tenant,
-    version: job.data.version,
+    ...(dkg.data.proposal ? { proposal: proposalId(dkg.data.proposal) } : {}),
+    tenant: dkg.data.tenant,
+    version: dkg.data.version,
     state,
-    attemptsMade: job.attemptsMade,
-    progress: isProgress(job.progress)
-      ? job.progress
-      : { phase: 'round1', done: 0, total: job.data.participants.length },
+    attemptsMade: dkg.attemptsMade,
+    progress: isProgress(dkg.progress)
+      ? dkg.progress
+      : { phase: 'round1', done: 0, total: dkg.data.participants.length },
   };
-  if (state === 'completed' && job.returnvalue) view.result = job.returnvalue;
+  if (state === 'completed' && dkg.returnvalue) view.result = dkg.returnvalue;
   // While retrying, the last error says why; once failed, it is the final word.
-  if (state !== 'completed' && job.data.lastError) view.error = job.data.lastError;
-  else if (state === 'failed') view.error = { code: 'ERR_INTERNAL', message: job.failedReason };
+  if (state !== 'completed' && dkg.data.lastError) view.error = dkg.data.lastError;
+  else if (state === 'failed') view.error = { code: 'ERR_INTERNAL', message: dkg.failedReason };
   return view;
 }
 

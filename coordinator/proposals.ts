@@ -9,6 +9,12 @@
  *                                 proposal in dkg.round1; 202 { jobId, ... }
  *   key.retire                 -> proposal.apply to every committee node; 200 with each node's
  *                                 answer
+ *   committee.reshare,         -> a reshare job (reshare-job.ts); 202 { jobId, ..., epoch }
+ *   committee.refresh
+ *
+ * Once the coordinator knows the committee's epoch (epoch.ts), a DKG proposal must name exactly
+ * that epoch's committee and threshold (and its epoch, when it names one): the nodes refuse
+ * anything else, so it is refused here first. KMAAS_NODES may list spare nodes outside it.
  */
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
@@ -23,6 +29,7 @@ import {
   type Proposal,
 } from '../shared/proposal.ts';
 import type { DkgJobData, DkgQueue } from './dkg-job.ts';
+import { sameCommittee, type EpochSource } from './epoch.ts';
 import type { Logger } from './logger.ts';
 import type { NodePool } from './node-pool.ts';
 import type { RedisKeys } from './redis-keys.ts';
@@ -62,6 +69,8 @@ export interface ProposalDeps {
   logger: Logger;
   /** ms since the epoch; default Date.now. Tests only. */
   now?: () => number;
+  /** The committee's current epoch; without it DKG proposals are checked by the nodes only. */
+  epochs?: EpochSource;
   /** committee.reshare and committee.refresh: queue the ceremony (reshare-job.ts). */
   queueReshare?: (p: Proposal, log: Logger) => Promise<ProposalJobAccepted>;
 }
@@ -146,6 +155,7 @@ async function queueDkg(
 ): Promise<ProposalJobAccepted> {
   const { tenant, version, operation } = p;
   const id = proposalId(p);
+  await checkEpoch(deps, p);
   const jobId = randomUUID();
   // One lifecycle change per tenant at a time, across replicas.
   const holder = await acquireCreateLock(deps.redis, deps.keys, tenant, jobId, deps.lockTtlMs);
@@ -192,6 +202,32 @@ async function queueDkg(
   }
   log.info({ tenant, version, operation, proposal: id, jobId }, 'proposal queued');
   return { jobId, proposal: id, operation, tenant, version };
+}
+
+/** A DKG acts in the current epoch: its committee, its threshold (ERR_PROPOSAL_MISMATCH). */
+async function checkEpoch(deps: ProposalDeps, p: KeyProposal): Promise<void> {
+  const record = await deps.epochs?.current();
+  if (!record) return;
+  const id = proposalId(p);
+  const mismatch = (field: string, message: string) =>
+    new KmaasError('ERR_PROPOSAL_MISMATCH', `proposal: ${field}: ${message}`, {
+      field,
+      proposal: id,
+      epoch: record.epoch,
+    });
+  if (p.epoch !== undefined && p.epoch !== record.epoch) {
+    throw mismatch('epoch', `the committee is in epoch ${record.epoch}, not ${p.epoch}`);
+  }
+  if (p.threshold !== record.threshold) {
+    throw mismatch('threshold', `epoch ${record.epoch} has threshold ${record.threshold}`);
+  }
+  if (!sameCommittee(p.committee ?? [], record.committee)) {
+    const nodes = record.committee.map((m) => m.node).join(', ');
+    throw mismatch(
+      'committee',
+      `epoch ${record.epoch}'s committee is nodes ${nodes} with their identity keys`,
+    );
+  }
 }
 
 /**

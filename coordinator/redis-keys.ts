@@ -6,11 +6,14 @@
  *   <p>tenant:<tenant>          HASH  key version -> key package (canonical JSON)
  *   <p>nodes                    HASH  node id -> what the node last reported (JSON)
  *   <p>lock:create:<tenant>     STR   job id of the creation in progress (SET NX PX)
- *   <p>dkg:*                    BullMQ's own keys for the ceremony queue
+ *   <p>epoch                    STR   the committee's current epoch (coordinator/epoch.ts, JSON)
+ *   <p>keys:invalidate          pub/sub channel: a key package changed, drop cached copies
+ *   <p>dkg:*                    BullMQ's own keys for the ceremony queue (DKG and reshare jobs)
  *
  * Tenant names cannot contain ':' (shared/document.ts TENANT_PATTERN), so no two keys collide.
  */
 
+/** The one ceremony queue: DKG jobs (tenant.create, key.rotate) and committee.reshare jobs. */
 export const DKG_QUEUE_NAME = 'dkg';
 
 export interface RedisKeys {
@@ -19,6 +22,9 @@ export interface RedisKeys {
   tenant(tenant: string): string;
   nodes: string;
   createLock(tenant: string): string;
+  epoch: string;
+  /** Pub/sub channel on which a replica that changed key packages tells the others. */
+  invalidateChannel: string;
   /** BullMQ's `prefix` option: it appends ':' and the queue name itself. */
   bullPrefix: string;
 }
@@ -31,6 +37,8 @@ export function redisKeys(prefix: string): RedisKeys {
     tenant: (tenant) => `${prefix}tenant:${tenant}`,
     nodes: `${prefix}nodes`,
     createLock: (tenant) => `${prefix}lock:create:${tenant}`,
+    epoch: `${prefix}epoch`,
+    invalidateChannel: `${prefix}keys:invalidate`,
     bullPrefix: prefix.slice(0, -1),
   };
 }

@@ -21,6 +21,35 @@ const MAX_MISS_ENTRIES = 10_000;
 /** Connections tend to arrive in bursts; one rebuild covers the burst. */
 const REBUILD_DEBOUNCE_MS = 250;
 
+export type StoreOutcome = 'stored' | 'same' | 'replaced' | 'stale';
+
+/**
+ * registry.store in one step, so that two writers cannot interleave between the read and the
+ * write. Packages are canonical JSON (canonicalKeyPackage), which always carries `epoch`; one
+ * stored before epochs existed has none and is epoch 1.
+ */
+const STORE_PACKAGE = `
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('SADD', KEYS[2], ARGV[3])
+  return 'stored'
+end
+redis.call('SADD', KEYS[2], ARGV[3])
+if cur == ARGV[2] then return 'same' end
+local ok, old = pcall(cjson.decode, cur)
+local new = cjson.decode(ARGV[2])
+if not ok or type(old) ~= 'table' or old.groupKey ~= new.groupKey then return 'conflict' end
+local oldEpoch = tonumber(old.epoch) or 1
+local newEpoch = tonumber(new.epoch) or 1
+if newEpoch > oldEpoch then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 'replaced'
+end
+if newEpoch < oldEpoch then return 'stale' end
+return 'conflict'
+`;
+
 export interface RegistryDeps {
   redis: Redis;
   keys: RedisKeys;
@@ -70,31 +99,32 @@ export class Registry {
   }
 
   /**
-   * Store a package. A (tenant, version) is written once: storing the identical package again is
-   * a no-op, storing a different one is ERR_CEREMONY_CONFLICT.
+   * Store a package. A (tenant, version) has one group key for ever: storing the identical
+   * package again is a no-op ('same'); a package of a later epoch with the same group key
+   * replaces the stored one ('replaced': a reshare gave new commitments and verification shares,
+   * DESIGN.md section 3); one of an earlier epoch is ignored ('stale'); anything else (another
+   * group key, or another package of the same epoch) is ERR_CEREMONY_CONFLICT.
    */
-  async store(pkg: KeyPackage): Promise<void> {
+  async store(pkg: KeyPackage): Promise<StoreOutcome> {
     const { redis, keys } = this.#d;
-    const json = canonicalKeyPackage(pkg);
-    const field = String(pkg.version);
-    const res = await redis
-      .multi()
-      .hsetnx(keys.tenant(pkg.tenant), field, json)
-      .sadd(keys.tenants, pkg.tenant)
-      .exec();
-    const failed = res?.find(([err]) => err);
-    if (!res || failed) throw failed?.[0] ?? new Error('redis transaction aborted');
-    if (res[0]?.[1] !== 1) {
-      const existing = await redis.hget(keys.tenant(pkg.tenant), field);
-      if (existing !== json) {
-        throw new KmaasError(
-          'ERR_CEREMONY_CONFLICT',
-          `the registry already holds a different key package for ${pkg.tenant} v${pkg.version}`,
-          { tenant: pkg.tenant, version: pkg.version },
-        );
-      }
+    const outcome = await redis.eval(
+      STORE_PACKAGE,
+      2,
+      keys.tenant(pkg.tenant),
+      keys.tenants,
+      String(pkg.version),
+      canonicalKeyPackage(pkg),
+      pkg.tenant,
+    );
+    if (outcome === 'conflict') {
+      throw new KmaasError(
+        'ERR_CEREMONY_CONFLICT',
+        `the registry already holds a different key package for ${pkg.tenant} v${pkg.version}`,
+        { tenant: pkg.tenant, version: pkg.version },
+      );
     }
     this.#forgetMisses(pkg.tenant);
+    return outcome as StoreOutcome;
   }
 
   // --- Lookups that fall back to the nodes ---

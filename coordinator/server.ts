@@ -9,20 +9,26 @@
  * links, and last close Redis.
  */
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Redis, type RedisOptions } from 'ioredis';
 import { Admission, RefusalLog } from './admission.ts';
 import { createApi } from './api.ts';
 import type { CoordinatorConfig } from './config.ts';
-import { createDkgQueue, createDkgWorker } from './dkg-job.ts';
+import { createCeremonyQueue, createCeremonyWorker } from './ceremony-queue.ts';
+import { EpochStore } from './epoch.ts';
 import { KeyCache } from './key-cache.ts';
+import { publishInvalidation, subscribeInvalidations } from './key-invalidation.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { NodePool } from './node-pool.ts';
 import { RateLimit } from './rate-limit.ts';
 import { EvaluationAuth } from '../shared/evaluation-auth.ts';
 import { oidcSettings } from '../shared/oidc-config.ts';
-import { toKmaasError } from '../shared/errors.ts';
+import { KmaasError, toKmaasError } from '../shared/errors.ts';
+import { parseProposal, type Proposal } from '../shared/proposal.ts';
+import { queueReshare, scheduleRefresh } from './reshare-job.ts';
+import { catchUp } from './reshare-catchup.ts';
 import { redisKeys } from './redis-keys.ts';
 import { Registry } from './registry.ts';
 import { VerifyPool } from './verify-pool.ts';
@@ -64,7 +70,18 @@ export async function startCoordinator(
       'worker',
     );
     teardown.push(['worker redis', () => quitRedis(workerRedis)]);
+    // A subscribed connection takes no other commands: one of its own for key invalidations.
+    const subscriber = connectRedis(
+      config.redisUrl,
+      { maxRetriesPerRequest: null },
+      log,
+      'subscriber',
+    );
+    teardown.push(['subscriber redis', () => quitRedis(subscriber)]);
     await withTimeout(redis.ping(), REDIS_READY_TIMEOUT_MS, 'redis did not answer');
+    const refresh = config.refreshProposalFile
+      ? readRefreshProposal(config.refreshProposalFile)
+      : null;
 
     const pool = new NodePool(
       config.nodes,
@@ -85,10 +102,34 @@ export async function startCoordinator(
       logger: log,
     });
     teardown.push(['registry', () => registry.stop()]);
-    const queue = createDkgQueue(redis, keys);
-    queue.on('error', (err) => log.error({ err }, 'DKG queue error'));
+    const epochs = new EpochStore({
+      redis,
+      keys,
+      pool,
+      nodeTimeoutMs: config.nodeTimeoutMs,
+      logger: log,
+    });
+    // Every replica drops its cached key packages when a reshare switches epochs.
+    const keyCache = new KeyCache(registry);
+    await withTimeout(
+      subscribeInvalidations(
+        subscriber,
+        keys,
+        (what) => keyCache.invalidate(what.tenant, what.version),
+        log,
+      ),
+      REDIS_READY_TIMEOUT_MS,
+      'redis did not subscribe',
+    );
+    const queue = await createCeremonyQueue(redis, keys);
+    queue.on('error', (err) => log.error({ err }, 'ceremony queue error'));
     teardown.push(['queue', () => queue.close()]);
-    const worker = createDkgWorker({
+    const jobOptions = { attempts: config.dkgAttempts, backoffMs: config.dkgBackoffMs };
+    if (refresh) {
+      await scheduleRefresh(queue, refresh, jobOptions);
+      log.info({ everySeconds: refresh.everySeconds }, 'proactive refresh scheduled');
+    }
+    const worker = createCeremonyWorker({
       connection: workerRedis,
       redis,
       keys,
@@ -96,6 +137,11 @@ export async function startCoordinator(
       registry,
       roundTimeoutMs: config.dkgTimeoutMs,
       logger: log,
+      epochs,
+      finishDelayMs: config.reshareFinishDelayMs,
+      invalidate: () => publishInvalidation(redis, keys),
+      lockDurationMs: config.ceremonyLockMs,
+      stalledIntervalMs: config.ceremonyStalledIntervalMs,
     });
     teardown.push([
       'worker',
@@ -134,7 +180,7 @@ export async function startCoordinator(
       logger: log,
       evaluate: {
         pool,
-        keys: new KeyCache(registry),
+        keys: keyCache,
         auth,
         nodeTimeoutMs: config.nodeTimeoutMs,
         deadlineMs: config.evaluateDeadlineMs,
@@ -161,6 +207,8 @@ export async function startCoordinator(
         backoffMs: config.dkgBackoffMs,
         lockTtlMs: creationLockTtl(config),
         logger: log,
+        epochs,
+        queueReshare: (p, l) => queueReshare({ queue, epochs, ...jobOptions }, p, l),
       },
     });
     const server = createServer(app);
@@ -169,8 +217,12 @@ export async function startCoordinator(
     server.requestTimeout = 30_000;
     teardown.push(['http', () => closeHttp(server)]);
 
-    // Restore whatever Redis lacks each time a node (re)connects, which includes startup.
-    pool.onUp(() => registry.scheduleRebuild());
+    // Restore whatever Redis lacks each time a node (re)connects, which includes startup, and
+    // bring a node that missed a reshare's commit to the current epoch.
+    pool.onUp((link) => {
+      registry.scheduleRebuild();
+      void catchUp({ epochs, timeoutMs: config.nodeTimeoutMs, logger: log }, link);
+    });
     pool.start();
 
     server.listen(config.port, config.host);
@@ -181,6 +233,24 @@ export async function startCoordinator(
     await close().catch(() => undefined);
     throw err;
   }
+}
+
+/** KMAAS_REFRESH_PROPOSAL_FILE: a signed committee.refresh proposal; ERR_CONFIG otherwise. */
+function readRefreshProposal(path: string): Proposal {
+  const setting = 'KMAAS_REFRESH_PROPOSAL_FILE';
+  let p: Proposal;
+  try {
+    p = parseProposal(JSON.parse(readFileSync(path, 'utf8')));
+  } catch (err) {
+    const why = err instanceof KmaasError ? err.message : 'the file cannot be read as JSON';
+    throw new KmaasError('ERR_CONFIG', `${setting}: ${why}`, { setting });
+  }
+  if (p.operation !== 'committee.refresh') {
+    throw new KmaasError('ERR_CONFIG', `${setting}: expected a committee.refresh proposal`, {
+      setting,
+    });
+  }
+  return p;
 }
 
 function connectRedis(url: string, options: RedisOptions, log: Logger, role: string): Redis {

@@ -1,0 +1,54 @@
+/**
+ * Catch-up (PLAN "Coordinator"): a node that was down when a reshare committed comes back on the
+ * older epoch. Its prepared shares (a new member) or its old ones (a removed member) wait for the
+ * commit; the epoch record keeps the transcript and every new member's vote, which is all a
+ * node needs to commit by itself (each checks the votes against the proposal's signing keys). So
+ * when a node connects, it gets reshare.commit from the record, then reshare.finish. Best
+ * effort: a node that refuses is logged, and a later connection tries again.
+ */
+import { toKmaasError } from '../shared/errors.ts';
+import { parseMessage, statusReply } from '../shared/messages.ts';
+import type { EpochSource } from './epoch.ts';
+import type { Logger } from './logger.ts';
+import type { NodeLink } from './node-link.ts';
+import { checkCommit, checkFinish } from './reshare-relay.ts';
+
+export interface CatchUpDeps {
+  epochs: EpochSource;
+  timeoutMs: number;
+  logger: Logger;
+}
+
+/** Bring `link`'s node to the recorded epoch if it is behind; true when it was sent the commit. */
+export async function catchUp(deps: CatchUpDeps, link: NodeLink): Promise<boolean> {
+  const log = deps.logger.child({ node: link.id, component: 'catch-up' });
+  try {
+    const record = await deps.epochs.current();
+    if (!record?.votes || !record.reshareId || !record.transcript) return false;
+    const body = await link.request('status', {}, deps.timeoutMs);
+    const status = parseMessage(statusReply, body, 'status reply');
+    const behind = status.epoch?.epoch ?? 0;
+    if (status.node !== link.id || behind >= record.epoch) return false;
+    // A spare that never belonged to any epoch has nothing to commit.
+    const member = record.committee.some((m) => m.node === link.id);
+    if (behind === 0 && !member) return false;
+    const { reshareId, transcript, votes } = record;
+    const commit = checkCommit(
+      link.id,
+      await link.request('reshare.commit', { reshareId, transcript, votes }, deps.timeoutMs),
+    );
+    const erased = checkFinish(
+      link.id,
+      await link.request('reshare.finish', { reshareId }, deps.timeoutMs),
+    );
+    log.info(
+      { reshareId, from: behind, epoch: commit.epoch, role: commit.role, erased },
+      'node caught up with the current epoch',
+    );
+    return true;
+  } catch (err) {
+    const e = toKmaasError(err);
+    log.warn({ code: e.code }, `node could not catch up with the current epoch: ${e.message}`);
+    return false;
+  }
+}
