@@ -29,6 +29,8 @@ export interface NodeContext {
   rateLimit?: ElementRateLimit;
   /** Feeds DKG polynomials and DLEQ proof nonces; undefined means the crypto RNG. */
   rng?: Rng;
+  /** Test-only failpoints (KMAAS_FAILPOINTS, nodes/reshare.ts FAILPOINTS); absent means none. */
+  failpoints?: ReadonlySet<string>;
 }
 
 /**

@@ -53,6 +53,49 @@ export function admitProposal(ctx: NodeContext, p: Proposal, log: LogFields): Ve
   return verified;
 }
 
+/** Where this node stands in a committee.reshare or committee.refresh proposal. */
+export interface ReshareAdmission extends VerifiedProposal {
+  /** In the previous committee with this node's own identity keys: it may deal. */
+  oldMember: boolean;
+  /** In the new committee (with this node's own keys, or the proposal is refused). */
+  newMember: boolean;
+}
+
+/**
+ * Steps 1 and 2 for a committee operation: the node must be in the new committee or in the
+ * previous one (`previous`, the proposal's or, for a refresh, the node's own epoch) with its own
+ * identity keys. In the new committee with other keys it is refused outright (pieces sealed to
+ * those keys are not its); in the previous committee with other keys (a repaired node whose data
+ * and identity were lost) it is simply not an old member.
+ */
+export function admitReshareProposal(
+  ctx: NodeContext,
+  p: Proposal,
+  previous: readonly CommitteeMember[],
+  log: LogFields,
+): ReshareAdmission {
+  log.operation = p.operation;
+  const verified = verifyQuorum(p, ctx.policy, (ctx.now ?? Date.now)());
+  log.proposal = verified.id;
+  const identity = ctx.identity?.published();
+  const mine = (m: CommitteeMember | undefined) =>
+    !!m && !!identity && m.signing === identity.signing && m.encryption === identity.encryption;
+  const inNew = p.committee?.find((m) => m.node === ctx.nodeId);
+  if (inNew && !mine(inNew)) {
+    throw mismatch(
+      verified.id,
+      `the committee entry of node ${ctx.nodeId} does not carry this node's identity keys`,
+      { node: ctx.nodeId },
+    );
+  }
+  const oldMember = mine(previous.find((m) => m.node === ctx.nodeId));
+  if (!inNew && !oldMember) {
+    throw mismatch(verified.id, `node ${ctx.nodeId} is in neither the new nor the old committee`);
+  }
+  log.signers = verified.signers.join(',');
+  return { ...verified, oldMember, newMember: !!inNew };
+}
+
 export function useOf(p: Proposal, id: string, ceremonyId: string): ProposalUse {
   return { nonce: p.nonce, proposalId: id, ceremonyId, expiresAt: Date.parse(p.expiresAt) };
 }
@@ -61,7 +104,7 @@ export function useOf(p: Proposal, id: string, ceremonyId: string): ProposalUse 
  * Step 4: ERR_PROPOSAL_REPLAYED unless the nonce is fresh, or (`sameIsReplay` false) used by
  * exactly this proposal for exactly this ceremony.
  */
-function checkNonce(ctx: NodeContext, use: ProposalUse, sameIsReplay = false): void {
+export function checkNonce(ctx: NodeContext, use: ProposalUse, sameIsReplay = false): void {
   const seen = ctx.store.proposalUse(use.nonce);
   if (!seen) return;
   const same = seen.proposalId === use.proposalId && seen.ceremonyId === use.ceremonyId;

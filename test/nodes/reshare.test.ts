@@ -1,0 +1,352 @@
+/**
+ * The resharing handlers (nodes/reshare.ts) driven in-process, as the coordinator would relay
+ * them, over several node contexts with real stores: 3-of-5 at epoch 1 to 4-of-7 at epoch 2.
+ * Checked independently: every 4 of the new shares interpolate to the secret the old sharing was
+ * made from (shared/shamir.ts split of a known secret), group keys never change, old shares stay
+ * until finish and are gone after it. Then the refusals of begin and a dealer named by a corrupt
+ * piece.
+ */
+import { expect } from 'chai';
+import { z } from 'zod';
+import { Point } from '../../shared/encoding.ts';
+import { buildKeyPackage, type KeyPackage } from '../../shared/key-package.ts';
+import {
+  reshareBeginReply,
+  reshareCommitReply,
+  reshareDealReply,
+  reshareFinishReply,
+  resharePrepareReply,
+  reshareVoteReply,
+} from '../../shared/messages.ts';
+import {
+  draftProposal,
+  proposalId,
+  reshareIdOf,
+  type CommitteeMember,
+  type Proposal,
+} from '../../shared/proposal.ts';
+import { interpolateAtZero, randomScalar, split } from '../../shared/shamir.ts';
+import type { NodeContext } from '../../nodes/context.ts';
+import { reshareGate, reshareHandlers, reshareStatus } from '../../nodes/reshare.ts';
+import { secretShare } from '../../nodes/secret-share.ts';
+import { NodeStore } from '../../nodes/store.ts';
+import { signWith, TEST_CLUSTER_ID } from '../helpers/operators.ts';
+import { expectCode, randomSecret, removeDir, tempDir, testContext } from './helpers.ts';
+
+type Body<K extends keyof typeof reshareHandlers> = Parameters<(typeof reshareHandlers)[K]>[1];
+
+function call<K extends keyof typeof reshareHandlers>(
+  ctx: NodeContext,
+  type: K,
+  body: Body<K>,
+): ReturnType<(typeof reshareHandlers)[K]> {
+  return reshareHandlers[type](ctx, body as never, {}) as ReturnType<(typeof reshareHandlers)[K]>;
+}
+
+const KEYS = [
+  { tenant: 'acme', version: 1 },
+  { tenant: 'acme', version: 2 },
+  { tenant: 'zeta', version: 1 },
+];
+
+interface Harness {
+  dirs: string[];
+  stores: NodeStore[];
+  ctxs: Map<number, NodeContext>;
+  secrets: Map<string, bigint>;
+  oldPackages: Map<string, KeyPackage>;
+  member: (node: number) => CommitteeMember;
+}
+
+/** Nodes 1..7; nodes 1..5 hold a 3-of-5 sharing of every key at epoch 1. */
+async function setup(): Promise<Harness> {
+  const h: Harness = {
+    dirs: [],
+    stores: [],
+    ctxs: new Map(),
+    secrets: new Map(),
+    oldPackages: new Map(),
+    member: () => {
+      throw new Error('no member');
+    },
+  };
+  for (let id = 1; id <= 7; id++) {
+    const dir = await tempDir();
+    h.dirs.push(dir);
+    h.stores.push(NodeStore.open(dir, id, randomSecret()));
+  }
+  const identities = new Map(
+    h.stores.map((s, i) => [i + 1, testContext(i + 1, s).identity!.published()]),
+  );
+  h.member = (node) => ({ node, ...identities.get(node)! });
+  const oldCommittee = [1, 2, 3, 4, 5].map(h.member);
+  for (const k of KEYS) {
+    const secret = randomScalar();
+    const { shares, coefficients } = split(secret, 3, [1, 2, 3, 4, 5]);
+    const pkg = buildKeyPackage({
+      ...k,
+      epoch: 1,
+      commitments: coefficients.map((a) => Point.BASE.multiply(a)),
+      verificationShares: new Map(shares.map((s) => [s.id, Point.BASE.multiply(s.value)])),
+    });
+    h.secrets.set(`${k.tenant}/${k.version}`, secret);
+    h.oldPackages.set(`${k.tenant}/${k.version}`, pkg);
+    for (const s of shares) {
+      const store = h.stores[s.id - 1]!;
+      store.saveGenesisEpoch({ threshold: 3, committee: oldCommittee });
+      store.saveKey({
+        ...k,
+        ceremonyId: `dkg-${k.tenant}-${k.version}`,
+        share: secretShare(s.value),
+        keyPackage: pkg,
+      });
+    }
+  }
+  for (let id = 1; id <= 7; id++) {
+    const ctx = testContext(id, h.stores[id - 1]!);
+    h.ctxs.set(id, { ...ctx, ceremonyGate: reshareGate(ctx), reshareStatus: reshareStatus(ctx) });
+  }
+  return h;
+}
+
+async function teardown(h: Harness) {
+  for (const s of h.stores) s.close();
+  for (const d of h.dirs) await removeDir(d);
+}
+
+function reshareProposal(
+  h: Harness,
+  overrides: Partial<Parameters<typeof draftProposal>[0]> = {},
+): Proposal {
+  return signWith(
+    draftProposal({
+      cluster: TEST_CLUSTER_ID,
+      operation: 'committee.reshare',
+      threshold: 4,
+      committee: [1, 2, 3, 4, 5, 6, 7].map(h.member),
+      epoch: 2,
+      previous: { epoch: 1, threshold: 3, committee: [1, 2, 3, 4, 5].map(h.member) },
+      reason: 'add',
+      expiresAt: new Date(Date.now() + 3_600_000),
+      ...overrides,
+    }),
+  );
+}
+
+/** deal with `dealers`, prepare on every receiver; returns each receiver's prepare error, if any. */
+function dealAndPrepare(h: Harness, reshareId: string, dealers: number[], receivers: number[]) {
+  const deals = dealers.map((d) => {
+    const reply = call(h.ctxs.get(d)!, 'reshare.deal', {
+      reshareId,
+      dealers,
+      chunk: 0,
+      keys: KEYS,
+    });
+    expect(reshareDealReply.parse(reply)).to.deep.equal(reply);
+    return reply;
+  });
+  const oldPackages = KEYS.map((k) => h.oldPackages.get(`${k.tenant}/${k.version}`)!);
+  const out = new Map<number, z.infer<typeof resharePrepareReply> | Error>();
+  for (const j of receivers) {
+    try {
+      out.set(
+        j,
+        call(h.ctxs.get(j)!, 'reshare.prepare', {
+          reshareId,
+          dealers,
+          chunk: 0,
+          keys: KEYS,
+          oldPackages,
+          dealings: deals.map((d) => ({
+            dealer: d.dealer,
+            dealing: d.dealing,
+            piece: d.pieces.find((p) => p.to === j)!,
+            signature: d.signature,
+          })),
+        }),
+      );
+    } catch (err) {
+      out.set(j, err as Error);
+    }
+  }
+  return out;
+}
+
+describe('nodes/reshare: 3-of-5 at epoch 1 to 4-of-7 at epoch 2, in-process', function () {
+  this.timeout(60_000);
+  let h: Harness;
+  beforeEach(async () => {
+    h = await setup();
+  });
+  afterEach(async () => teardown(h));
+
+  it('reshares every key, keeps the secrets and group keys, erases epoch 1 at finish', () => {
+    const proposal = reshareProposal(h);
+    const reshareId = reshareIdOf(proposalId(proposal));
+    const all = [1, 2, 3, 4, 5, 6, 7];
+    for (const id of all) {
+      const reply = call(h.ctxs.get(id)!, 'reshare.begin', { reshareId, proposal, keys: KEYS });
+      expect(reshareBeginReply.parse(reply)).to.deep.equal({
+        node: id,
+        epoch: id <= 5 ? 1 : 0,
+        dealer: id <= 5,
+        receiver: true,
+      });
+      // A replayed begin answers the same.
+      expect(
+        call(h.ctxs.get(id)!, 'reshare.begin', { reshareId, proposal, keys: KEYS }),
+      ).to.deep.equal(reply);
+    }
+    expect(h.ctxs.get(1)!.ceremonyGate!()).to.equal(reshareId);
+    expect(h.ctxs.get(6)!.reshareStatus!()).to.deep.equal({ id: reshareId, state: 'begun' });
+
+    // Dealer 2 corrupts the pieces of the lowest receiver (node 1): node 1 names it.
+    h.ctxs.set(2, { ...h.ctxs.get(2)!, failpoints: new Set(['reshare.deal:corrupt-piece']) });
+    const bad = dealAndPrepare(h, reshareId, [1, 2, 3], [1, 2]);
+    expectCode(
+      () => {
+        throw bad.get(1);
+      },
+      'ERR_RESHARE_DEALER',
+      { culprits: [2] },
+    );
+    expect(bad.get(2)).to.not.be.instanceOf(Error);
+
+    const prepared = dealAndPrepare(h, reshareId, [1, 3, 4], all);
+    const digests = new Set([...prepared.values()].map((p) => (p as { digest: string }).digest));
+    expect(digests.size, 'every receiver made the same new packages').to.equal(1);
+    // A replayed prepare answers the stored digest.
+    expect(dealAndPrepare(h, reshareId, [1, 3, 4], [5]).get(5)).to.deep.equal(prepared.get(5));
+
+    const votes = all.map((id) => {
+      const v = call(h.ctxs.get(id)!, 'reshare.vote', { reshareId, dealers: [1, 3, 4], chunks: 1 });
+      expect(reshareVoteReply.parse(v)).to.deep.equal(v);
+      return v;
+    });
+    const transcript = votes[0]!.transcript;
+    expect(new Set(votes.map((v) => v.transcript)).size).to.equal(1);
+    const commitBody = {
+      reshareId,
+      transcript,
+      votes: votes.map((v) => ({ node: v.node, signature: v.signature })),
+    };
+    expectCode(
+      () =>
+        call(h.ctxs.get(1)!, 'reshare.commit', { ...commitBody, votes: commitBody.votes.slice(1) }),
+      'ERR_RESHARE_VOTE',
+      { nodes: [1] },
+    );
+    for (const id of all) {
+      const r = call(h.ctxs.get(id)!, 'reshare.commit', commitBody);
+      expect(reshareCommitReply.parse(r)).to.deep.equal({ node: id, epoch: 2, role: 'member' });
+      expect(call(h.ctxs.get(id)!, 'reshare.commit', commitBody)).to.deep.equal(r);
+    }
+    expect(h.ctxs.get(1)!.ceremonyGate!()).to.equal(undefined);
+
+    for (const k of KEYS) {
+      const name = `${k.tenant}/${k.version}`;
+      const held = all.map((id) => h.stores[id - 1]!.getKey(k.tenant, k.version, 2)!);
+      for (const key of held) {
+        expect(key.keyPackage).to.deep.equal(held[0]!.keyPackage);
+        expect(key.keyPackage.groupKey).to.equal(h.oldPackages.get(name)!.groupKey);
+        expect(key.keyPackage.threshold).to.equal(4);
+        expect(key.keyPackage.epoch).to.equal(2);
+      }
+      const shares = held.map((key, i) => ({ id: all[i]!, value: key.share.reveal() }));
+      for (const subset of [
+        shares.slice(0, 4),
+        shares.slice(3),
+        [shares[0]!, shares[2]!, shares[4]!, shares[6]!],
+      ]) {
+        expect(interpolateAtZero(subset)).to.equal(h.secrets.get(name));
+      }
+      expect(interpolateAtZero(shares.slice(0, 3))).to.not.equal(h.secrets.get(name));
+      // Epoch 1 still serves until finish.
+      expect(h.stores[0]!.getKey(k.tenant, k.version, 1)).to.not.equal(undefined);
+    }
+    expect(h.stores[0]!.currentEpoch()!.epoch).to.equal(2);
+
+    for (const id of all) {
+      const r = call(h.ctxs.get(id)!, 'reshare.finish', { reshareId });
+      expect(reshareFinishReply.parse(r)).to.deep.equal({
+        node: id,
+        erased: id <= 5 ? KEYS.length : 0,
+      });
+      expect(call(h.ctxs.get(id)!, 'reshare.finish', { reshareId })).to.deep.equal({
+        node: id,
+        erased: 0,
+      });
+      expect(h.ctxs.get(id)!.reshareStatus!()).to.equal(null);
+    }
+    for (const k of KEYS) {
+      for (let id = 1; id <= 5; id++) {
+        expect(h.stores[id - 1]!.getKey(k.tenant, k.version, 1)).to.equal(undefined);
+        expect(h.stores[id - 1]!.getKey(k.tenant, k.version)!.epoch).to.equal(2);
+      }
+    }
+    expectCode(() => call(h.ctxs.get(1)!, 'reshare.abort', { reshareId }), 'ERR_CEREMONY_CONFLICT');
+  });
+
+  it('begin refusals: previous, threshold, key list, one reshare at a time; abort and begin again', () => {
+    const ctx = h.ctxs.get(1)!;
+    const begin = (proposal: Proposal, keys = KEYS) =>
+      call(ctx, 'reshare.begin', { reshareId: reshareIdOf(proposalId(proposal)), proposal, keys });
+    expectCode(
+      () =>
+        begin(
+          reshareProposal(h, {
+            previous: { epoch: 1, threshold: 2, committee: [1, 2, 3, 4, 5].map(h.member) },
+          }),
+        ),
+      'ERR_PROPOSAL_MISMATCH',
+      { field: 'previous' },
+    );
+    expectCode(() => begin(reshareProposal(h, { threshold: 3 })), 'ERR_BAD_THRESHOLD');
+    expectCode(() => begin(reshareProposal(h, { threshold: 8 })), 'ERR_BAD_THRESHOLD');
+    expectCode(() => begin(reshareProposal(h), KEYS.slice(1)), 'ERR_RESHARE_KEYSET', {
+      missing: [KEYS[0]],
+    });
+    const p = reshareProposal(h);
+    const reshareId = reshareIdOf(proposalId(p));
+    expectCode(
+      () =>
+        call(ctx, 'reshare.begin', {
+          reshareId: reshareIdOf(proposalId(p), 3),
+          proposal: p,
+          keys: KEYS,
+        }),
+      'ERR_PROPOSAL_MISMATCH',
+      { field: 'reshareId' },
+    );
+    expectCode(
+      () => call(ctx, 'reshare.vote', { reshareId, dealers: [1, 2, 3], chunks: 1 }),
+      'ERR_RESHARE_STATE',
+      {
+        state: 'none',
+      },
+    );
+    begin(p);
+    expectCode(() => begin(reshareProposal(h)), 'ERR_CEREMONY_CONFLICT');
+    expectCode(() => call(ctx, 'reshare.finish', { reshareId }), 'ERR_RESHARE_STATE', {
+      state: 'begun',
+    });
+    expect(call(ctx, 'reshare.abort', { reshareId })).to.deep.equal({ node: 1, aborted: true });
+    expect(call(ctx, 'reshare.abort', { reshareId })).to.deep.equal({ node: 1, aborted: false });
+    expect(ctx.ceremonyGate!()).to.equal(undefined);
+    expectCode(
+      () => call(ctx, 'reshare.deal', { reshareId, dealers: [1, 2, 3], chunk: 0, keys: KEYS }),
+      'ERR_RESHARE_STATE',
+      {
+        state: 'aborted',
+      },
+    );
+    // The same reshare may begin again after an abort.
+    expect(begin(p).dealer).to.equal(true);
+    // The nonce is bound to that reshare: another proposal with it is a replay.
+    call(ctx, 'reshare.abort', { reshareId });
+    expectCode(
+      () => begin(reshareProposal(h, { nonce: p.nonce, reason: 'threshold' })),
+      'ERR_PROPOSAL_REPLAYED',
+    );
+  });
+});
