@@ -10,6 +10,10 @@
  *      sealed to those keys, so they must be the operators' and not the coordinator's
  *   4. the nonce is unused, or used by this very proposal for this very ceremony (a replayed
  *      round of the same ceremony stays idempotent); anything else is ERR_PROPOSAL_REPLAYED
+ *   5. for a DKG, the committee epoch (DESIGN.md section 3): a node with a committed epoch makes
+ *      keys only with that epoch's committee (node ids and identity keys) and threshold, and a
+ *      proposal that names an epoch must name that one. A node with no epoch yet adopts the
+ *      first accepted DKG proposal's committee and threshold as epoch 1 (dkg.ts).
  *
  * dkg.round1 carries the proposal of a tenant.create or key.rotate; `proposal.apply` carries a
  * key.retire, which erases this node's share of that version for good.
@@ -25,7 +29,7 @@ import {
   type VerifiedProposal,
 } from '../shared/proposal.ts';
 import type { LogFields, NodeContext } from './context.ts';
-import type { ProposalUse } from './store.ts';
+import type { EpochRecord, ProposalUse } from './store.ts';
 
 function mismatch(id: string, message: string, details: Record<string, unknown> = {}) {
   return new KmaasError('ERR_PROPOSAL_MISMATCH', `proposal ${id.slice(0, 12)}: ${message}`, {
@@ -183,6 +187,57 @@ function checkCommittee(
       { field: 'committee', nodes: nodesAt },
     );
   }
+}
+
+/**
+ * Step 5: the DKG's committee (canonical entries, sorted by node, as checkParams returns them) and
+ * threshold against this node's committed epoch. Without one, only a proposal epoch other than 1
+ * is refused: the ceremony then founds epoch 1. Returns the epoch the key will be made in.
+ */
+export function checkDkgEpoch(
+  ctx: NodeContext,
+  proposal: Proposal,
+  id: string,
+  dkg: { threshold: number; committee: readonly CommitteeMember[] },
+  log: LogFields,
+): EpochRecord | undefined {
+  const current = ctx.store.currentEpoch();
+  const epoch = current?.epoch ?? 1;
+  log.epoch = epoch;
+  if (proposal.epoch !== undefined && proposal.epoch !== epoch) {
+    throw mismatch(id, `epoch: node ${ctx.nodeId} is at epoch ${epoch}, not ${proposal.epoch}`, {
+      field: 'epoch',
+      epoch,
+    });
+  }
+  if (!current) return undefined;
+  if (dkg.threshold !== current.threshold) {
+    throw mismatch(
+      id,
+      `threshold: epoch ${epoch} has threshold ${current.threshold}, not ${dkg.threshold}`,
+      { field: 'threshold', epoch, threshold: current.threshold },
+    );
+  }
+  const differ = committeeDifference(dkg.committee, current.committee);
+  if (differ.length > 0) {
+    throw mismatch(
+      id,
+      `committee: not the committee of epoch ${epoch} (node(s) ${differ.join(', ')})`,
+      { field: 'committee', epoch, nodes: differ },
+    );
+  }
+  return current;
+}
+
+/** Nodes whose entries differ between two committees, or that only one of them has; sorted. */
+export function committeeDifference(
+  a: readonly CommitteeMember[],
+  b: readonly CommitteeMember[],
+): number[] {
+  const inA = new Map(a.map((m) => [m.node, memberKey(m)]));
+  const inB = new Map(b.map((m) => [m.node, memberKey(m)]));
+  const nodes = new Set([...inA.keys(), ...inB.keys()]);
+  return [...nodes].filter((n) => inA.get(n) !== inB.get(n)).sort((x, y) => x - y);
 }
 
 /**

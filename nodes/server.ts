@@ -147,7 +147,7 @@ export async function startNode(
   let identity: NodeIdentity;
   try {
     identity = NodeIdentity.loadOrCreate(store);
-    keyring = new Keyring(config.nodeId);
+    keyring = new Keyring(config.nodeId, store.currentEpoch());
     for (const key of store.listKeys()) keyring.add(key);
     for (const r of store.listRetired()) keyring.retire(r.tenant, r.version);
     const signer = identity;
