@@ -356,8 +356,9 @@ export function finish(state: ReshareState): { state: ReshareState; replay: bool
 export function abort(state: ReshareState): { state: ReshareState; replay: boolean } {
   expectStep(state.params.reshareId, state, 'abort');
   if (state.step === 'aborted') return { state, replay: true };
-  const { vote: _vote, ...rest } = state;
-  return { state: { ...rest, step: 'aborted' }, replay: false };
+  const next: ReshareState = { ...state, step: 'aborted' };
+  delete next.vote;
+  return { state: next, replay: false };
 }
 
 /** Open: begun or voted (dkg.round1 is refused meanwhile). */

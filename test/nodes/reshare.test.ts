@@ -9,6 +9,7 @@
 import { expect } from 'chai';
 import { z } from 'zod';
 import { Point } from '../../shared/encoding.ts';
+import { KmaasError } from '../../shared/errors.ts';
 import { buildKeyPackage, type KeyPackage } from '../../shared/key-package.ts';
 import {
   reshareBeginReply,
@@ -203,13 +204,10 @@ describe('nodes/reshare: 3-of-5 at epoch 1 to 4-of-7 at epoch 2, in-process', fu
     // Dealer 2 corrupts the pieces of the lowest receiver (node 1): node 1 names it.
     h.ctxs.set(2, { ...h.ctxs.get(2)!, failpoints: new Set(['reshare.deal:corrupt-piece']) });
     const bad = dealAndPrepare(h, reshareId, [1, 2, 3], [1, 2]);
-    expectCode(
-      () => {
-        throw bad.get(1);
-      },
-      'ERR_RESHARE_DEALER',
-      { culprits: [2] },
-    );
+    const named = bad.get(1);
+    expect(named).to.be.instanceOf(KmaasError);
+    expect((named as KmaasError).code).to.equal('ERR_RESHARE_DEALER');
+    expect((named as KmaasError).details).to.deep.include({ culprits: [2] });
     expect(bad.get(2)).to.not.be.instanceOf(Error);
 
     const prepared = dealAndPrepare(h, reshareId, [1, 3, 4], all);
