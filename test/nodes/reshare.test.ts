@@ -28,11 +28,23 @@ import {
 } from '../../shared/proposal.ts';
 import { interpolateAtZero, randomScalar, split } from '../../shared/shamir.ts';
 import type { NodeContext } from '../../nodes/context.ts';
-import { reshareGate, reshareHandlers, reshareStatus } from '../../nodes/reshare.ts';
+import {
+  reshareGate,
+  reshareHandlers,
+  reshareStatus,
+  startReshareFinisher,
+} from '../../nodes/reshare.ts';
 import { secretShare } from '../../nodes/secret-share.ts';
 import { NodeStore } from '../../nodes/store.ts';
 import { signWith, TEST_CLUSTER_ID } from '../helpers/operators.ts';
-import { expectCode, randomSecret, removeDir, tempDir, testContext } from './helpers.ts';
+import {
+  expectCode,
+  randomSecret,
+  removeDir,
+  silentLogger,
+  tempDir,
+  testContext,
+} from './helpers.ts';
 
 type Body<K extends keyof typeof reshareHandlers> = Parameters<(typeof reshareHandlers)[K]>[1];
 
@@ -59,8 +71,8 @@ interface Harness {
   member: (node: number) => CommitteeMember;
 }
 
-/** Nodes 1..7; nodes 1..5 hold a 3-of-5 sharing of every key at epoch 1. */
-async function setup(): Promise<Harness> {
+/** Nodes 1..`nodes`; nodes 1..`old` hold a `t`-of-`old` sharing of every key of `keys` at epoch 1. */
+async function setup(nodes = 7, old = 5, t = 3, keys = KEYS): Promise<Harness> {
   const h: Harness = {
     dirs: [],
     stores: [],
@@ -71,7 +83,7 @@ async function setup(): Promise<Harness> {
       throw new Error('no member');
     },
   };
-  for (let id = 1; id <= 7; id++) {
+  for (let id = 1; id <= nodes; id++) {
     const dir = await tempDir();
     h.dirs.push(dir);
     h.stores.push(NodeStore.open(dir, id, randomSecret()));
@@ -80,10 +92,11 @@ async function setup(): Promise<Harness> {
     h.stores.map((s, i) => [i + 1, testContext(i + 1, s).identity!.published()]),
   );
   h.member = (node) => ({ node, ...identities.get(node)! });
-  const oldCommittee = [1, 2, 3, 4, 5].map(h.member);
-  for (const k of KEYS) {
+  const oldIds = Array.from({ length: old }, (_, i) => i + 1);
+  const oldCommittee = oldIds.map(h.member);
+  for (const k of keys) {
     const secret = randomScalar();
-    const { shares, coefficients } = split(secret, 3, [1, 2, 3, 4, 5]);
+    const { shares, coefficients } = split(secret, t, oldIds);
     const pkg = buildKeyPackage({
       ...k,
       epoch: 1,
@@ -94,7 +107,7 @@ async function setup(): Promise<Harness> {
     h.oldPackages.set(`${k.tenant}/${k.version}`, pkg);
     for (const s of shares) {
       const store = h.stores[s.id - 1]!;
-      store.saveGenesisEpoch({ threshold: 3, committee: oldCommittee });
+      store.saveGenesisEpoch({ threshold: t, committee: oldCommittee });
       store.saveKey({
         ...k,
         ceremonyId: `dkg-${k.tenant}-${k.version}`,
@@ -103,7 +116,7 @@ async function setup(): Promise<Harness> {
       });
     }
   }
-  for (let id = 1; id <= 7; id++) {
+  for (let id = 1; id <= nodes; id++) {
     const ctx = testContext(id, h.stores[id - 1]!);
     h.ctxs.set(id, { ...ctx, ceremonyGate: reshareGate(ctx), reshareStatus: reshareStatus(ctx) });
   }
@@ -134,19 +147,24 @@ function reshareProposal(
   );
 }
 
-/** deal with `dealers`, prepare on every receiver; returns each receiver's prepare error, if any. */
-function dealAndPrepare(h: Harness, reshareId: string, dealers: number[], receivers: number[]) {
+/**
+ * deal chunk `chunk` of `keys` with `dealers`, prepare it on every receiver; returns each
+ * receiver's reply or error.
+ */
+function dealAndPrepare(
+  h: Harness,
+  reshareId: string,
+  dealers: number[],
+  receivers: number[],
+  keys: { tenant: string; version: number }[] = KEYS,
+  chunk = 0,
+) {
   const deals = dealers.map((d) => {
-    const reply = call(h.ctxs.get(d)!, 'reshare.deal', {
-      reshareId,
-      dealers,
-      chunk: 0,
-      keys: KEYS,
-    });
+    const reply = call(h.ctxs.get(d)!, 'reshare.deal', { reshareId, dealers, chunk, keys });
     expect(reshareDealReply.parse(reply)).to.deep.equal(reply);
     return reply;
   });
-  const oldPackages = KEYS.map((k) => h.oldPackages.get(`${k.tenant}/${k.version}`)!);
+  const oldPackages = keys.map((k) => h.oldPackages.get(`${k.tenant}/${k.version}`)!);
   const out = new Map<number, z.infer<typeof resharePrepareReply> | Error>();
   for (const j of receivers) {
     try {
@@ -155,8 +173,8 @@ function dealAndPrepare(h: Harness, reshareId: string, dealers: number[], receiv
         call(h.ctxs.get(j)!, 'reshare.prepare', {
           reshareId,
           dealers,
-          chunk: 0,
-          keys: KEYS,
+          chunk,
+          keys,
           oldPackages,
           dealings: deals.map((d) => ({
             dealer: d.dealer,
@@ -171,6 +189,27 @@ function dealAndPrepare(h: Harness, reshareId: string, dealers: number[], receiv
     }
   }
   return out;
+}
+
+/** vote on every receiver and commit on every node; returns the commit replies. */
+function voteAndCommit(
+  h: Harness,
+  reshareId: string,
+  dealers: number[],
+  chunks: number,
+  receivers: number[],
+  everyone: number[],
+) {
+  const votes = receivers.map((id) =>
+    call(h.ctxs.get(id)!, 'reshare.vote', { reshareId, dealers, chunks }),
+  );
+  const transcript = votes[0]!.transcript;
+  const body = {
+    reshareId,
+    transcript,
+    votes: votes.map((v) => ({ node: v.node, signature: v.signature })),
+  };
+  return new Map(everyone.map((id) => [id, call(h.ctxs.get(id)!, 'reshare.commit', body)]));
 }
 
 describe('nodes/reshare: 3-of-5 at epoch 1 to 4-of-7 at epoch 2, in-process', function () {
@@ -346,5 +385,143 @@ describe('nodes/reshare: 3-of-5 at epoch 1 to 4-of-7 at epoch 2, in-process', fu
       () => begin(reshareProposal(h, { nonce: p.nonce, reason: 'threshold' })),
       'ERR_PROPOSAL_REPLAYED',
     );
+  });
+});
+
+describe('nodes/reshare: removal, refresh, chunks, auto-finish', function () {
+  this.timeout(120_000);
+  let h: Harness | undefined;
+  afterEach(async () => {
+    if (h) await teardown(h);
+    h = undefined;
+  });
+
+  it('removes node 5 (3-of-5 to 3-of-4); after finish it serves nothing', async () => {
+    h = await setup(5, 5, 3);
+    const hh = h;
+    const proposal = reshareProposal(hh, {
+      threshold: 3,
+      committee: [1, 2, 3, 4].map(hh.member),
+      reason: 'remove',
+    });
+    const reshareId = reshareIdOf(proposalId(proposal));
+    const all = [1, 2, 3, 4, 5];
+    for (const id of all) {
+      const r = call(hh.ctxs.get(id)!, 'reshare.begin', { reshareId, proposal, keys: KEYS });
+      expect(r.receiver).to.equal(id !== 5);
+      expect(r.dealer).to.equal(true);
+    }
+    // A node that is not a receiver is refused prepare and vote.
+    expectCode(
+      () => call(hh.ctxs.get(5)!, 'reshare.vote', { reshareId, dealers: [2, 3, 5], chunks: 1 }),
+      'ERR_RESHARE_STATE',
+      { state: 'begun' },
+    );
+    dealAndPrepare(hh, reshareId, [2, 3, 5], [1, 2, 3, 4]);
+    const commits = voteAndCommit(hh, reshareId, [2, 3, 5], 1, [1, 2, 3, 4], all);
+    expect(commits.get(5)).to.deep.equal({ node: 5, epoch: 2, role: 'removed' });
+    expect(commits.get(1)!.role).to.equal('member');
+    const removed = hh.ctxs.get(5)!;
+    // Retiring: epoch 1 still answers when asked for by epoch.
+    expect(removed.keyring.get('acme', 1, 1).epoch).to.equal(1);
+    expect(call(removed, 'reshare.finish', { reshareId })).to.deep.equal({ node: 5, erased: 3 });
+    expectCode(() => removed.keyring.get('acme', 1), 'ERR_NODE_REMOVED');
+    expect(hh.stores[4]!.listKeys()).to.deep.equal([]);
+    for (const k of KEYS) {
+      const shares = [1, 2, 3].map((id) => ({
+        id,
+        value: hh.stores[id - 1]!.getKey(k.tenant, k.version, 2)!.share.reveal(),
+      }));
+      expect(interpolateAtZero(shares)).to.equal(hh.secrets.get(`${k.tenant}/${k.version}`));
+    }
+  });
+
+  it('a refresh: once per period, 65 keys in two chunks, finished on its own', async () => {
+    const keys = Array.from({ length: 65 }, (_, i) => ({
+      tenant: `t${String(i).padStart(3, '0')}`,
+      version: 1,
+    }));
+    h = await setup(3, 3, 2, keys);
+    const hh = h;
+    const proposal = signWith(
+      draftProposal({
+        cluster: TEST_CLUSTER_ID,
+        operation: 'committee.refresh',
+        threshold: 2,
+        committee: [1, 2, 3].map(hh.member),
+        everySeconds: 3600,
+        expiresAt: new Date(Date.now() + 3_600_000),
+      }),
+    );
+    const id = proposalId(proposal);
+    const period = Math.floor(Date.now() / 3_600_000);
+    const reshareId = reshareIdOf(id, period);
+    const all = [1, 2, 3];
+    expectCode(
+      () =>
+        call(hh.ctxs.get(1)!, 'reshare.begin', {
+          reshareId: reshareIdOf(id, period + 1),
+          proposal,
+          period: period + 1,
+          keys,
+        }),
+      'ERR_PROPOSAL_MISMATCH',
+      { field: 'period' },
+    );
+    expectCode(
+      () => call(hh.ctxs.get(1)!, 'reshare.begin', { reshareId, proposal, keys }),
+      'ERR_PROPOSAL_MISMATCH',
+      { field: 'period' },
+    );
+    for (const n of all) {
+      expect(
+        call(hh.ctxs.get(n)!, 'reshare.begin', { reshareId, proposal, period, keys }),
+      ).to.deep.equal({
+        node: n,
+        epoch: 1,
+        dealer: true,
+        receiver: true,
+      });
+    }
+    dealAndPrepare(hh, reshareId, [1, 3], all, keys.slice(0, 64), 0);
+    expectCode(
+      () => call(hh.ctxs.get(2)!, 'reshare.vote', { reshareId, dealers: [1, 3], chunks: 2 }),
+      'ERR_RESHARE_STATE',
+    );
+    dealAndPrepare(hh, reshareId, [1, 3], all, keys.slice(64), 1);
+    const commits = voteAndCommit(hh, reshareId, [1, 3], 2, all, all);
+    expect([...commits.values()].map((c) => c.epoch)).to.deep.equal([2, 2, 2]);
+    for (const k of [keys[0]!, keys[63]!, keys[64]!]) {
+      const shares = [2, 3].map((n) => ({
+        id: n,
+        value: hh.stores[n - 1]!.getKey(k.tenant, k.version, 2)!.share.reveal(),
+      }));
+      expect(interpolateAtZero(shares)).to.equal(hh.secrets.get(`${k.tenant}/${k.version}`));
+      const old = hh.stores[1]!.getKey(k.tenant, k.version, 1)!.share.reveal();
+      expect(shares[0]!.value, 'a refresh changes every share').to.not.equal(old);
+    }
+    // Not yet due: nothing happens; due: every committed reshare finishes on its own.
+    for (const n of all) startReshareFinisher(hh.ctxs.get(n)!, silentLogger(), 3_600_000)();
+    expect(hh.ctxs.get(1)!.reshareStatus!()).to.deep.equal({ id: reshareId, state: 'committed' });
+    for (const n of all) startReshareFinisher(hh.ctxs.get(n)!, silentLogger(), 0)();
+    for (const n of all) {
+      expect(hh.ctxs.get(n)!.reshareStatus!()).to.equal(null);
+      expect(hh.stores[n - 1]!.keysAtEpoch(1)).to.deep.equal([]);
+      expect(hh.stores[n - 1]!.keysAtEpoch(2)).to.have.length(65);
+    }
+    // This period's refresh is done; the previous period's may still run (skew), once.
+    expectCode(
+      () => call(hh.ctxs.get(1)!, 'reshare.begin', { reshareId, proposal, period, keys }),
+      'ERR_RESHARE_STATE',
+      { state: 'finished' },
+    );
+    const earlier = reshareIdOf(id, period - 1);
+    const again = call(hh.ctxs.get(1)!, 'reshare.begin', {
+      reshareId: earlier,
+      proposal,
+      period: period - 1,
+      keys,
+    });
+    expect(again.epoch).to.equal(2);
   });
 });
