@@ -28,6 +28,7 @@ import {
 } from '../../shared/proposal.ts';
 import { interpolateAtZero, randomScalar, split } from '../../shared/shamir.ts';
 import type { NodeContext } from '../../nodes/context.ts';
+import { handleRound1 } from '../../nodes/dkg.ts';
 import {
   reshareGate,
   reshareHandlers,
@@ -40,6 +41,7 @@ import { signWith, TEST_CLUSTER_ID } from '../helpers/operators.ts';
 import {
   expectCode,
   randomSecret,
+  round1Body,
   removeDir,
   silentLogger,
   tempDir,
@@ -249,6 +251,22 @@ describe('nodes/reshare: 3-of-5 at epoch 1 to 4-of-7 at epoch 2, in-process', fu
     expect((named as KmaasError).details).to.deep.include({ culprits: [2] });
     expect(bad.get(2)).to.not.be.instanceOf(Error);
 
+    // A dealer replays the very same dealing (the seed is stored): same commitments, signature.
+    const once = call(h.ctxs.get(4)!, 'reshare.deal', {
+      reshareId,
+      dealers: [1, 3, 4],
+      chunk: 0,
+      keys: KEYS,
+    });
+    const twice = call(h.ctxs.get(4)!, 'reshare.deal', {
+      reshareId,
+      dealers: [1, 3, 4],
+      chunk: 0,
+      keys: KEYS,
+    });
+    expect(twice.dealing).to.deep.equal(once.dealing);
+    expect(twice.signature).to.equal(once.signature);
+
     const prepared = dealAndPrepare(h, reshareId, [1, 3, 4], all);
     const digests = new Set([...prepared.values()].map((p) => (p as { digest: string }).digest));
     expect(digests.size, 'every receiver made the same new packages').to.equal(1);
@@ -364,6 +382,17 @@ describe('nodes/reshare: 3-of-5 at epoch 1 to 4-of-7 at epoch 2, in-process', fu
     );
     begin(p);
     expectCode(() => begin(reshareProposal(h)), 'ERR_CEREMONY_CONFLICT');
+    // While it is open, no DKG starts on this node.
+    const dkg = {
+      ceremonyId: 'ceremony-during-reshare',
+      tenant: 'newco',
+      version: 1,
+      threshold: 3,
+      participants: [1, 2, 3, 4, 5],
+    };
+    expectCode(() => handleRound1(ctx, round1Body(dkg, h.member), {}), 'ERR_CEREMONY_CONFLICT', {
+      reshareId,
+    });
     expectCode(() => call(ctx, 'reshare.finish', { reshareId }), 'ERR_RESHARE_STATE', {
       state: 'begun',
     });
