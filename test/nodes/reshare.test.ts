@@ -67,6 +67,7 @@ const KEYS = [
 interface Harness {
   dirs: string[];
   stores: NodeStore[];
+  nodeSecrets: ReturnType<typeof randomSecret>[];
   ctxs: Map<number, NodeContext>;
   secrets: Map<string, bigint>;
   oldPackages: Map<string, KeyPackage>;
@@ -78,6 +79,7 @@ async function setup(nodes = 7, old = 5, t = 3, keys = KEYS): Promise<Harness> {
   const h: Harness = {
     dirs: [],
     stores: [],
+    nodeSecrets: [],
     ctxs: new Map(),
     secrets: new Map(),
     oldPackages: new Map(),
@@ -88,7 +90,8 @@ async function setup(nodes = 7, old = 5, t = 3, keys = KEYS): Promise<Harness> {
   for (let id = 1; id <= nodes; id++) {
     const dir = await tempDir();
     h.dirs.push(dir);
-    h.stores.push(NodeStore.open(dir, id, randomSecret()));
+    h.nodeSecrets.push(randomSecret());
+    h.stores.push(NodeStore.open(dir, id, h.nodeSecrets[id - 1]!));
   }
   const identities = new Map(
     h.stores.map((s, i) => [i + 1, testContext(i + 1, s).identity!.published()]),
@@ -123,6 +126,15 @@ async function setup(nodes = 7, old = 5, t = 3, keys = KEYS): Promise<Harness> {
     h.ctxs.set(id, { ...ctx, ceremonyGate: reshareGate(ctx), reshareStatus: reshareStatus(ctx) });
   }
   return h;
+}
+
+/** Close node `id`'s store and open it again, with a fresh context (keys loaded from disk). */
+function restart(h: Harness, id: number): void {
+  h.stores[id - 1]!.close();
+  const store = NodeStore.open(h.dirs[id - 1]!, id, h.nodeSecrets[id - 1]!);
+  h.stores[id - 1] = store;
+  const ctx = testContext(id, store);
+  h.ctxs.set(id, { ...ctx, ceremonyGate: reshareGate(ctx), reshareStatus: reshareStatus(ctx) });
 }
 
 async function teardown(h: Harness) {
@@ -552,5 +564,43 @@ describe('nodes/reshare: removal, refresh, chunks, auto-finish', function () {
       keys,
     });
     expect(again.epoch).to.equal(2);
+  });
+
+  it('a node restarted at each step answers as if it never stopped', async () => {
+    h = await setup(3, 3, 2);
+    const hh = h;
+    const proposal = reshareProposal(hh, {
+      threshold: 2,
+      committee: [1, 2, 3].map(hh.member),
+      previous: { epoch: 1, threshold: 2, committee: [1, 2, 3].map(hh.member) },
+      reason: 'refresh',
+    });
+    const reshareId = reshareIdOf(proposalId(proposal));
+    const all = [1, 2, 3];
+    for (const n of all)
+      call(hh.ctxs.get(n)!, 'reshare.begin', { reshareId, proposal, keys: KEYS });
+    restart(hh, 1);
+    expect(hh.ctxs.get(1)!.ceremonyGate!()).to.equal(reshareId);
+    const first = dealAndPrepare(hh, reshareId, [1, 2], all);
+    restart(hh, 1);
+    restart(hh, 3);
+    // The dealer's seed survived: the replayed dealing is the same, and so the prepared digest.
+    expect(dealAndPrepare(hh, reshareId, [1, 2], [3]).get(3)).to.deep.equal(first.get(3));
+    const vote = call(hh.ctxs.get(3)!, 'reshare.vote', { reshareId, dealers: [1, 2], chunks: 1 });
+    restart(hh, 3);
+    expect(
+      call(hh.ctxs.get(3)!, 'reshare.vote', { reshareId, dealers: [1, 2], chunks: 1 }),
+    ).to.deep.equal(vote);
+    voteAndCommit(hh, reshareId, [1, 2], 1, all, all);
+    restart(hh, 2);
+    // The new epoch serves from disk after the restart; the old one still answers by epoch.
+    expect(hh.ctxs.get(2)!.keyring.get('acme', 1).epoch).to.equal(2);
+    expect(hh.ctxs.get(2)!.keyring.get('acme', 1, 1).epoch).to.equal(1);
+    expect(call(hh.ctxs.get(2)!, 'reshare.finish', { reshareId })).to.deep.equal({
+      node: 2,
+      erased: 3,
+    });
+    restart(hh, 2);
+    expectCode(() => hh.ctxs.get(2)!.keyring.get('acme', 1, 1), 'ERR_EPOCH_MISMATCH');
   });
 });
