@@ -159,9 +159,14 @@ export function createDispatcher(ctx: NodeContext, logger: Logger): Dispatch {
       ...(reply.ok ? {} : { code: reply.error.code }),
     };
     if (reply.ok) {
-      // DKG is rare and worth a record; evaluations are the hot path and log at debug.
-      if (type?.startsWith('dkg.') || type?.startsWith('proposal.')) logger.info(line, 'request');
-      else logger.debug(line, 'request');
+      // DKG and resharing are rare and worth a record; evaluations are the hot path and log at debug.
+      if (
+        type?.startsWith('dkg.') ||
+        type?.startsWith('reshare.') ||
+        type?.startsWith('proposal.')
+      ) {
+        logger.info(line, 'request');
+      } else logger.debug(line, 'request');
     } else if (reply.error.code === 'ERR_INTERNAL') {
       logger.error({ ...line, err: failure }, 'request failed');
     } else {

@@ -259,9 +259,10 @@ export function handleBegin(
   );
   if (!replay) {
     checkNonce(ctx, use);
+    // An earlier reshare committed but not yet finished: this one moves on from its epoch, so the
+    // older epochs go now (the coordinator's finish, or the timer, would have erased them).
+    for (const done of reshares.inSteps(['committed'])) finishState(ctx, done);
     ctx.store.transaction(() => {
-      // An earlier reshare committed but not yet finished: this one moves on from its epoch.
-      for (const done of reshares.inSteps(['committed'])) finishState(ctx, done);
       if (!ctx.store.proposalUse(use.nonce)) ctx.store.recordProposalUse(use);
       reshares.save(state);
     });
@@ -277,11 +278,11 @@ export function handleBegin(
   };
 }
 
-function stateFor(ctx: NodeContext, reshareId: string, log: LogFields): ReshareState {
+function stateFor(ctx: NodeContext, reshareId: string, log: LogFields): ReshareState | undefined {
   log.reshareId = reshareId;
   const state = loadState(ctx, reshareId);
   if (state) describe(state, log);
-  return state as ReshareState;
+  return state;
 }
 
 export function handleDeal(
@@ -454,7 +455,7 @@ export function handleCommit(
   return { node: ctx.nodeId, epoch: params.epoch, role };
 }
 
-/** Erase older epochs, seed and chunks; the caller holds the transaction or is one statement. */
+/** Erase older epochs, seed and chunks in one transaction, then drop them from memory. */
 function finishState(ctx: NodeContext, state: ReshareState): number {
   const next = finish(state);
   if (next.replay) return 0;
@@ -485,7 +486,7 @@ export function handleAbort(
   body: z.infer<typeof reshareAbortRequest>,
   log: LogFields,
 ): { node: number; aborted: boolean } {
-  const stored = stateFor(ctx, body.reshareId, log) as ReshareState | undefined;
+  const stored = stateFor(ctx, body.reshareId, log);
   // Best effort from the coordinator: a node that never began it has nothing to abort.
   if (!stored) return { node: ctx.nodeId, aborted: false };
   const next = abort(stored);

@@ -28,6 +28,7 @@ import {
 } from '../../shared/proposal.ts';
 import { interpolateAtZero, randomScalar, split } from '../../shared/shamir.ts';
 import type { NodeContext } from '../../nodes/context.ts';
+import { requestEvent } from '../../nodes/audit-request.ts';
 import { handleRound1 } from '../../nodes/dkg.ts';
 import {
   reshareGate,
@@ -602,5 +603,19 @@ describe('nodes/reshare: removal, refresh, chunks, auto-finish', function () {
     });
     restart(hh, 2);
     expectCode(() => hh.ctxs.get(2)!.keyring.get('acme', 1, 1), 'ERR_EPOCH_MISMATCH');
+  });
+
+  it('every reshare message is audited under its reshare id', () => {
+    const reshareId = 'r' + 'x'.repeat(31);
+    const event = requestEvent(
+      { v: 1, id: 'q1', type: 'reshare.prepare', body: { reshareId } },
+      { v: 1, id: 'q1', ok: false, error: { code: 'ERR_RESHARE_DEALER', message: 'm' } },
+    );
+    expect(event).to.deep.equal({
+      type: 'reshare.prepare',
+      requestId: 'q1',
+      outcome: 'ERR_RESHARE_DEALER',
+      ceremonyId: reshareId,
+    });
   });
 });
