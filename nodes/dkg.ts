@@ -30,6 +30,7 @@
  * records the proposal's nonce and the ceremony state. While a reshare is open on the node
  * (ctx.ceremonyGate), round 1 and the storing of a new key in round 3 are refused: the reshare
  * moves exactly the keys it listed at its start, and a key made meanwhile would be left behind.
+ *
  * Handlers are synchronous (better-sqlite3, noble), so requests never interleave.
  */
 import type { z } from 'zod';

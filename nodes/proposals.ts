@@ -192,7 +192,7 @@ function checkCommittee(
 /**
  * Step 5: the DKG's committee (canonical entries, sorted by node, as checkParams returns them) and
  * threshold against this node's committed epoch. Without one, only a proposal epoch other than 1
- * is refused: the ceremony then founds epoch 1. Returns the epoch the key will be made in.
+ * is refused: the ceremony then founds epoch 1. Returns the current epoch record, if any.
  */
 export function checkDkgEpoch(
   ctx: NodeContext,

@@ -204,6 +204,9 @@ describe('nodes over WebSocket: a 5-node cluster, 3-of-5', () => {
     await cluster.restart(2);
     const after = deriveOutputs(pkg, state, await evaluateThrough(cluster, [2, 3, 4], state));
     expect(after.outputs).to.deep.equal(before.outputs);
+    // The epoch record came back from disk too.
+    const status = await cluster.node(2).client.call<{ epoch: unknown }>('status', {});
+    expect(status.epoch).to.deep.equal({ epoch: 1, threshold: 3, members: [1, 2, 3, 4, 5] });
   });
 
   it('no log line holds a token, a share, a relayed share or a blinded element', () => {
