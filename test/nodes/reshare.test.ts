@@ -30,6 +30,7 @@ import { interpolateAtZero, randomScalar, split } from '../../shared/shamir.ts';
 import type { NodeContext } from '../../nodes/context.ts';
 import { requestEvent } from '../../nodes/audit-request.ts';
 import { handleRound1 } from '../../nodes/dkg.ts';
+import { createDispatcher } from '../../nodes/protocol.ts';
 import {
   reshareGate,
   reshareHandlers,
@@ -617,5 +618,42 @@ describe('nodes/reshare: removal, refresh, chunks, auto-finish', function () {
       outcome: 'ERR_RESHARE_DEALER',
       ceremonyId: reshareId,
     });
+  });
+
+  it('a kill failpoint fires once per process, where it is set; status names the open reshare', async () => {
+    h = await setup(3, 3, 2);
+    const hh = h;
+    const proposal = reshareProposal(hh, {
+      threshold: 2,
+      committee: [1, 2, 3].map(hh.member),
+      previous: { epoch: 1, threshold: 2, committee: [1, 2, 3].map(hh.member) },
+      reason: 'refresh',
+    });
+    const reshareId = reshareIdOf(proposalId(proposal));
+    for (const n of [1, 2, 3])
+      call(hh.ctxs.get(n)!, 'reshare.begin', { reshareId, proposal, keys: KEYS });
+    const dispatch = createDispatcher(hh.ctxs.get(1)!, silentLogger());
+    const { reply } = await dispatch(JSON.stringify({ v: 1, id: 's', type: 'status', body: {} }));
+    expect(reply.ok && (reply.body as { reshare: unknown }).reshare).to.deep.equal({
+      id: reshareId,
+      state: 'begun',
+    });
+    const kills: unknown[][] = [];
+    const kill = process.kill.bind(process);
+    process.kill = (...args: unknown[]) => {
+      kills.push(args);
+      return true;
+    };
+    try {
+      const ctx = { ...hh.ctxs.get(1)!, failpoints: new Set(['reshare.deal:before']) };
+      const body = { reshareId, dealers: [1, 2], chunk: 0, keys: KEYS };
+      call(hh.ctxs.get(1)!, 'reshare.deal', body);
+      expect(kills).to.deep.equal([]);
+      call(ctx, 'reshare.deal', body);
+      call(ctx, 'reshare.deal', body);
+      expect(kills).to.deep.equal([[process.pid, 'SIGKILL']]);
+    } finally {
+      process.kill = kill;
+    }
   });
 });
