@@ -34,6 +34,7 @@ const SCHEMA = `
     dealers       TEXT    NOT NULL,
     chunk         INTEGER NOT NULL,
     digest        TEXT    NOT NULL,
+    input         TEXT    NOT NULL,
     packages      TEXT    NOT NULL,
     sealed_shares BLOB    NOT NULL,
     PRIMARY KEY (reshare_id, dealers, chunk)
@@ -42,6 +43,8 @@ const SCHEMA = `
 
 export interface StoredChunk {
   digest: string;
+  /** What the chunk was made from (reshare.ts dealingsDigest): a replay must match it. */
+  input: string;
   packages: KeyPackage[];
   /** Unsealed new shares, one per key; the caller boxes them. */
   shares: bigint[];
@@ -154,13 +157,15 @@ export class ReshareStore {
     this.#db
       .prepare(
         `INSERT OR REPLACE INTO reshare_chunks
-         (reshare_id, dealers, chunk, digest, packages, sealed_shares) VALUES (?, ?, ?, ?, ?, ?)`,
+         (reshare_id, dealers, chunk, digest, input, packages, sealed_shares)
+         VALUES (?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(
         reshareId,
         dealers.join(','),
         chunk,
         prepared.digest,
+        prepared.input,
         JSON.stringify(prepared.packages),
         sealed,
       );
@@ -168,10 +173,22 @@ export class ReshareStore {
 
   /** The digest of every chunk prepared for this dealer set, by chunk number. */
   chunkDigests(reshareId: string, dealers: readonly number[]): Map<number, string> {
+    return new Map(
+      [...this.chunkInputs(reshareId, dealers)].map(([chunk, r]) => [chunk, r.digest]),
+    );
+  }
+
+  /** Digest and input of every chunk prepared for this dealer set, by chunk number. */
+  chunkInputs(
+    reshareId: string,
+    dealers: readonly number[],
+  ): Map<number, { digest: string; input: string }> {
     const rows = this.#db
-      .prepare('SELECT chunk, digest FROM reshare_chunks WHERE reshare_id = ? AND dealers = ?')
-      .all(reshareId, dealers.join(',')) as { chunk: number; digest: string }[];
-    return new Map(rows.map((r) => [r.chunk, r.digest]));
+      .prepare(
+        'SELECT chunk, digest, input FROM reshare_chunks WHERE reshare_id = ? AND dealers = ?',
+      )
+      .all(reshareId, dealers.join(',')) as { chunk: number; digest: string; input: string }[];
+    return new Map(rows.map((r) => [r.chunk, { digest: r.digest, input: r.input }]));
   }
 
   loadChunk(
@@ -182,11 +199,11 @@ export class ReshareStore {
   ): StoredChunk | undefined {
     const row = this.#db
       .prepare(
-        `SELECT digest, packages, sealed_shares FROM reshare_chunks
+        `SELECT digest, input, packages, sealed_shares FROM reshare_chunks
          WHERE reshare_id = ? AND dealers = ? AND chunk = ?`,
       )
       .get(reshareId, dealers.join(','), chunk) as
-      { digest: string; packages: string; sealed_shares: Buffer } | undefined;
+      { digest: string; input: string; packages: string; sealed_shares: Buffer } | undefined;
     if (!row) return undefined;
     const plain = this.#store.open(
       row.sealed_shares,
@@ -197,7 +214,12 @@ export class ReshareStore {
       for (let i = 0; i < plain.length; i += 32) {
         shares.push(decodeScalar(plain.subarray(i, i + 32), 'share'));
       }
-      return { digest: row.digest, packages: JSON.parse(row.packages) as KeyPackage[], shares };
+      return {
+        digest: row.digest,
+        input: row.input,
+        packages: JSON.parse(row.packages) as KeyPackage[],
+        shares,
+      };
     } finally {
       plain.fill(0);
     }

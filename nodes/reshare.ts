@@ -48,12 +48,13 @@ import {
   commit,
   expectStep,
   finish,
+  stateError,
   vote,
   type ReshareParams,
   type ReshareState,
 } from './reshare-machine.ts';
 import { ReshareStore } from './reshare-store.ts';
-import { signVote, transcriptOf, voteValid, type KeyRef } from './reshare-transcript.ts';
+import { digestOf, signVote, transcriptOf, voteValid, type KeyRef } from './reshare-transcript.ts';
 import { secretShare } from './secret-share.ts';
 import type { StoredKey } from './store.ts';
 
@@ -334,8 +335,20 @@ export function handlePrepare(
   checkPrepare(state, body, RESHARE_CHUNK);
   log.chunk = body.chunk;
   const reshares = ReshareStore.of(ctx.store);
-  const done = reshares.chunkDigests(body.reshareId, body.dealers).get(body.chunk);
-  if (done !== undefined) return { node: ctx.nodeId, chunk: body.chunk, digest: done };
+  // The dealers' signatures name their dealings (Ed25519 is deterministic, and so is a dealer's
+  // replay from its stored seed): the same ones are a replay, answered from the stored chunk.
+  const input = digestOf(
+    [...body.dealings]
+      .sort((a, b) => a.dealer - b.dealer)
+      .map((d) => ({ dealer: d.dealer, signature: d.signature })),
+  );
+  const done = reshares.chunkInputs(body.reshareId, body.dealers).get(body.chunk);
+  if (done?.input === input) return { node: ctx.nodeId, chunk: body.chunk, digest: done.digest };
+  // Other dealings for a chunk already prepared (a dealer lost its seed to an abort this node
+  // never got): before its vote the node takes the new ones; after it, never.
+  if (done && state.vote) {
+    throw stateError(body.reshareId, state.step, 'prepare', 'it voted on other dealings');
+  }
   const prepared = prepareChunk({
     self: ctx.nodeId,
     params: state.params,
@@ -348,7 +361,10 @@ export function handlePrepare(
   });
   try {
     failpoint(ctx, 'reshare.prepare:before-persist');
-    reshares.saveChunk(body.reshareId, body.dealers, body.chunk, state.params.epoch, prepared);
+    reshares.saveChunk(body.reshareId, body.dealers, body.chunk, state.params.epoch, {
+      ...prepared,
+      input,
+    });
     failpoint(ctx, 'reshare.prepare:after-persist');
   } finally {
     prepared.shares.fill(0n);

@@ -656,4 +656,35 @@ describe('nodes/reshare: removal, refresh, chunks, auto-finish', function () {
       process.kill = kill;
     }
   });
+
+  it('a receiver that missed an abort takes the new dealings until it votes', async () => {
+    h = await setup(3, 3, 2);
+    const hh = h;
+    const proposal = reshareProposal(hh, {
+      threshold: 2,
+      committee: [1, 2, 3].map(hh.member),
+      previous: { epoch: 1, threshold: 2, committee: [1, 2, 3].map(hh.member) },
+      reason: 'refresh',
+    });
+    const reshareId = reshareIdOf(proposalId(proposal));
+    const begin = (n: number) =>
+      call(hh.ctxs.get(n)!, 'reshare.begin', { reshareId, proposal, keys: KEYS });
+    [1, 2, 3].forEach(begin);
+    const first = dealAndPrepare(hh, reshareId, [1, 2], [3]).get(3);
+    // The dealers were aborted and begun again (new seeds); node 3 never heard of the abort.
+    for (const n of [1, 2]) {
+      call(hh.ctxs.get(n)!, 'reshare.abort', { reshareId });
+      begin(n);
+    }
+    const second = dealAndPrepare(hh, reshareId, [1, 2], [3]).get(3);
+    expect(second).to.not.deep.equal(first);
+    call(hh.ctxs.get(3)!, 'reshare.vote', { reshareId, dealers: [1, 2], chunks: 1 });
+    for (const n of [1, 2]) {
+      call(hh.ctxs.get(n)!, 'reshare.abort', { reshareId });
+      begin(n);
+    }
+    const third = dealAndPrepare(hh, reshareId, [1, 2], [3]).get(3);
+    expect(third).to.be.instanceOf(KmaasError);
+    expect((third as KmaasError).code).to.equal('ERR_RESHARE_STATE');
+  });
 });
