@@ -372,6 +372,19 @@ describe('nodes/reshare: 3-of-5 at epoch 1 to 4-of-7 at epoch 2, in-process', fu
     );
     expectCode(() => begin(reshareProposal(h, { threshold: 3 })), 'ERR_BAD_THRESHOLD');
     expectCode(() => begin(reshareProposal(h, { threshold: 8 })), 'ERR_BAD_THRESHOLD');
+    // The operators' own floor: minThreshold 5 refuses 4-of-7.
+    const strict = { ...ctx, policy: { ...ctx.policy, minThreshold: 5 } };
+    const p4 = reshareProposal(h);
+    expectCode(
+      () =>
+        call(strict, 'reshare.begin', {
+          reshareId: reshareIdOf(proposalId(p4)),
+          proposal: p4,
+          keys: KEYS,
+        }),
+      'ERR_BAD_THRESHOLD',
+      { minThreshold: 5 },
+    );
     expectCode(() => begin(reshareProposal(h), KEYS.slice(1)), 'ERR_RESHARE_KEYSET', {
       missing: [KEYS[0]],
     });
