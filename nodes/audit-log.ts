@@ -53,8 +53,14 @@ const NEWLINE = 0x0a;
 
 /** Evaluations, every DKG message type, proposals applied, and the node's own start and stop. */
 export type AuditType =
-  'evaluate' | `dkg.${string}` | 'proposal.apply' | 'node.start' | 'node.stop';
-const AUDIT_TYPE = /^(?:evaluate|dkg\.[a-z0-9]+|proposal\.apply|node\.start|node\.stop)$/;
+  | 'evaluate'
+  | `dkg.${string}`
+  | `reshare.${string}`
+  | 'proposal.apply'
+  | 'node.start'
+  | 'node.stop';
+const AUDIT_TYPE =
+  /^(?:evaluate|dkg\.[a-z0-9]+|reshare\.[a-z]+|proposal\.apply|node\.start|node\.stop)$/;
 
 /** 'ok', or the error code the request was refused with. */
 export type AuditOutcome = 'ok' | ErrorCode;
@@ -95,7 +101,10 @@ const entrySchema = z.looseObject({
   time: z.string().min(1),
   type: z
     .string()
-    .regex(AUDIT_TYPE, 'expected evaluate, dkg.<round>, proposal.apply, node.start or node.stop'),
+    .regex(
+      AUDIT_TYPE,
+      'expected evaluate, dkg.<round>, reshare.<step>, proposal.apply, node.start or node.stop',
+    ),
   requestId: z.string().min(1),
   outcome: z.string().min(1),
   prev: hex64,

@@ -1,8 +1,9 @@
 /**
  * What the node records in its audit log for each request: every evaluation, every DKG message
- * (any `dkg.*` type the node knows) and every proposal.apply, accepted or refused, with the
- * refusal's code. A request that carries a well-formed operator proposal (dkg.round1,
- * proposal.apply) is recorded with the proposal's id and operation, whether it passed or not.
+ * (any `dkg.*` type the node knows), every reshare message (`reshare.*`, its reshare id as the
+ * ceremony id) and every proposal.apply, accepted or refused, with the refusal's code. A request
+ * that carries a well-formed operator proposal (dkg.round1, reshare.begin, proposal.apply) is
+ * recorded with the proposal's id and operation, whether it passed or not.
  *
  * Called by the WebSocket handler (server.ts) with the frame as the dispatcher parsed it and its
  * reply, so that requests refused before any handler ran (bad envelope, bad body) are recorded
@@ -27,7 +28,10 @@ function isObject(value: unknown): value is Json {
 
 function auditedType(type: unknown): AuditType | undefined {
   if (typeof type !== 'string' || !Object.hasOwn(nodeRequestBodies, type)) return undefined;
-  return type === 'evaluate' || type.startsWith('dkg.') || type === 'proposal.apply'
+  return type === 'evaluate' ||
+    type.startsWith('dkg.') ||
+    type.startsWith('reshare.') ||
+    type === 'proposal.apply'
     ? (type as AuditType)
     : undefined;
 }
@@ -45,7 +49,9 @@ export function requestEvent(
   const type = auditedType(json.type);
   if (type === undefined) return undefined;
   const body = isObject(json.body) ? json.body : {};
-  const { tenant, version, ceremonyId, blinded } = body;
+  const { tenant, version, blinded } = body;
+  // A reshare is a ceremony too: its id is recorded where a DKG's is.
+  const ceremonyId = type.startsWith('reshare.') ? body.reshareId : body.ceremonyId;
   const event: AuditEvent = {
     type,
     requestId: reply.id,

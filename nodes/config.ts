@@ -42,6 +42,24 @@ export const MIN_TOKEN_LENGTH = 16;
 /** KMAAS_NODE_RATE_ELEMENTS_PER_MIN when not set. */
 export const DEFAULT_RATE_ELEMENTS_PER_MIN = 60_000;
 
+/** KMAAS_RESHARE_FINISH_AFTER_MS when not set: a committed reshare finishes on its own after 10 min. */
+export const DEFAULT_RESHARE_FINISH_AFTER_MS = 600_000;
+
+/**
+ * Test-only failpoints (KMAAS_FAILPOINTS, comma-separated) for the resharing fault tests: the
+ * `:before`/`:after` points SIGKILL the node there, once per process start; `reshare.deal:corrupt-piece`
+ * makes a dealer add 1 to every piece it seals for the lowest-id receiver.
+ */
+export const FAILPOINTS = [
+  'reshare.deal:before',
+  'reshare.prepare:before-persist',
+  'reshare.prepare:after-persist',
+  'reshare.commit:before',
+  'reshare.commit:after',
+  'reshare.deal:corrupt-piece',
+] as const;
+export type Failpoint = (typeof FAILPOINTS)[number];
+
 export interface NodeConfig {
   nodeId: number;
   host: string;
@@ -57,6 +75,10 @@ export interface NodeConfig {
   operators: OperatorSet;
   /** Blinded elements per (tenant, subject) per minute; 0 disables the limit. Default 60000. */
   rateElementsPerMin?: number;
+  /** ms after a reshare's commit when the node finishes it on its own. Default 600000. */
+  reshareFinishAfterMs?: number;
+  /** Test-only failpoints (FAILPOINTS); empty or absent in production. */
+  failpoints?: Failpoint[];
   logLevel: LogLevel;
 }
 
@@ -75,6 +97,8 @@ const SETTINGS = {
   clusterId: 'KMAAS_CLUSTER_ID',
   operators: 'KMAAS_OPERATORS',
   operatorsFile: 'KMAAS_OPERATORS_FILE',
+  reshareFinishAfterMs: 'KMAAS_RESHARE_FINISH_AFTER_MS',
+  failpoints: 'KMAAS_FAILPOINTS',
   logLevel: 'LOG_LEVEL',
 } as const;
 
@@ -137,6 +161,17 @@ const settingsSchema = z.object({
     .refine((n) => n === 0 || n >= MAX_BATCH, `expected 0 (no limit) or at least ${MAX_BATCH}`)
     .default(DEFAULT_RATE_ELEMENTS_PER_MIN),
   logLevel: z.enum(LOG_LEVELS).default('info'),
+  reshareFinishAfterMs: integer(0, 30 * 86_400_000).default(DEFAULT_RESHARE_FINISH_AFTER_MS),
+  failpoints: z
+    .string()
+    .default('')
+    .transform((v) =>
+      v
+        .split(',')
+        .map((f) => f.trim())
+        .filter((f) => f !== ''),
+    )
+    .pipe(z.array(z.enum(FAILPOINTS, { error: `expected some of ${FAILPOINTS.join(', ')}` }))),
   clusterId: z.string().regex(CLUSTER_ID_PATTERN, 'expected 1-64 characters of A-Z a-z 0-9 . _ -'),
   operators: z.string(),
 });
@@ -297,6 +332,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
     clusterId: s.clusterId,
     operators: parseOperators(s.operators),
     rateElementsPerMin: s.nodeRateElementsPerMin,
+    reshareFinishAfterMs: s.reshareFinishAfterMs,
+    failpoints: s.failpoints,
     logLevel: s.logLevel,
   };
 }

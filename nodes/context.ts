@@ -29,6 +29,17 @@ export interface NodeContext {
   rateLimit?: ElementRateLimit;
   /** Feeds DKG polynomials and DLEQ proof nonces; undefined means the crypto RNG. */
   rng?: Rng;
+  /**
+   * The id of a reshare open on this node (begun, neither committed nor aborted), else
+   * undefined: while there is one, DKG rounds that could start or store a key are refused
+   * (ERR_CEREMONY_CONFLICT), since the reshare moves exactly the keys it listed. Supplied by the
+   * resharing handlers; absent means none is ever open.
+   */
+  ceremonyGate?: () => string | undefined;
+  /** The reshare open on this node for `status` (resharing handlers); absent means none. */
+  reshareStatus?: () => { id: string; state: string } | null;
+  /** Test-only failpoints (KMAAS_FAILPOINTS, nodes/reshare.ts FAILPOINTS); absent means none. */
+  failpoints?: ReadonlySet<string>;
 }
 
 /**

@@ -464,13 +464,14 @@ function openAll(
  * is opened (signature of its sender first, then decryption with `recipient`, this node's
  * identity), and each share is checked against its sender's commitments from the round-1
  * transcript before noble combines them, so an inconsistent sender is named rather than just
- * failing the ceremony.
+ * failing the ceremony. The key package carries `epoch`, the committee epoch the key is made in.
  */
 export function finishRound3(
   self: number,
   state: CeremonyState,
   packages: readonly Round2Wire[],
   recipient: EnvelopeRecipient,
+  epoch = 1,
 ): FinishedKey {
   const { params } = state;
   if (state.step !== 2 || !state.transcript) {
@@ -526,13 +527,14 @@ export function finishRound3(
   } finally {
     for (const s of shares) s.bytes.fill(0);
   }
-  return toFinishedKey(self, params, key);
+  return toFinishedKey(self, params, key, epoch);
 }
 
 function toFinishedKey(
   self: number,
   params: CeremonyParams,
   key: ReturnType<typeof DKG.round3>,
+  epoch: number,
 ): FinishedKey {
   const verificationShares = new Map<number, GroupElement>();
   for (const [id, bytes] of Object.entries(key.public.verifyingShares)) {
@@ -541,6 +543,7 @@ function toFinishedKey(
   const keyPackage = buildKeyPackage({
     tenant: params.tenant,
     version: params.version,
+    epoch,
     commitments: key.public.commitments.map((c) => Point.fromBytes(c)),
     verificationShares,
   });

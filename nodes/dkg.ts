@@ -23,6 +23,14 @@
  * this very ceremony may carry it again.
  *
  * A (tenant, version) that already has a key never gets a second one (ERR_CEREMONY_CONFLICT).
+ *
+ * Epochs (DESIGN.md section 3): a key is made in the node's current committee epoch, with that
+ * epoch's committee and threshold (proposals.ts step 5), and its package carries the epoch. A node
+ * with no epoch yet founds epoch 1 from the first ceremony it accepts, in the transaction that
+ * records the proposal's nonce and the ceremony state. While a reshare is open on the node
+ * (ctx.ceremonyGate), round 1 and the storing of a new key in round 3 are refused: the reshare
+ * moves exactly the keys it listed at its start, and a key made meanwhile would be left behind.
+ *
  * Handlers are synchronous (better-sqlite3, noble), so requests never interleave.
  */
 import type { z } from 'zod';
@@ -48,7 +56,12 @@ import {
   type Round2Wire,
 } from './dkg-machine.ts';
 import type { NodeIdentity } from './identity.ts';
-import { checkDkgProposal, checkLifecycle } from './proposals.ts';
+import {
+  checkDkgEpoch,
+  checkDkgProposal,
+  checkLifecycle,
+  committeeDifference,
+} from './proposals.ts';
 import { secretShare } from './secret-share.ts';
 
 function conflict(ceremonyId: string, message: string, details: LogFields = {}): KmaasError {
@@ -119,6 +132,16 @@ function stateOf(ctx: NodeContext, ceremonyId: string): CeremonyState {
   throw unknownCeremony(ceremonyId);
 }
 
+/** ERR_CEREMONY_CONFLICT while a reshare is open on this node (see the header). */
+function checkNoReshare(ctx: NodeContext, ceremonyId: string): void {
+  const reshareId = ctx.ceremonyGate?.();
+  if (reshareId !== undefined) {
+    throw conflict(ceremonyId, `reshare ${reshareId} is open on node ${ctx.nodeId}`, {
+      reshareId,
+    });
+  }
+}
+
 function describe(state: CeremonyState, log: LogFields): void {
   log.ceremonyId = state.params.ceremonyId;
   log.tenant = state.params.tenant;
@@ -133,6 +156,7 @@ export function handleRound1(
   log.ceremonyId = body.ceremonyId;
   log.tenant = body.tenant;
   log.version = body.version;
+  checkNoReshare(ctx, body.ceremonyId);
   const use = checkDkgProposal(ctx, body, log);
   // The committee whose keys seal round 2 is the operators' (checkDkgProposal refused any other).
   const params = checkParams(
@@ -166,11 +190,19 @@ export function handleRound1(
       { tenant: params.tenant, version: params.version },
     );
   }
+  // A replay above was checked when its ceremony began (and round 3 checks again).
+  checkDkgEpoch(ctx, body.proposal, use.proposalId, params, log);
   checkLifecycle(ctx, body.proposal, use.proposalId);
   const state = startCeremony(ctx.nodeId, params, ctx.rng);
-  // The nonce first: a ceremony state never exists without the proposal that allowed it.
-  if (!ctx.store.proposalUse(use.nonce)) ctx.store.recordProposalUse(use);
-  save(ctx, state);
+  // One transaction: a ceremony state never exists without the proposal that allowed it, nor
+  // without the epoch it makes its key in.
+  const epoch = ctx.store.transaction(() => {
+    const { record } = ctx.store.saveGenesisEpoch(params);
+    if (!ctx.store.proposalUse(use.nonce)) ctx.store.recordProposalUse(use);
+    save(ctx, state);
+    return record;
+  });
+  ctx.keyring.setEpoch(epoch);
   log.participants = params.participants;
   log.threshold = params.threshold;
   return state.round1;
@@ -205,18 +237,46 @@ export function handleRound3(
   }
   const state = stateOf(ctx, body.ceremonyId);
   describe(state, log);
-  const { share, keyPackage } = finishRound3(ctx.nodeId, state, body.round2, identityOf(ctx));
-  const key = {
+  checkNoReshare(ctx, body.ceremonyId);
+  const epoch = epochOfCeremony(ctx, state.params);
+  log.epoch = epoch;
+  const { share, keyPackage } = finishRound3(
+    ctx.nodeId,
+    state,
+    body.round2,
+    identityOf(ctx),
+    epoch,
+  );
+  // Store first, then serve: a key is never used before it is durable.
+  const key = ctx.store.saveKey({
     tenant: state.params.tenant,
     version: state.params.version,
     ceremonyId: state.params.ceremonyId,
     share: secretShare(share),
     keyPackage,
-  };
-  // Store first, then serve: a key is never used before it is durable.
-  ctx.store.saveKey(key);
+  });
   ctx.keyring.add(key);
   return { keyPackage };
+}
+
+/**
+ * The epoch a ceremony's key is made in: the node's current one, whose committee round 1 checked.
+ * Should a reshare have committed another committee since (the coordinator runs one ceremony at a
+ * time, so only a misbehaving one could cause this), the shares would belong to no epoch:
+ * ERR_CEREMONY_CONFLICT. A ceremony begun before epochs existed makes an epoch-1 key.
+ */
+function epochOfCeremony(ctx: NodeContext, params: CeremonyParams): number {
+  const current = ctx.store.currentEpoch();
+  if (!current) return 1;
+  const differ = committeeDifference(params.committee, current.committee);
+  if (differ.length > 0 || params.threshold !== current.threshold) {
+    throw conflict(
+      params.ceremonyId,
+      `ceremony ${params.ceremonyId} was begun with a committee other than epoch ${current.epoch}'s`,
+      { epoch: current.epoch },
+    );
+  }
+  return current.epoch;
 }
 
 /**

@@ -2,8 +2,12 @@
  * The hot path (DESIGN.md section 7): one node's part of a threshold VOPRF evaluation,
  * RFC 9497 section 3.3.2 BlindEvaluate in verifiable mode with this node's share as the key.
  *
- *   coordinator -> node  { tenant, version, blinded: [B_i], auth }
- *   node -> coordinator  { node, evaluated: [Z_i = k_j*B_i], proof }   (one batched DLEQ proof)
+ *   coordinator -> node  { tenant, version, epoch?, blinded: [B_i], auth }
+ *   node -> coordinator  { node, epoch, evaluated: [Z_i = k_j*B_i], proof }   (one batched DLEQ proof)
+ *
+ * `epoch` picks the committee epoch whose share answers (keyring.ts: the current one when absent,
+ * or a retiring one the node still holds after a reshare); the DLEQ proof is against that epoch's
+ * verification share K_j, which the client finds in that epoch's key package.
  *
  * Checks, cheapest first where the order does not matter: the end user's access token and DPoP
  * proof (shared/evaluation-auth.ts; first, so that an unauthenticated caller learns nothing),
@@ -43,7 +47,8 @@ export async function handleEvaluate(
     });
     if (refusal) throw refusal;
   }
-  const key = ctx.keyring.get(body.tenant, body.version);
+  const key = ctx.keyring.get(body.tenant, body.version, body.epoch);
+  log.epoch = key.epoch;
   checkBatchSize(count);
   const blinded = body.blinded.map((b, i) => decodeElementB64(b, `blinded[${i}]`));
   const { evaluated, proof } = evaluateBatch(
@@ -52,5 +57,10 @@ export async function handleEvaluate(
     blinded,
     ctx.rng,
   );
-  return { node: ctx.nodeId, evaluated: evaluated.map((e) => toB64(e)), proof: toB64(proof) };
+  return {
+    node: ctx.nodeId,
+    epoch: key.epoch,
+    evaluated: evaluated.map((e) => toB64(e)),
+    proof: toB64(proof),
+  };
 }

@@ -10,6 +10,10 @@
  *      sealed to those keys, so they must be the operators' and not the coordinator's
  *   4. the nonce is unused, or used by this very proposal for this very ceremony (a replayed
  *      round of the same ceremony stays idempotent); anything else is ERR_PROPOSAL_REPLAYED
+ *   5. for a DKG, the committee epoch (DESIGN.md section 3): a node with a committed epoch makes
+ *      keys only with that epoch's committee (node ids and identity keys) and threshold, and a
+ *      proposal that names an epoch must name that one. A node with no epoch yet adopts the
+ *      first accepted DKG proposal's committee and threshold as epoch 1 (dkg.ts).
  *
  * dkg.round1 carries the proposal of a tenant.create or key.rotate; `proposal.apply` carries a
  * key.retire, which erases this node's share of that version for good.
@@ -25,7 +29,7 @@ import {
   type VerifiedProposal,
 } from '../shared/proposal.ts';
 import type { LogFields, NodeContext } from './context.ts';
-import type { ProposalUse } from './store.ts';
+import type { EpochRecord, ProposalUse } from './store.ts';
 
 function mismatch(id: string, message: string, details: Record<string, unknown> = {}) {
   return new KmaasError('ERR_PROPOSAL_MISMATCH', `proposal ${id.slice(0, 12)}: ${message}`, {
@@ -53,6 +57,49 @@ export function admitProposal(ctx: NodeContext, p: Proposal, log: LogFields): Ve
   return verified;
 }
 
+/** Where this node stands in a committee.reshare or committee.refresh proposal. */
+export interface ReshareAdmission extends VerifiedProposal {
+  /** In the previous committee with this node's own identity keys: it may deal. */
+  oldMember: boolean;
+  /** In the new committee (with this node's own keys, or the proposal is refused). */
+  newMember: boolean;
+}
+
+/**
+ * Steps 1 and 2 for a committee operation: the node must be in the new committee or in the
+ * previous one (`previous`, the proposal's or, for a refresh, the node's own epoch) with its own
+ * identity keys. In the new committee with other keys it is refused outright (pieces sealed to
+ * those keys are not its); in the previous committee with other keys (a repaired node whose data
+ * and identity were lost) it is simply not an old member.
+ */
+export function admitReshareProposal(
+  ctx: NodeContext,
+  p: Proposal,
+  previous: readonly CommitteeMember[],
+  log: LogFields,
+): ReshareAdmission {
+  log.operation = p.operation;
+  const verified = verifyQuorum(p, ctx.policy, (ctx.now ?? Date.now)());
+  log.proposal = verified.id;
+  const identity = ctx.identity?.published();
+  const mine = (m: CommitteeMember | undefined) =>
+    !!m && !!identity && m.signing === identity.signing && m.encryption === identity.encryption;
+  const inNew = p.committee?.find((m) => m.node === ctx.nodeId);
+  if (inNew && !mine(inNew)) {
+    throw mismatch(
+      verified.id,
+      `the committee entry of node ${ctx.nodeId} does not carry this node's identity keys`,
+      { node: ctx.nodeId },
+    );
+  }
+  const oldMember = mine(previous.find((m) => m.node === ctx.nodeId));
+  if (!inNew && !oldMember) {
+    throw mismatch(verified.id, `node ${ctx.nodeId} is in neither the new nor the old committee`);
+  }
+  log.signers = verified.signers.join(',');
+  return { ...verified, oldMember, newMember: !!inNew };
+}
+
 export function useOf(p: Proposal, id: string, ceremonyId: string): ProposalUse {
   return { nonce: p.nonce, proposalId: id, ceremonyId, expiresAt: Date.parse(p.expiresAt) };
 }
@@ -61,7 +108,7 @@ export function useOf(p: Proposal, id: string, ceremonyId: string): ProposalUse 
  * Step 4: ERR_PROPOSAL_REPLAYED unless the nonce is fresh, or (`sameIsReplay` false) used by
  * exactly this proposal for exactly this ceremony.
  */
-function checkNonce(ctx: NodeContext, use: ProposalUse, sameIsReplay = false): void {
+export function checkNonce(ctx: NodeContext, use: ProposalUse, sameIsReplay = false): void {
   const seen = ctx.store.proposalUse(use.nonce);
   if (!seen) return;
   const same = seen.proposalId === use.proposalId && seen.ceremonyId === use.ceremonyId;
@@ -140,6 +187,57 @@ function checkCommittee(
       { field: 'committee', nodes: nodesAt },
     );
   }
+}
+
+/**
+ * Step 5: the DKG's committee (canonical entries, sorted by node, as checkParams returns them) and
+ * threshold against this node's committed epoch. Without one, only a proposal epoch other than 1
+ * is refused: the ceremony then founds epoch 1. Returns the current epoch record, if any.
+ */
+export function checkDkgEpoch(
+  ctx: NodeContext,
+  proposal: Proposal,
+  id: string,
+  dkg: { threshold: number; committee: readonly CommitteeMember[] },
+  log: LogFields,
+): EpochRecord | undefined {
+  const current = ctx.store.currentEpoch();
+  const epoch = current?.epoch ?? 1;
+  log.epoch = epoch;
+  if (proposal.epoch !== undefined && proposal.epoch !== epoch) {
+    throw mismatch(id, `epoch: node ${ctx.nodeId} is at epoch ${epoch}, not ${proposal.epoch}`, {
+      field: 'epoch',
+      epoch,
+    });
+  }
+  if (!current) return undefined;
+  if (dkg.threshold !== current.threshold) {
+    throw mismatch(
+      id,
+      `threshold: epoch ${epoch} has threshold ${current.threshold}, not ${dkg.threshold}`,
+      { field: 'threshold', epoch, threshold: current.threshold },
+    );
+  }
+  const differ = committeeDifference(dkg.committee, current.committee);
+  if (differ.length > 0) {
+    throw mismatch(
+      id,
+      `committee: not the committee of epoch ${epoch} (node(s) ${differ.join(', ')})`,
+      { field: 'committee', epoch, nodes: differ },
+    );
+  }
+  return current;
+}
+
+/** Nodes whose entries differ between two committees, or that only one of them has; sorted. */
+export function committeeDifference(
+  a: readonly CommitteeMember[],
+  b: readonly CommitteeMember[],
+): number[] {
+  const inA = new Map(a.map((m) => [m.node, memberKey(m)]));
+  const inB = new Map(b.map((m) => [m.node, memberKey(m)]));
+  const nodes = new Set([...inA.keys(), ...inB.keys()]);
+  return [...nodes].filter((n) => inA.get(n) !== inB.get(n)).sort((x, y) => x - y);
 }
 
 /**

@@ -34,15 +34,35 @@ type Handler<K extends NodeRequestType> = (
   log: LogFields,
 ) => unknown;
 
-const handlers: { [K in NodeRequestType]: Handler<K> } = {
-  status: (ctx) => ({
+/**
+ * The node's committed epoch (null before its first ceremony) and its keys, each once, at the
+ * newest epoch it holds a share of (during a reshare's retiring period the new one).
+ */
+function status(ctx: NodeContext) {
+  const epoch = ctx.keyring.epoch;
+  return {
     node: ctx.nodeId,
-    keys: ctx.keyring
-      .list()
-      .map((k) => ({ tenant: k.tenant, version: k.version, groupKey: k.keyPackage.groupKey })),
+    keys: ctx.keyring.list().map((k) => ({
+      tenant: k.tenant,
+      version: k.version,
+      groupKey: k.keyPackage.groupKey,
+      epoch: k.epoch,
+    })),
+    epoch: epoch
+      ? {
+          epoch: epoch.epoch,
+          threshold: epoch.threshold,
+          members: epoch.committee.map((m) => m.node),
+        }
+      : null,
+    ...(ctx.reshareStatus ? { reshare: ctx.reshareStatus() } : {}),
     ...(ctx.identity ? { identity: ctx.identity.published() } : {}),
     cluster: ctx.policy.clusterId,
-  }),
+  };
+}
+
+const handlers: { [K in NodeRequestType]: Handler<K> } = {
+  status,
   'dkg.round1': handleRound1,
   'dkg.round2': handleRound2,
   'dkg.round3': handleRound3,
@@ -52,6 +72,7 @@ const handlers: { [K in NodeRequestType]: Handler<K> } = {
   keyPackage: (ctx, body, log) => {
     log.tenant = body.tenant;
     log.version = body.version;
+    // The current epoch's package: the one clients verify current evaluations against.
     return { keyPackage: ctx.keyring.get(body.tenant, body.version).keyPackage };
   },
   ...reshareHandlers,
@@ -138,9 +159,14 @@ export function createDispatcher(ctx: NodeContext, logger: Logger): Dispatch {
       ...(reply.ok ? {} : { code: reply.error.code }),
     };
     if (reply.ok) {
-      // DKG is rare and worth a record; evaluations are the hot path and log at debug.
-      if (type?.startsWith('dkg.') || type?.startsWith('proposal.')) logger.info(line, 'request');
-      else logger.debug(line, 'request');
+      // DKG and resharing are rare and worth a record; evaluations are the hot path and log at debug.
+      if (
+        type?.startsWith('dkg.') ||
+        type?.startsWith('reshare.') ||
+        type?.startsWith('proposal.')
+      ) {
+        logger.info(line, 'request');
+      } else logger.debug(line, 'request');
     } else if (reply.error.code === 'ERR_INTERNAL') {
       logger.error({ ...line, err: failure }, 'request failed');
     } else {

@@ -8,7 +8,7 @@
  *                                                                      (NIST SP 800-38D)
  *
  * The AAD binds each record to what it is and where it belongs (purpose, node id, tenant, key
- * version, ceremony id), so a record copied to another row, another node's database or another
+ * version, ceremony id, committee epoch), so a record copied to another row, another node's database or another
  * purpose fails authentication instead of being used. Nonces are random: one KEK seals a handful
  * of records per key version, far below the 2^32 random-nonce limit of SP 800-38D section 8.3.
  */
@@ -26,7 +26,9 @@ const FORMAT_V1 = 0x01;
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 
-export type SealPurpose = 'check' | 'share' | 'ceremony' | 'identity';
+/** `reshare-seed` and `reshare-chunk`: a reshare's dealing seed and received shares (reshare*.ts). */
+export type SealPurpose =
+  'check' | 'share' | 'ceremony' | 'identity' | 'reshare-seed' | 'reshare-chunk';
 
 /** What a sealed record is bound to; every field goes into the AAD. */
 export interface SealContext {
@@ -35,17 +37,29 @@ export interface SealContext {
   tenant: string;
   version: number;
   ceremonyId?: string;
+  /** The committee epoch a share belongs to; absent means 1. */
+  epoch?: number;
 }
 
-/** A canonical, length-prefixed encoding: no two distinct contexts give the same AAD. */
+function u32(n: number): Uint8Array {
+  return Uint8Array.of(n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff);
+}
+
+/**
+ * A canonical, length-prefixed encoding: no two distinct contexts give the same AAD. The epoch is
+ * appended only when it is above 1, so that shares sealed before epochs existed (all of epoch 1)
+ * still open; the trailing field cannot run into the others, which all end on a length or a fixed
+ * width.
+ */
 export function encodeAad(ctx: SealContext): Uint8Array {
-  const v = ctx.version;
+  const epoch = ctx.epoch ?? 1;
   return concat(
     lengthPrefixed(utf8Bytes(`KMaaS-v1 sealed ${ctx.purpose}`)),
     Uint8Array.of(ctx.nodeId >> 8, ctx.nodeId & 0xff),
     lengthPrefixed(utf8Bytes(ctx.tenant)),
-    Uint8Array.of(v >>> 24, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff),
+    u32(ctx.version),
     lengthPrefixed(utf8Bytes(ctx.ceremonyId ?? '')),
+    epoch > 1 ? u32(epoch) : new Uint8Array(0),
   );
 }
 

@@ -25,7 +25,11 @@ import { bearerToken, tokenMatches } from '../shared/bearer.ts';
 import { EvaluationAuth } from '../shared/evaluation-auth.ts';
 import { AuditLog } from './audit-log.ts';
 import { auditRequest } from './audit-request.ts';
-import { DEFAULT_RATE_ELEMENTS_PER_MIN, type NodeConfig } from './config.ts';
+import {
+  DEFAULT_RATE_ELEMENTS_PER_MIN,
+  DEFAULT_RESHARE_FINISH_AFTER_MS,
+  type NodeConfig,
+} from './config.ts';
 import type { NodeContext } from './context.ts';
 import { startCeremonyExpiry } from './dkg-expiry.ts';
 import { NodeIdentity } from './identity.ts';
@@ -33,6 +37,7 @@ import { Keyring } from './keyring.ts';
 import { createLogger } from './logger.ts';
 import { createDispatcher } from './protocol.ts';
 import { ElementRateLimit } from './rate-limit.ts';
+import { reshareGate, reshareStatus, startReshareFinisher } from './reshare.ts';
 import { NodeStore } from './store.ts';
 
 export const WS_PATH = '/v1/ws';
@@ -142,7 +147,7 @@ export async function startNode(
   let identity: NodeIdentity;
   try {
     identity = NodeIdentity.loadOrCreate(store);
-    keyring = new Keyring(config.nodeId);
+    keyring = new Keyring(config.nodeId, store.currentEpoch());
     for (const key of store.listKeys()) keyring.add(key);
     for (const r of store.listRetired()) keyring.retire(r.tenant, r.version);
     const signer = identity;
@@ -183,7 +188,23 @@ export async function startNode(
       options.rateLimit ??
       ElementRateLimit.perMinute(config.rateElementsPerMin ?? DEFAULT_RATE_ELEMENTS_PER_MIN),
     ...(options.rng ? { rng: options.rng } : {}),
+    ...(config.failpoints?.length ? { failpoints: new Set(config.failpoints) } : {}),
   };
+  // Resharing (reshare.ts): DKG waits while a reshare is open; status reports it.
+  ctx.ceremonyGate = reshareGate(ctx);
+  ctx.reshareStatus = reshareStatus(ctx);
+  if (config.failpoints?.length) {
+    log.warn(
+      { failpoints: config.failpoints },
+      'test failpoints are set: this node kills itself on purpose',
+    );
+  }
+  // Committed reshares finish on their own after a while: now, and periodically.
+  const stopFinisher = startReshareFinisher(
+    ctx,
+    log,
+    config.reshareFinishAfterMs ?? DEFAULT_RESHARE_FINISH_AFTER_MS,
+  );
 
   const http = createServer((req, res) => {
     if (hasBody(req)) {
@@ -281,6 +302,7 @@ export async function startNode(
   } catch (err) {
     clearInterval(pinger);
     stopExpiry();
+    stopFinisher();
     await audit
       .close(toKmaasError(err).code)
       .catch((e: unknown) => log.error({ err: e }, 'audit log close failed'));
@@ -299,6 +321,7 @@ export async function startNode(
       [
         ['stop pings', () => clearInterval(pinger)],
         ['stop ceremony expiry', stopExpiry],
+        ['stop reshare finisher', stopFinisher],
         [
           'close WebSockets',
           () => {

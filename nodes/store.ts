@@ -3,7 +3,13 @@
  * mode with synchronous=FULL, so a SIGKILL at any point leaves either the old or the new state.
  *
  *   meta        node id, KEK salt, sealed check value, schema version, sealed identity keys
- *   keys        (tenant, version) -> sealed share, public key package, ceremony that made it
+ *   keys        (tenant, version, epoch) -> sealed share, public key package (of that epoch),
+ *               ceremony (DKG) that made the key. A key has one row per committee epoch this node
+ *               holds a share of: the current one, and after a reshare the retiring one until
+ *               reshare.finish erases it (eraseKeysBefore).
+ *   epochs      committed committee epochs: threshold, committee with identity keys, the reshare
+ *               and transcript that committed it ('' for the genesis epoch 1, adopted from the
+ *               first DKG proposal). The node's current epoch is the highest row.
  *   ceremonies  ceremony id -> sealed DKG state (survives a restart). Kept after the key is
  *               stored, so that every round of the ceremony can be replayed for a participant
  *               that has not finished; erased by dkg.commit (every participant holds the key),
@@ -15,6 +21,10 @@
  *               Rows are dropped once their proposal has expired, when it is refused anyway.
  *   retired     (tenant, version) retired by a proposal; its keys row (the sealed share) is gone.
  *
+ * Schema versions: 1 had one keys row per (tenant, version) and no epochs; opening such a database
+ * migrates it to 2 in one transaction, its keys becoming epoch 1 (their sealing AAD is unchanged:
+ * sealing.ts binds the epoch only above 1).
+ *
  * Shares and ceremony state are sealed (sealing.ts) before they reach SQLite; nothing secret is
  * ever written in the clear. The check value is sealed at first start; a later start whose secret
  * cannot open it stops with ERR_WRONG_NODE_SECRET before writing anything, or creating any file.
@@ -25,13 +35,14 @@ import { randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { decodeScalar, encodeScalar, utf8Bytes } from '../shared/encoding.ts';
 import { KmaasError } from '../shared/errors.ts';
-import type { KeyPackage } from '../shared/key-package.ts';
+import { epochOf, type KeyPackage } from '../shared/key-package.ts';
+import type { CommitteeMember } from '../shared/proposal.ts';
 import type { Redacted } from '../shared/redacted.ts';
 import { secretShare, type SecretShare } from './secret-share.ts';
 import { SALT_BYTES, Sealer, UnsealError, type SealContext } from './sealing.ts';
 
 export const DB_FILE = 'node.db';
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 const CHECK_PLAINTEXT = utf8Bytes('KMaaS-v1 node secret check');
 
 const SCHEMA = `
@@ -42,11 +53,20 @@ const SCHEMA = `
   CREATE TABLE IF NOT EXISTS keys (
     tenant       TEXT    NOT NULL,
     version      INTEGER NOT NULL,
+    epoch        INTEGER NOT NULL,
     ceremony_id  TEXT    NOT NULL,
     sealed_share BLOB    NOT NULL,
     key_package  TEXT    NOT NULL,
     created_at   INTEGER NOT NULL,
-    PRIMARY KEY (tenant, version)
+    PRIMARY KEY (tenant, version, epoch)
+  ) STRICT;
+  CREATE TABLE IF NOT EXISTS epochs (
+    epoch        INTEGER PRIMARY KEY,
+    threshold    INTEGER NOT NULL,
+    committee    TEXT    NOT NULL,
+    reshare_id   TEXT    NOT NULL,
+    transcript   TEXT    NOT NULL,
+    committed_at INTEGER NOT NULL
   ) STRICT;
   CREATE TABLE IF NOT EXISTS ceremonies (
     ceremony_id  TEXT    PRIMARY KEY,
@@ -75,18 +95,42 @@ const SCHEMA = `
 export interface StoredKey {
   tenant: string;
   version: number;
+  /** The committee epoch of this share; its key package carries the same epoch. */
+  epoch: number;
+  /** The DKG ceremony that made the key (a reshared key keeps the one of its DKG). */
   ceremonyId: string;
   share: SecretShare;
   keyPackage: KeyPackage;
 }
 
+/** A key a DKG made: saveKey stores it at the node's current epoch. */
+export type NewKey = Omit<StoredKey, 'epoch'>;
+
 /** The public part of a stored key: what a replayed round 3 and dkg.commit need. */
 export interface KeyRecord {
   tenant: string;
   version: number;
+  epoch: number;
   ceremonyId: string;
   keyPackage: KeyPackage;
 }
+
+/**
+ * A committed committee epoch. `committee` is sorted by node, keys in canonical base64url.
+ * `reshareId` and `transcript` are '' for the genesis epoch 1 (adopted from a DKG proposal).
+ */
+export interface EpochRecord {
+  epoch: number;
+  threshold: number;
+  committee: CommitteeMember[];
+  reshareId: string;
+  transcript: string;
+  /** ms since the epoch; set by the store when the row is written. */
+  committedAt: number;
+}
+
+/** What commitEpoch is given: the store stamps committedAt. */
+export type EpochInput = Omit<EpochRecord, 'committedAt'>;
 
 /** A ceremony state removed by expireCeremonies. */
 export interface ExpiredCeremony {
@@ -123,9 +167,36 @@ export interface StoredCeremony {
 interface KeyRow {
   tenant: string;
   version: number;
+  epoch: number;
   ceremony_id: string;
   sealed_share: Buffer;
   key_package: string;
+}
+
+interface EpochRow {
+  epoch: number;
+  threshold: number;
+  committee: string;
+  reshare_id: string;
+  transcript: string;
+  committed_at: number;
+}
+
+function toEpoch(row: EpochRow): EpochRecord {
+  return {
+    epoch: row.epoch,
+    threshold: row.threshold,
+    committee: JSON.parse(row.committee) as CommitteeMember[],
+    reshareId: row.reshare_id,
+    transcript: row.transcript,
+    committedAt: row.committed_at,
+  };
+}
+
+function sortedCommittee(committee: readonly CommitteeMember[]): CommitteeMember[] {
+  return committee
+    .map((m) => ({ node: m.node, signing: m.signing, encryption: m.encryption }))
+    .sort((a, b) => a.node - b.node);
 }
 
 interface CeremonyRow {
@@ -133,6 +204,16 @@ interface CeremonyRow {
   tenant: string;
   version: number;
   sealed_state: Buffer;
+}
+
+function toRecord(row: Omit<KeyRow, 'sealed_share'>): KeyRecord {
+  return {
+    tenant: row.tenant,
+    version: row.version,
+    epoch: row.epoch,
+    ceremonyId: row.ceremony_id,
+    keyPackage: JSON.parse(row.key_package) as KeyPackage,
+  };
 }
 
 function wrongSecret(path: string): KmaasError {
@@ -222,6 +303,61 @@ function openForCheck(path: string): Database.Database | undefined {
   return new Database(copy, { readonly: true });
 }
 
+/**
+ * The schema version of an open database: meta's, else 1 when a keys table without an epoch
+ * column is there (a version-1 first start that crashed before its meta was written), else
+ * undefined (nothing yet).
+ */
+function schemaVersion(db: Database.Database): number | undefined {
+  const stored = readMeta(db).get('schema_version');
+  if (typeof stored === 'number' || typeof stored === 'bigint') return Number(stored);
+  const columns = db.prepare(`SELECT name FROM pragma_table_info('keys')`).all() as {
+    name: string;
+  }[];
+  if (columns.length === 0) return undefined;
+  return columns.some((c) => c.name === 'epoch') ? SCHEMA_VERSION : 1;
+}
+
+/**
+ * Version 1 -> 2 in one transaction (a crash leaves version 1 whole, migrated again at the next
+ * start): the keys table gains the epoch in its primary key, every existing row becoming epoch 1.
+ * SQLite cannot change a primary key in place, so the table is copied and the old one dropped
+ * (secure_delete overwrites its pages). No epochs row is made: the committee of those keys is not
+ * known here; the next DKG proposal supplies it, or a reshare commits a later epoch.
+ */
+function migrate(db: Database.Database, path: string): void {
+  const version = schemaVersion(db);
+  if (version === undefined || version === SCHEMA_VERSION) return;
+  if (version !== 1) {
+    throw new KmaasError(
+      'ERR_CONFIG',
+      `${path} has schema version ${version}; this node knows versions 1 to ${SCHEMA_VERSION}`,
+      { path, schemaVersion: version },
+    );
+  }
+  db.transaction(() => {
+    db.exec(`
+      CREATE TABLE keys_v2 (
+        tenant       TEXT    NOT NULL,
+        version      INTEGER NOT NULL,
+        epoch        INTEGER NOT NULL,
+        ceremony_id  TEXT    NOT NULL,
+        sealed_share BLOB    NOT NULL,
+        key_package  TEXT    NOT NULL,
+        created_at   INTEGER NOT NULL,
+        PRIMARY KEY (tenant, version, epoch)
+      ) STRICT;
+      INSERT INTO keys_v2 (tenant, version, epoch, ceremony_id, sealed_share, key_package,
+                           created_at)
+        SELECT tenant, version, 1, ceremony_id, sealed_share, key_package, created_at FROM keys;
+      DROP TABLE keys;
+      ALTER TABLE keys_v2 RENAME TO keys;
+    `);
+    // Only a database that has a meta row records its version (a crashed first start has none).
+    db.prepare(`UPDATE meta SET value = ? WHERE name = 'schema_version'`).run(SCHEMA_VERSION);
+  })();
+}
+
 function checkContext(nodeId: number): SealContext {
   return { purpose: 'check', nodeId, tenant: '', version: 0 };
 }
@@ -271,6 +407,7 @@ export class NodeStore {
       // Deleted rows (committed or expired ceremonies) are overwritten, not left in free pages.
       // They were sealed anyway; this keeps even their ciphertext from outliving the ceremony.
       db.pragma('secure_delete = ON');
+      migrate(db, path);
       db.exec(SCHEMA);
       const salt = existingSalt ?? NodeStore.#initialise(db, nodeId, secret);
       return new NodeStore(path, db, new Sealer(secret, salt), nodeId, options.now ?? Date.now);
@@ -328,8 +465,8 @@ export class NodeStore {
     return stored;
   }
 
-  #shareContext(tenant: string, version: number): SealContext {
-    return { purpose: 'share', nodeId: this.#nodeId, tenant, version };
+  #shareContext(tenant: string, version: number, epoch: number): SealContext {
+    return { purpose: 'share', nodeId: this.#nodeId, tenant, version, epoch };
   }
 
   #ceremonyContext(ceremonyId: string, tenant: string, version: number): SealContext {
@@ -351,11 +488,13 @@ export class NodeStore {
   }
 
   #toKey(row: KeyRow): StoredKey {
-    const bytes = this.#unseal(row.sealed_share, this.#shareContext(row.tenant, row.version));
+    const ctx = this.#shareContext(row.tenant, row.version, row.epoch);
+    const bytes = this.#unseal(row.sealed_share, ctx);
     try {
       return {
         tenant: row.tenant,
         version: row.version,
+        epoch: row.epoch,
         ceremonyId: row.ceremony_id,
         share: secretShare(decodeScalar(bytes, 'share')),
         keyPackage: JSON.parse(row.key_package) as KeyPackage,
@@ -365,91 +504,325 @@ export class NodeStore {
     }
   }
 
+  /** Every key row, of every epoch held, by tenant, version, then epoch. */
   listKeys(): StoredKey[] {
-    const rows = this.#db.prepare('SELECT * FROM keys ORDER BY tenant, version').all() as KeyRow[];
+    const rows = this.#db
+      .prepare('SELECT * FROM keys ORDER BY tenant, version, epoch')
+      .all() as KeyRow[];
     return rows.map((r) => this.#toKey(r));
   }
 
-  getKey(tenant: string, version: number): StoredKey | undefined {
-    const row = this.#db
-      .prepare('SELECT * FROM keys WHERE tenant = ? AND version = ?')
-      .get(tenant, version) as KeyRow | undefined;
+  /** The keys of one epoch, by tenant then version. */
+  keysAtEpoch(epoch: number): StoredKey[] {
+    const rows = this.#db
+      .prepare('SELECT * FROM keys WHERE epoch = ? ORDER BY tenant, version')
+      .all(epoch) as KeyRow[];
+    return rows.map((r) => this.#toKey(r));
+  }
+
+  /** The public records of one epoch's keys (or of every row), nothing unsealed. */
+  keyRecords(epoch?: number): KeyRecord[] {
+    const rows = (
+      epoch === undefined
+        ? this.#db
+            .prepare(
+              'SELECT tenant, version, epoch, ceremony_id, key_package FROM keys ' +
+                'ORDER BY tenant, version, epoch',
+            )
+            .all()
+        : this.#db
+            .prepare(
+              'SELECT tenant, version, epoch, ceremony_id, key_package FROM keys ' +
+                'WHERE epoch = ? ORDER BY tenant, version',
+            )
+            .all(epoch)
+    ) as Omit<KeyRow, 'sealed_share'>[];
+    return rows.map((r) => toRecord(r));
+  }
+
+  /** The share of (tenant, version) at `epoch`; without one, at the newest epoch held. */
+  getKey(tenant: string, version: number, epoch?: number): StoredKey | undefined {
+    const row = (
+      epoch === undefined
+        ? this.#db
+            .prepare(
+              'SELECT * FROM keys WHERE tenant = ? AND version = ? ORDER BY epoch DESC LIMIT 1',
+            )
+            .get(tenant, version)
+        : this.#db
+            .prepare('SELECT * FROM keys WHERE tenant = ? AND version = ? AND epoch = ?')
+            .get(tenant, version, epoch)
+    ) as KeyRow | undefined;
     return row && this.#toKey(row);
   }
 
-  hasKey(tenant: string, version: number): boolean {
-    return (
-      this.#db
-        .prepare('SELECT 1 FROM keys WHERE tenant = ? AND version = ?')
-        .get(tenant, version) !== undefined
-    );
+  /** Whether this node holds a share of (tenant, version): at `epoch`, or at any epoch. */
+  hasKey(tenant: string, version: number, epoch?: number): boolean {
+    const row =
+      epoch === undefined
+        ? this.#db
+            .prepare('SELECT 1 FROM keys WHERE tenant = ? AND version = ?')
+            .get(tenant, version)
+        : this.#db
+            .prepare('SELECT 1 FROM keys WHERE tenant = ? AND version = ? AND epoch = ?')
+            .get(tenant, version, epoch);
+    return row !== undefined;
   }
 
+  /** The key `ceremonyId` made, at the newest epoch held. */
   findKeyByCeremony(ceremonyId: string): StoredKey | undefined {
-    const row = this.#db.prepare('SELECT * FROM keys WHERE ceremony_id = ?').get(ceremonyId) as
-      KeyRow | undefined;
+    const row = this.#db
+      .prepare('SELECT * FROM keys WHERE ceremony_id = ? ORDER BY epoch DESC LIMIT 1')
+      .get(ceremonyId) as KeyRow | undefined;
     return row && this.#toKey(row);
   }
 
   /** The ceremony that made the key of (tenant, version), if there is one; nothing is unsealed. */
   keyCeremonyId(tenant: string, version: number): string | undefined {
     const row = this.#db
-      .prepare('SELECT ceremony_id FROM keys WHERE tenant = ? AND version = ?')
+      .prepare('SELECT ceremony_id FROM keys WHERE tenant = ? AND version = ? LIMIT 1')
       .get(tenant, version) as { ceremony_id: string } | undefined;
     return row?.ceremony_id;
   }
 
-  /** The public record of the key `ceremonyId` made, if it made one; nothing is unsealed. */
+  /**
+   * The public record of the key `ceremonyId` made, if it made one, at the newest epoch held;
+   * nothing is unsealed.
+   */
   keyRecordByCeremony(ceremonyId: string): KeyRecord | undefined {
     const row = this.#db
-      .prepare('SELECT tenant, version, key_package FROM keys WHERE ceremony_id = ?')
-      .get(ceremonyId) as Pick<KeyRow, 'tenant' | 'version' | 'key_package'> | undefined;
-    return (
-      row && {
-        tenant: row.tenant,
-        version: row.version,
-        ceremonyId,
-        keyPackage: JSON.parse(row.key_package) as KeyPackage,
-      }
-    );
+      .prepare(
+        'SELECT tenant, version, epoch, ceremony_id, key_package FROM keys ' +
+          'WHERE ceremony_id = ? ORDER BY epoch DESC LIMIT 1',
+      )
+      .get(ceremonyId) as Omit<KeyRow, 'sealed_share'> | undefined;
+    return row && toRecord(row);
   }
 
-  /**
-   * Store a finished key. Its own ceremony's state is kept (dkg.commit erases it once every
-   * participant holds the key: until then a participant that has not finished needs the others
-   * to replay their rounds); the state of any other ceremony of that (tenant, version) can never
-   * finish any more and is erased in the same transaction. Refuses to replace an existing key
-   * (ERR_CEREMONY_CONFLICT).
-   */
-  saveKey(key: StoredKey): void {
+  #sealShare(key: StoredKey): Uint8Array {
     const shareBytes = encodeScalar(key.share.reveal());
-    const sealed = this.#sealer.seal(shareBytes, this.#shareContext(key.tenant, key.version));
-    shareBytes.fill(0);
-    const insert = this.#db.prepare(
-      `INSERT INTO keys (tenant, version, ceremony_id, sealed_share, key_package, created_at)
-       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-    );
-    const eraseOthers = this.#db.prepare(
-      'DELETE FROM ceremonies WHERE tenant = ? AND version = ? AND ceremony_id <> ?',
-    );
-    this.#db.transaction(() => {
-      const r = insert.run(
+    try {
+      return this.#sealer.seal(shareBytes, this.#shareContext(key.tenant, key.version, key.epoch));
+    } finally {
+      shareBytes.fill(0);
+    }
+  }
+
+  /** A key row whose package names another key or epoch would serve the wrong verification share. */
+  #checkPackage(key: StoredKey): void {
+    const pkg = key.keyPackage;
+    if (pkg.tenant !== key.tenant || pkg.version !== key.version || epochOf(pkg) !== key.epoch) {
+      throw new KmaasError(
+        'ERR_INTERNAL',
+        `key package of ${pkg.tenant} v${pkg.version} epoch ${epochOf(pkg)} stored as ` +
+          `${key.tenant} v${key.version} epoch ${key.epoch}`,
+        { tenant: key.tenant, version: key.version, epoch: key.epoch },
+      );
+    }
+  }
+
+  #insertKey(key: StoredKey): void {
+    this.#checkPackage(key);
+    const r = this.#db
+      .prepare(
+        `INSERT INTO keys (tenant, version, epoch, ceremony_id, sealed_share, key_package,
+                           created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+      )
+      .run(
         key.tenant,
         key.version,
+        key.epoch,
         key.ceremonyId,
-        sealed,
+        this.#sealShare(key),
         JSON.stringify(key.keyPackage),
         this.#now(),
       );
-      if (r.changes !== 1) {
+    if (r.changes !== 1) {
+      throw new KmaasError(
+        'ERR_CEREMONY_CONFLICT',
+        `a key for ${key.tenant} v${key.version} at epoch ${key.epoch} already exists`,
+        { tenant: key.tenant, version: key.version, epoch: key.epoch },
+      );
+    }
+  }
+
+  /**
+   * Store a key a DKG finished, at the node's current epoch (1 before any epoch is recorded); its
+   * package must carry that epoch. Its own ceremony's state is kept (dkg.commit erases it once
+   * every participant holds the key: until then a participant that has not finished needs the
+   * others to replay their rounds); the state of any other ceremony of that (tenant, version) can
+   * never finish any more and is erased in the same transaction. Refuses a (tenant, version) that
+   * has a key at any epoch (ERR_CEREMONY_CONFLICT). Returns the key as stored.
+   */
+  saveKey(key: NewKey): StoredKey {
+    const eraseOthers = this.#db.prepare(
+      'DELETE FROM ceremonies WHERE tenant = ? AND version = ? AND ceremony_id <> ?',
+    );
+    return this.#db.transaction(() => {
+      const stored: StoredKey = { ...key, epoch: this.currentEpoch()?.epoch ?? 1 };
+      if (this.hasKey(key.tenant, key.version)) {
         throw new KmaasError(
           'ERR_CEREMONY_CONFLICT',
           `a key for ${key.tenant} v${key.version} already exists`,
           { tenant: key.tenant, version: key.version },
         );
       }
+      this.#insertKey(stored);
       eraseOthers.run(key.tenant, key.version, key.ceremonyId);
+      return stored;
     })();
+  }
+
+  // --- Epochs ---
+
+  /** The node's current committed epoch: the highest row; undefined before the first. */
+  currentEpoch(): EpochRecord | undefined {
+    const row = this.#db.prepare('SELECT * FROM epochs ORDER BY epoch DESC LIMIT 1').get() as
+      EpochRow | undefined;
+    return row && toEpoch(row);
+  }
+
+  getEpoch(epoch: number): EpochRecord | undefined {
+    const row = this.#db.prepare('SELECT * FROM epochs WHERE epoch = ?').get(epoch) as
+      EpochRow | undefined;
+    return row && toEpoch(row);
+  }
+
+  /** Every committed epoch, ascending. */
+  listEpochs(): EpochRecord[] {
+    const rows = this.#db.prepare('SELECT * FROM epochs ORDER BY epoch').all() as EpochRow[];
+    return rows.map(toEpoch);
+  }
+
+  /**
+   * Adopt the genesis epoch 1 (the committee and threshold of the first accepted DKG proposal),
+   * only when the node has no epoch yet. Returns the epoch now current: the new one, or the one
+   * that was there (the caller compares it; nothing is overwritten).
+   */
+  saveGenesisEpoch(genesis: { threshold: number; committee: readonly CommitteeMember[] }): {
+    record: EpochRecord;
+    created: boolean;
+  } {
+    return this.#db.transaction(() => {
+      const current = this.currentEpoch();
+      if (current) return { record: current, created: false };
+      const record: EpochRecord = {
+        epoch: 1,
+        threshold: genesis.threshold,
+        committee: sortedCommittee(genesis.committee),
+        reshareId: '',
+        transcript: '',
+        committedAt: this.#now(),
+      };
+      this.#insertEpoch(record);
+      return { record, created: true };
+    })();
+  }
+
+  #insertEpoch(r: EpochRecord): void {
+    this.#db
+      .prepare(
+        `INSERT INTO epochs (epoch, threshold, committee, reshare_id, transcript, committed_at)
+         VALUES (?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        r.epoch,
+        r.threshold,
+        JSON.stringify(r.committee),
+        r.reshareId,
+        r.transcript,
+        r.committedAt,
+      );
+  }
+
+  /**
+   * Commit epoch `record.epoch` and this node's shares of it (every one at that epoch, package
+   * included), in one transaction: after a crash either both are there or neither. Shares of
+   * older epochs are kept (retiring) until eraseKeysBefore. Idempotent: the same epoch already
+   * committed with the same reshare id and transcript returns false and writes nothing; any other
+   * epoch at or below the current one is ERR_CEREMONY_CONFLICT. True when committed now.
+   */
+  commitEpoch(record: EpochInput, keys: readonly StoredKey[]): boolean {
+    return this.#db.transaction(() => {
+      const existing = this.getEpoch(record.epoch);
+      if (
+        existing &&
+        existing.reshareId === record.reshareId &&
+        existing.transcript === record.transcript
+      ) {
+        return false;
+      }
+      const current = this.currentEpoch();
+      if (existing || (current && record.epoch <= current.epoch)) {
+        throw new KmaasError(
+          'ERR_CEREMONY_CONFLICT',
+          `epoch ${record.epoch} cannot be committed on node ${this.#nodeId}: ` +
+            (existing
+              ? 'it was committed by another transcript'
+              : `it is at epoch ${current!.epoch}`),
+          { epoch: record.epoch, current: current?.epoch ?? 0 },
+        );
+      }
+      for (const key of keys) {
+        if (key.epoch !== record.epoch) {
+          throw new KmaasError(
+            'ERR_INTERNAL',
+            `key ${key.tenant} v${key.version} of epoch ${key.epoch} committed with epoch ${record.epoch}`,
+          );
+        }
+        this.#insertKey(key);
+      }
+      this.#insertEpoch({
+        ...record,
+        committee: sortedCommittee(record.committee),
+        committedAt: this.#now(),
+      });
+      return true;
+    })();
+  }
+
+  /**
+   * Erase every key row of an epoch below `epoch` (the shares of retired committees; secure_delete
+   * overwrites them). Returns how many rows were erased.
+   */
+  eraseKeysBefore(epoch: number): number {
+    return this.#db.prepare('DELETE FROM keys WHERE epoch < ?').run(epoch).changes;
+  }
+
+  /**
+   * Run `fn` in one SQLite transaction (a savepoint when one is open already): the store's own
+   * methods nest, so a caller can group them with statements of its own.
+   */
+  transaction<T>(fn: () => T): T {
+    return this.#db.transaction(fn)();
+  }
+
+  /**
+   * @internal The database itself, for the resharing store (nodes/reshare*.ts), which keeps its
+   * own tables here (CREATE TABLE IF NOT EXISTS) so that they commit atomically with the keys.
+   * Nothing else may use it.
+   */
+  get db(): Database.Database {
+    return this.#db;
+  }
+
+  /** @internal Seal a record of this node (for nodes/reshare*.ts); the AAD binds `ctx`. */
+  seal(plaintext: Uint8Array, ctx: Omit<SealContext, 'nodeId'>): Uint8Array {
+    return this.#sealer.seal(plaintext, { ...ctx, nodeId: this.#nodeId });
+  }
+
+  /**
+   * @internal Open what `seal` sealed under the same `ctx`; ERR_INTERNAL when it fails
+   * authentication (the row was altered or moved). The caller zeroes the result.
+   */
+  open(sealed: Uint8Array, ctx: Omit<SealContext, 'nodeId'>): Uint8Array {
+    return this.#unseal(Buffer.from(sealed), { ...ctx, nodeId: this.#nodeId });
+  }
+
+  /** The store's clock (ms since the epoch). */
+  now(): number {
+    return this.#now();
   }
 
   loadCeremony(ceremonyId: string): StoredCeremony | undefined {
@@ -566,10 +939,11 @@ export class NodeStore {
    */
   retireKey(tenant: string, version: number, use: ProposalUse): boolean {
     return this.#db.transaction(() => {
+      // Every epoch's share of that version (a retiring one too).
       const erased = this.#db
         .prepare('DELETE FROM keys WHERE tenant = ? AND version = ?')
         .run(tenant, version).changes;
-      if (erased !== 1) return false;
+      if (erased < 1) return false;
       this.#recordUse(use);
       this.#db
         .prepare('DELETE FROM ceremonies WHERE tenant = ? AND version = ?')

@@ -51,6 +51,8 @@ export interface ProposalFields {
   version: number;
   threshold?: number;
   committee: CommitteeMember[];
+  /** The committee epoch the operation acts in; absent means the node's current one. */
+  epoch?: number;
   cluster?: string;
   expiresAt?: Date;
   nonce?: string;
@@ -66,6 +68,7 @@ export function testProposal(f: ProposalFields, signers?: readonly number[]): Pr
     version: f.version,
     ...(operation === 'key.retire' ? {} : { threshold: f.threshold }),
     committee: f.committee,
+    ...(f.epoch === undefined ? {} : { epoch: f.epoch }),
     expiresAt: f.expiresAt ?? new Date(Date.now() + 3_600_000),
     ...(f.nonce === undefined ? {} : { nonce: f.nonce }),
   });

@@ -45,6 +45,7 @@ const VERSION = 1;
 
 interface EvaluateReply {
   node: number;
+  epoch?: number;
   evaluated: string[];
   proof: string;
 }
@@ -53,12 +54,17 @@ async function evaluateThrough(
   cluster: Cluster,
   ids: readonly number[],
   state: BlindState,
+  epoch?: number,
 ): Promise<PartialEvaluation[]> {
   const blinded = state.blinded.map((b) => toB64(b.toBytes()));
   return Promise.all(
     ids.map(async (id) => {
       const body = await evaluateBody(USER, TENANT, VERSION, blinded);
-      const r = await cluster.node(id).client.call<EvaluateReply>('evaluate', body);
+      const r = await cluster
+        .node(id)
+        .client.call<EvaluateReply>('evaluate', epoch === undefined ? body : { ...body, epoch });
+      // The DKG founded epoch 1: every answer names it, asked for or not.
+      expect(r.epoch).to.equal(1);
       return {
         node: r.node,
         evaluated: r.evaluated.map((e, i) => decodeElementB64(e, `evaluated[${i}]`)),
@@ -159,8 +165,13 @@ describe('nodes over WebSocket: a 5-node cluster, 3-of-5', () => {
       .client.call<{ node: number; keys: unknown[] }>('status', {});
     expect(status).to.deep.include({
       node: 3,
-      keys: [{ tenant: TENANT, version: VERSION, groupKey: dkg.packages.get(1)!.groupKey }],
+      keys: [
+        { tenant: TENANT, version: VERSION, groupKey: dkg.packages.get(1)!.groupKey, epoch: 1 },
+      ],
+      // The first DKG's committee and threshold became the node's epoch 1.
+      epoch: { epoch: 1, threshold: 3, members: [1, 2, 3, 4, 5] },
     });
+    expect(dkg.packages.get(1)!.epoch).to.equal(1);
     const kp = await cluster.node(4).client.call<{ keyPackage: unknown }>('keyPackage', {
       tenant: TENANT,
       version: VERSION,
@@ -171,6 +182,21 @@ describe('nodes over WebSocket: a 5-node cluster, 3-of-5', () => {
     expect(await res.json()).to.deep.include({ ok: true, node: 2, keys: 1 });
   });
 
+  it('evaluate with epoch 1 gives the same outputs; an epoch the node does not hold is ERR_EPOCH_MISMATCH', async () => {
+    const state = blind(inputs);
+    blindedSeen.push(...state.blinded.map((b) => toB64(b.toBytes())));
+    const plain = deriveOutputs(pkg, state, await evaluateThrough(cluster, [1, 2, 3], state));
+    const pinned = deriveOutputs(pkg, state, await evaluateThrough(cluster, [3, 4, 5], state, 1));
+    expect(pinned.used).to.deep.equal([3, 4, 5]);
+    expect(pinned.outputs).to.deep.equal(plain.outputs);
+    const body = await evaluateBody(USER, TENANT, VERSION, [toB64(state.blinded[0]!.toBytes())]);
+    const reply = await cluster.node(2).client.request('evaluate', { ...body, epoch: 2 });
+    expect(reply.ok).to.equal(false);
+    if (reply.ok) return;
+    expect(reply.error.code).to.equal('ERR_EPOCH_MISMATCH');
+    expect(reply.error.details).to.deep.include({ requested: 2, current: 1 });
+  });
+
   it('a restarted node loads its key from disk and serves the same outputs', async () => {
     const state = blind(inputs);
     blindedSeen.push(...state.blinded.map((b) => toB64(b.toBytes())));
@@ -178,6 +204,9 @@ describe('nodes over WebSocket: a 5-node cluster, 3-of-5', () => {
     await cluster.restart(2);
     const after = deriveOutputs(pkg, state, await evaluateThrough(cluster, [2, 3, 4], state));
     expect(after.outputs).to.deep.equal(before.outputs);
+    // The epoch record came back from disk too.
+    const status = await cluster.node(2).client.call<{ epoch: unknown }>('status', {});
+    expect(status.epoch).to.deep.equal({ epoch: 1, threshold: 3, members: [1, 2, 3, 4, 5] });
   });
 
   it('no log line holds a token, a share, a relayed share or a blinded element', () => {

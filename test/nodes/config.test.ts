@@ -49,6 +49,25 @@ describe('nodes/config: settings from the environment and an optional JSON file'
     expect(c.operators).to.deep.equal(OPERATOR_SET);
   });
 
+  it('reads the reshare auto-finish delay and the test-only failpoints', () => {
+    const d = loadConfig(BASE);
+    expect(d.reshareFinishAfterMs).to.equal(600_000);
+    expect(d.failpoints).to.deep.equal([]);
+    const c = loadConfig({
+      ...BASE,
+      KMAAS_RESHARE_FINISH_AFTER_MS: '2500',
+      KMAAS_FAILPOINTS: 'reshare.commit:before, reshare.deal:corrupt-piece',
+    });
+    expect(c.reshareFinishAfterMs).to.equal(2500);
+    expect(c.failpoints).to.deep.equal(['reshare.commit:before', 'reshare.deal:corrupt-piece']);
+    expectCode(() => loadConfig({ ...BASE, KMAAS_FAILPOINTS: 'reshare.nowhere' }), 'ERR_CONFIG', {
+      setting: 'KMAAS_FAILPOINTS',
+    });
+    expectCode(() => loadConfig({ ...BASE, KMAAS_RESHARE_FINISH_AFTER_MS: '-1' }), 'ERR_CONFIG', {
+      setting: 'KMAAS_RESHARE_FINISH_AFTER_MS',
+    });
+  });
+
   it('reads the operator set from KMAAS_OPERATORS_FILE', async () => {
     const file = join(dir, 'operators.json');
     await writeFile(file, JSON.stringify(OPERATOR_SET));

@@ -111,7 +111,7 @@ export function testContext(
   store: NodeStore,
   extra: Partial<NodeContext> = {},
 ): NodeContext {
-  const keyring = new Keyring(nodeId);
+  const keyring = new Keyring(nodeId, store.currentEpoch());
   for (const k of store.listKeys()) keyring.add(k);
   for (const r of store.listRetired()) keyring.retire(r.tenant, r.version);
   return {

@@ -47,6 +47,7 @@ describe('nodes/sealing: AES-256-GCM under an HKDF-SHA-256 key-encryption key', 
     ['another tenant', { ...ctx, tenant: 'acme2' }],
     ['another version', { ...ctx, version: 3 }],
     ['a ceremony id', { ...ctx, ceremonyId: 'abcdefgh' }],
+    ['another committee epoch', { ...ctx, epoch: 2 }],
   ];
   for (const [name, other] of changes) {
     it(`refuses a record moved to ${name} (AAD binding)`, () => {
@@ -64,6 +65,15 @@ describe('nodes/sealing: AES-256-GCM under an HKDF-SHA-256 key-encryption key', 
     expect(() => sealer.open(sealed.subarray(0, 20), ctx)).to.throw(UnsealError);
     const other = new Sealer(new Redacted(new Uint8Array(randomBytes(32))), salt);
     expect(() => other.open(sealed, ctx)).to.throw(UnsealError);
+  });
+
+  it('epoch 1 seals as records did before epochs existed: an absent epoch opens it', () => {
+    const sealer = new Sealer(secret, salt);
+    expect(encodeAad({ ...ctx, epoch: 1 })).to.deep.equal(encodeAad(ctx));
+    expect(sealer.open(sealer.seal(plaintext, ctx), { ...ctx, epoch: 1 })).to.deep.equal(plaintext);
+    expect(() => sealer.open(sealer.seal(plaintext, { ...ctx, epoch: 3 }), ctx)).to.throw(
+      UnsealError,
+    );
   });
 
   it('AAD encodings of distinct contexts differ even when fields could run together', () => {

@@ -17,11 +17,17 @@ import { DB_FILE, NodeStore, type StoredKey } from '../../nodes/store.ts';
 import { expectCode, randomSecret, removeDir, tempDir } from './helpers.ts';
 
 /** A real 2-of-3 sharing; the key of node `id` as the store would hold it. */
-function makeKey(tenant: string, version: number, id = 1): { key: StoredKey; share: bigint } {
+function makeKey(
+  tenant: string,
+  version: number,
+  id = 1,
+  epoch = 1,
+): { key: StoredKey; share: bigint } {
   const { shares, coefficients } = split(randomScalar(), 2, [1, 2, 3]);
   const keyPackage: KeyPackage = buildKeyPackage({
     tenant,
     version,
+    epoch,
     commitments: commit(coefficients),
     verificationShares: new Map(shares.map((s) => [s.id, Point.BASE.multiply(s.value)])),
   });
@@ -31,6 +37,7 @@ function makeKey(tenant: string, version: number, id = 1): { key: StoredKey; sha
     key: {
       tenant,
       version,
+      epoch,
       ceremonyId: `ceremony-${tenant}-${version}`,
       share: secretShare(share),
       keyPackage,
