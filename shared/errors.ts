@@ -256,7 +256,7 @@ export const ERROR_CODES = {
   },
   ERR_RESHARE_STATE: {
     status: 409,
-    doc: 'A reshare message arrived out of order for the state the reshare is in on that node (for example prepare before begin, or abort after commit); `details.state` says where it is.',
+    doc: 'A reshare message arrived out of order for the state the reshare is in on that node (for example a prepare before its begin, or a commit before the vote); `details.state` says where it is.',
   },
   ERR_EPOCH_MISMATCH: {
     status: 409,
