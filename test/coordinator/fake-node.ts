@@ -95,6 +95,10 @@ export class FakeNode {
   serial = false;
   /** The batch size of each evaluate request, in the order received. */
   readonly evaluateSizes: number[] = [];
+  /** The `epoch` of every evaluate request, in order (undefined when none was sent). */
+  readonly epochsAsked: (number | undefined)[] = [];
+  /** When set, evaluate answers name this epoch whatever share answered (a confused node). */
+  answerEpoch: number | null = null;
   /** The end-user credential of every evaluate request, as forwarded by the coordinator. */
   readonly auths: { token?: string | undefined; dpop?: string | undefined }[] = [];
   #lastEvaluation: Promise<void> = Promise.resolve();
@@ -295,6 +299,7 @@ export class FakeNode {
   #evaluate(body: {
     tenant: string;
     version: number;
+    epoch?: number | undefined;
     blinded: string[];
     auth: { token?: string | undefined; dpop?: string | undefined };
   }) {
@@ -311,12 +316,26 @@ export class FakeNode {
         retryAfterSeconds: this.retryAfterSeconds,
       });
     }
-    const { share } = this.#key(body.tenant, body.version);
+    const { share, keyPackage } = this.#key(body.tenant, body.version);
+    // Like a real node after reshare.finish: only the installed package's epoch is held.
+    const epoch = keyPackage.epoch ?? 1;
+    this.epochsAsked.push(body.epoch);
+    if (body.epoch !== undefined && body.epoch !== epoch) {
+      throw new KmaasError('ERR_EPOCH_MISMATCH', `no share of epoch ${body.epoch}`, {
+        requested: body.epoch,
+        current: epoch,
+      });
+    }
     const points = body.blinded.map((b, i) => decodeElementB64(b, `blinded[${i}]`));
     const { evaluated, proof } = evaluateBatch(share, Point.BASE.multiply(share), points);
     let out: GroupElement[] = evaluated.map((e) => Point.fromBytes(e));
     if (this.behaviour === 'wrong-point') out = out.map((p) => p.add(Point.BASE));
-    return { node: this.id, evaluated: out.map((p) => toB64(p.toBytes())), proof: toB64(proof) };
+    return {
+      node: this.id,
+      epoch: this.answerEpoch ?? epoch,
+      evaluated: out.map((p) => toB64(p.toBytes())),
+      proof: toB64(proof),
+    };
   }
 
   #round1(body: {
