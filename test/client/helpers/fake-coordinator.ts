@@ -72,6 +72,8 @@ export class FakeCoordinator {
   tamper: ((partials: WirePartial[]) => WirePartial[]) | undefined;
   /** Rewrite a key package before it is served. */
   servePackage: ((pkg: KeyPackage) => unknown) | undefined;
+  /** The epoch evaluate answers name, per key; default the served package's epoch. */
+  answerEpoch: ((key: FakeKey) => number) | undefined;
   /** The job script used for tenant creation. */
   jobScript: ((key: FakeKey) => FakeJob['script']) | undefined;
   private server: Server | undefined;
@@ -268,7 +270,8 @@ export class FakeCoordinator {
       checkBatchSize(body.blinded.length);
       this.evaluateSizes.push(body.blinded.length);
       const blinded = body.blinded.map((b, i) => decodeElementB64(b, `blinded[${i}]`));
-      const ids = this.answering ?? shuffle(this.nodeIds).slice(0, key.threshold);
+      // Only holders of a share of the served epoch answer (spares and removed nodes have none).
+      const ids = this.answering ?? shuffle(key.shares.map((s) => s.id)).slice(0, key.threshold);
       let partials: WirePartial[] = ids.map((id) => {
         const share = key.shares.find((s) => s.id === id)!;
         const r = evaluateBatch(share.value, Point.BASE.multiply(share.value), blinded);
@@ -278,6 +281,7 @@ export class FakeCoordinator {
       return this.send(res, {
         tenant: key.tenant,
         version: key.version,
+        epoch: this.answerEpoch?.(key) ?? key.keyPackage.epoch ?? 1,
         threshold: key.threshold,
         partials,
       });
