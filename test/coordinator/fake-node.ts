@@ -95,6 +95,10 @@ export class FakeNode {
   serial = false;
   /** The batch size of each evaluate request, in the order received. */
   readonly evaluateSizes: number[] = [];
+  /** The committed epoch `status` reports (null: none yet). */
+  epoch: { epoch: number; threshold: number; members: number[] } | null = null;
+  /** The open reshare `status` reports. */
+  reshare: { id: string; state: string } | null = null;
   /** The `epoch` of every evaluate request, in order (undefined when none was sent). */
   readonly epochsAsked: (number | undefined)[] = [];
   /** When set, evaluate answers name this epoch whatever share answered (a confused node). */
@@ -265,8 +269,11 @@ export class FakeNode {
             tenant: k.tenant,
             version: k.version,
             groupKey: k.groupKey,
+            epoch: k.epoch ?? 1,
           })),
           identity: this.identity,
+          epoch: this.epoch,
+          reshare: this.reshare,
         };
       case 'keyPackage': {
         const body = parseMessage(nodeRequestBodies.keyPackage, raw, type);
