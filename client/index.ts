@@ -23,6 +23,7 @@ import { parseMessage } from '../shared/messages.ts';
 import {
   committeeMember,
   parseProposal,
+  proposalId,
   type CommitteeMember,
   type Proposal,
 } from '../shared/proposal.ts';
@@ -122,12 +123,13 @@ const jobSchema = z.object({
 });
 
 const proposalResponse = z.union([
+  // committee.reshare names no tenant or version.
   z.object({
     jobId: z.union([z.string(), z.number()]),
-    proposal: z.string(),
-    operation: z.string(),
-    tenant: z.string(),
-    version: z.number().int(),
+    proposal: z.string().optional(),
+    operation: z.string().optional(),
+    tenant: z.string().optional(),
+    version: z.number().int().optional(),
   }),
   z.object({
     proposal: z.string(),
@@ -150,10 +152,12 @@ export type ProposalSubmitted =
   | {
       kind: 'job';
       jobId: string;
-      proposal: string;
-      operation: string;
-      tenant: string;
-      version: number;
+      /** Absent when the coordinator does not say (the proposal's own id and fields hold). */
+      proposal?: string;
+      operation?: string;
+      /** Key operations only: committee.reshare names none. */
+      tenant?: string;
+      version?: number;
     }
   | {
       kind: 'applied';
@@ -294,7 +298,16 @@ export class KmaasClient {
     const body = parseProposal(proposal);
     const raw = await this.http.post('/v1/proposals', body, { token: this.adminToken() });
     const res = parseMessage(proposalResponse, raw, 'proposal response');
-    if ('jobId' in res) return { kind: 'job', ...res, jobId: String(res.jobId) };
+    if ('jobId' in res) {
+      return {
+        kind: 'job',
+        jobId: String(res.jobId),
+        proposal: res.proposal ?? proposalId(body),
+        operation: res.operation ?? body.operation,
+        ...(res.tenant === undefined ? {} : { tenant: res.tenant }),
+        ...(res.version === undefined ? {} : { version: res.version }),
+      };
+    }
     return { kind: 'applied', ...res };
   }
 
