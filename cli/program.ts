@@ -344,7 +344,7 @@ export function buildProgram(io: Io, current: { session?: Session } = {}): Comma
     )
     .option(
       '--threshold <t>',
-      'nodes needed to derive a key (default: a majority of the nodes)',
+      "nodes needed to derive a key (default: the committee's, else a majority of the nodes)",
       positiveInt('threshold'),
     )
     .option(

@@ -24,7 +24,9 @@ type NodeEntry = StatusView['nodes'][number] & {
 export function epochLines(view: StatusView): string[] {
   const lines = typeof view.cluster === 'string' ? [`cluster ${view.cluster}`] : [];
   const e = view.epoch;
-  if (!e) {
+  // An older coordinator says nothing of epochs.
+  if (e === undefined) return lines;
+  if (e === null) {
     lines.push('epoch   none yet: the first key generation makes epoch 1');
     return lines;
   }
@@ -37,7 +39,7 @@ export function epochLines(view: StatusView): string[] {
 
 export function nodeLine(n: NodeEntry, hasEpoch: boolean): string {
   const parts = [`node ${n.id}`];
-  if (hasEpoch) parts.push(n.member ? 'member' : 'spare ');
+  if (hasEpoch) parts.push(n.member ? 'member' : 'spare');
   parts.push(n.connected === false ? 'DOWN' : 'up');
   parts.push(`epoch ${n.epoch ?? '-'}`);
   if (typeof n.latencyMs === 'number') parts.push(`latency ${n.latencyMs}ms`);
@@ -82,7 +84,7 @@ export function keyEpochs(status: Record<string, unknown>): Map<string, number> 
 /** Every line of `kmaas status`. */
 export function statusLines(view: StatusView, tenants: readonly TenantStatus[]): string[] {
   const lines = epochLines(view);
-  const hasEpoch = view.epoch !== null && view.epoch !== undefined;
+  const hasEpoch = view.epoch !== undefined;
   for (const n of view.nodes) lines.push(nodeLine(n, hasEpoch));
   if (view.nodes.length === 0) lines.push('no nodes configured');
   for (const t of tenants) lines.push(tenantLine(t));
