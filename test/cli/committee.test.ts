@@ -170,9 +170,9 @@ describe('cli/committee: reshare proposals from the status', () => {
     const v = view();
     v.nodes[1]!.identity = { signing: fresh.signing, encryption: fresh.encryption };
     const d = draft({ reason: 'repair', node: 2 }, v);
-    expect(d.committee!.find((m) => m.node === 2)).to.deep.equal({ ...fresh, node: 2 });
+    expect(d.committee.find((m) => m.node === 2)).to.deep.equal({ ...fresh, node: 2 });
     expect(d.previous!.committee.find((m) => m.node === 2)).to.deep.equal(member(2));
-    expect(d.committee!.filter((m) => m.node !== 2)).to.deep.equal([1, 3, 4, 5].map(member));
+    expect(d.committee.filter((m) => m.node !== 2)).to.deep.equal([1, 3, 4, 5].map(member));
     // A repaired node must be up: its new keys are only known from itself.
     v.nodes[1]!.identity = null;
     expect(codeOf(() => draft({ reason: 'repair', node: 2 }, v))).to.equal('ERR_NODE_UNAVAILABLE');
