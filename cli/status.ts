@@ -84,7 +84,8 @@ export function keyEpochs(status: Record<string, unknown>): Map<string, number> 
 /** Every line of `kmaas status`. */
 export function statusLines(view: StatusView, tenants: readonly TenantStatus[]): string[] {
   const lines = epochLines(view);
-  const hasEpoch = view.epoch !== undefined;
+  // Member or spare only means something once there is a committee.
+  const hasEpoch = view.epoch !== undefined && view.epoch !== null;
   for (const n of view.nodes) lines.push(nodeLine(n, hasEpoch));
   if (view.nodes.length === 0) lines.push('no nodes configured');
   for (const t of tenants) lines.push(tenantLine(t));

@@ -230,9 +230,9 @@ describe('cli/status: lines', () => {
     expect(statusLines(view({ epoch: null }), [])).to.deep.equal([
       `cluster ${TEST_CLUSTER_ID}`,
       'epoch   none yet: the first key generation makes epoch 1',
-      ...[1, 2, 3, 4, 5].map((id) => `node ${id}  member  up  epoch 3`),
-      'node 6  spare  up  epoch -',
-      'node 7  spare  up  epoch -',
+      ...[1, 2, 3, 4, 5].map((id) => `node ${id}  up  epoch 3`),
+      'node 6  up  epoch -',
+      'node 7  up  epoch -',
       'no tenants yet: create one with `kmaas tenant create <tenant>`',
     ]);
   });
