@@ -20,10 +20,8 @@
 import { resolve } from 'node:path';
 import { stat } from 'node:fs/promises';
 import { Command, InvalidArgumentError } from 'commander';
-import { z } from 'zod';
 import { KmaasError } from '../shared/errors.ts';
 import {
-  committeeMember,
   draftProposal,
   proposalId,
   signProposal,
@@ -32,125 +30,21 @@ import {
   type ProposalDraft,
 } from '../shared/proposal.ts';
 import type { Job, KmaasClient } from '../client/index.ts';
+import {
+  clusterIdOf,
+  currentEpoch,
+  parseStatusView,
+  reportedIdentity,
+  type StatusView,
+} from '../client/committee.ts';
+
 import type { Io, Session } from './program.ts';
 import { reshareProgressLine, retryLine } from './progress.ts';
 import { describeProposal, readOperatorKey, readOperatorSet, writeProposal } from './proposal.ts';
 
-const nodeId = z.number().int().min(1).max(0xffff);
-
-/** What the committee commands read of GET /v1/status (coordinator/cluster-status.ts). */
-const statusView = z
-  .object({
-    cluster: z.string().nullable().optional(),
-    epoch: z
-      .object({
-        epoch: z.number().int().min(1),
-        threshold: z.number().int(),
-        committee: z.array(committeeMember),
-        members: z.array(nodeId).optional(),
-      })
-      .nullable()
-      .optional(),
-    nodes: z.array(
-      z
-        .object({
-          id: nodeId,
-          connected: z.boolean().optional(),
-          identity: z.object({ signing: z.string(), encryption: z.string() }).nullable().optional(),
-          epoch: z.number().int().nullable().optional(),
-          member: z.boolean().optional(),
-        })
-        .passthrough(),
-    ),
-  })
-  .passthrough();
-
-export type StatusView = z.infer<typeof statusView>;
-export type EpochView = NonNullable<StatusView['epoch']>;
-
 /** GET /v1/status (or `raw`, a status already read) as the committee commands read it. */
 export async function readStatusView(client: KmaasClient, raw?: unknown): Promise<StatusView> {
-  const r = statusView.safeParse(raw ?? (await client.status()));
-  if (!r.success) {
-    const issue = r.error.issues[0];
-    throw new KmaasError(
-      'ERR_VALIDATION',
-      `status: ${issue?.path.join('.') || '(top level)'}: ${issue?.message ?? 'invalid'}`,
-      { field: 'status' },
-    );
-  }
-  return r.data;
-}
-
-export function clusterIdOf(view: StatusView): string {
-  if (typeof view.cluster !== 'string') {
-    throw new KmaasError('ERR_CONFIG', 'the nodes report no single cluster id', {
-      field: 'cluster',
-    });
-  }
-  return view.cluster;
-}
-
-/** A node's identity keys as it reports them now; ERR_NODE_UNAVAILABLE when it reports none. */
-export function reportedIdentity(view: StatusView, node: number, why: string): CommitteeMember {
-  const entry = view.nodes.find((n) => n.id === node);
-  if (!entry) {
-    throw new KmaasError(
-      'ERR_VALIDATION',
-      `node ${node} is not configured in the coordinator (KMAAS_NODES); known nodes: ${view.nodes.map((n) => n.id).join(', ')}`,
-      { field: 'nodes', node },
-    );
-  }
-  if (!entry.identity) {
-    throw new KmaasError(
-      'ERR_NODE_UNAVAILABLE',
-      `node ${node} did not report its identity keys (${why}): is it running and connected?`,
-      { node },
-    );
-  }
-  return committeeMember.parse({ node, ...entry.identity });
-}
-
-/** The current epoch, with every member's identity keys; the way out when there is none. */
-export function currentEpoch(view: StatusView): EpochView {
-  const epoch = view.epoch;
-  if (!epoch) {
-    throw new KmaasError(
-      'ERR_VALIDATION',
-      'the cluster has no committee epoch yet: it starts with the first key (kmaas tenant create)',
-      { field: 'epoch' },
-    );
-  }
-  const known = new Set(epoch.committee.map((m) => m.node));
-  const missing = (epoch.members ?? []).filter((id) => !known.has(id));
-  if (missing.length > 0) {
-    throw new KmaasError(
-      'ERR_NODE_UNAVAILABLE',
-      `the identity keys of committee member(s) ${missing.join(', ')} of epoch ${epoch.epoch} are unknown: they did not answer`,
-      { nodes: missing },
-    );
-  }
-  return epoch;
-}
-
-/**
- * The committee and threshold a key generation (tenant.create, key.rotate) must use: the current
- * epoch's when there is one (the nodes refuse any other), else the first committee of the cluster
- * file (spare nodes are in none), else every node the coordinator knows.
- */
-export function keyCommittee(
-  view: StatusView,
-  firstCommittee: readonly number[] | undefined,
-): { committee: CommitteeMember[]; threshold?: number; epoch?: number } {
-  if (view.epoch) {
-    const epoch = currentEpoch(view);
-    return { committee: epoch.committee, threshold: epoch.threshold, epoch: epoch.epoch };
-  }
-  const ids = view.nodes
-    .map((n) => n.id)
-    .filter((id) => firstCommittee === undefined || firstCommittee.includes(id));
-  const committee = ids.map((id) => reportedIdentity(view, id, 'the committee needs every member'));
-  return { committee: committee.sort((a, b) => a.node - b.node) };
+  return parseStatusView(raw ?? (await client.status()));
 }
 
 /**

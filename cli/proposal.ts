@@ -35,7 +35,7 @@ import { writeFileAtomic } from './atomic.ts';
 import { resolveConfig, type GlobalOptions } from './config.ts';
 import type { Io, Session } from './program.ts';
 import { progressLine, retryLine } from './progress.ts';
-import { clusterIdOf, keyCommittee, readStatusView } from './committee.ts';
+import { clusterIdOf, keyCommittee, parseStatusView } from '../client/committee.ts';
 
 const DURATION = /^(\d{1,6})([smhd])$/;
 const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
@@ -146,7 +146,7 @@ export async function createProposal(
   o: CreateOptions,
   now = Date.now(),
 ): Promise<Proposal> {
-  const view = await readStatusView(client);
+  const view = parseStatusView(await client.status());
   const cluster = clusterIdOf(view);
   const { committee, threshold: epochThreshold, epoch } = keyCommittee(view, o.firstCommittee);
   let version = o.version;

@@ -6,7 +6,7 @@
  */
 import type { ErrorCode } from '../shared/errors.ts';
 import type { TenantInfo } from '../client/index.ts';
-import type { StatusView } from './committee.ts';
+import type { StatusView } from '../client/committee.ts';
 
 /** What `status` says of one tenant: its key versions, or why they could not be read. */
 export type TenantStatus =

@@ -20,8 +20,8 @@ import { checkTenant } from '../shared/document.ts';
 import { KmaasError } from '../shared/errors.ts';
 import type { ParsedKeyPackage } from '../shared/key-package.ts';
 import { parseMessage } from '../shared/messages.ts';
+import { clusterIdOf, keyCommittee, parseStatusView } from './committee.ts';
 import {
-  committeeMember,
   parseProposal,
   proposalId,
   type CommitteeMember,
@@ -178,11 +178,6 @@ const statusSchema = z
 
 export type Status = z.infer<typeof statusSchema>;
 
-const nodeIdentity = z.object({
-  id: z.number().int(),
-  identity: z.object({ signing: z.string(), encryption: z.string() }),
-});
-
 function normalizeProgress(p: unknown): JobProgress {
   if (typeof p === 'number') return { done: p, total: 100 };
   if (typeof p !== 'object' || p === null) return {};
@@ -264,29 +259,20 @@ export class KmaasClient {
   }
 
   /**
-   * The cluster id and the committee (every configured node with its identity public keys) from
-   * GET /v1/status, to build a proposal from. ERR_NODE_UNAVAILABLE when a node did not report its
-   * keys; ERR_CONFIG when the nodes report no single cluster id.
+   * The cluster id and the committee a key generation must use, from GET /v1/status: the current
+   * epoch's (with its threshold and number) when there is one, else `firstCommittee` (the nodes
+   * of the first committee, when the caller knows them: spare nodes are in none), else every
+   * configured node. ERR_NODE_UNAVAILABLE when a member did not report its identity keys;
+   * ERR_CONFIG when the nodes report no single cluster id.
    */
-  async committee(): Promise<{ cluster: string; committee: CommitteeMember[] }> {
-    const status = await this.status();
-    if (typeof status.cluster !== 'string') {
-      throw new KmaasError('ERR_CONFIG', 'the nodes report no single cluster id', {
-        field: 'cluster',
-      });
-    }
-    const committee = status.nodes.map((n) => {
-      const r = nodeIdentity.safeParse(n);
-      if (!r.success) {
-        throw new KmaasError(
-          'ERR_NODE_UNAVAILABLE',
-          `node ${n.id} did not report its identity keys; the committee needs every node`,
-          { node: n.id },
-        );
-      }
-      return committeeMember.parse({ node: r.data.id, ...r.data.identity });
-    });
-    return { cluster: status.cluster, committee: committee.sort((a, b) => a.node - b.node) };
+  async committee(firstCommittee?: readonly number[]): Promise<{
+    cluster: string;
+    committee: CommitteeMember[];
+    threshold?: number;
+    epoch?: number;
+  }> {
+    const view = parseStatusView(await this.status());
+    return { cluster: clusterIdOf(view), ...keyCommittee(view, firstCommittee) };
   }
 
   /**

@@ -12,13 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KmaasError } from '../../shared/errors.ts';
 import { parseProposal, verifyQuorum, type CommitteeMember } from '../../shared/proposal.ts';
-import {
-  checkThreshold,
-  keyCommittee,
-  reshareDraft,
-  type CommitteeChange,
-  type StatusView,
-} from '../../cli/committee.ts';
+import { checkThreshold, reshareDraft, type CommitteeChange } from '../../cli/committee.ts';
+import { keyCommittee, type StatusView } from '../../client/committee.ts';
 import { run } from '../../cli/program.ts';
 import { statusLines } from '../../cli/status.ts';
 import {
