@@ -35,6 +35,7 @@ import {
   currentEpoch,
   parseStatusView,
   reportedIdentity,
+  type EpochView,
   type StatusView,
 } from '../client/committee.ts';
 
@@ -68,6 +69,26 @@ export function checkThreshold(t: number, n: number, minThreshold = 2): void {
     nodes: n,
     ...(low <= n ? { min: low, max: n } : {}),
   });
+}
+
+/**
+ * The reshare needs previous.threshold old members up and on the previous epoch to deal
+ * (a repaired member cannot: it lost its shares). Fewer, and the job could only fail.
+ */
+function checkDealers(view: StatusView, previous: EpochView, repaired: number | undefined): void {
+  const up = new Map(view.nodes.map((n) => [n.id, n]));
+  const dealers = previous.committee.filter((m) => {
+    const n = up.get(m.node);
+    if (!n || n.connected === false || m.node === repaired) return false;
+    return n.epoch === undefined || n.epoch === previous.epoch;
+  });
+  if (dealers.length >= previous.threshold) return;
+  throw new KmaasError(
+    'ERR_NODE_UNAVAILABLE',
+    `a reshare needs ${previous.threshold} members of epoch ${previous.epoch} up to deal; ` +
+      `only ${dealers.length} are (${dealers.map((m) => m.node).join(', ') || 'none'})`,
+    { needed: previous.threshold, dealers: dealers.map((m) => m.node) },
+  );
 }
 
 export type CommitteeChange =
@@ -152,6 +173,7 @@ export function reshareDraft(
     }
   }
   checkThreshold(threshold, committee.length, o.minThreshold);
+  checkDealers(view, previous, change.reason === 'repair' ? change.node : undefined);
   return {
     cluster,
     operation: 'committee.reshare',

@@ -142,6 +142,7 @@ describe('cli/committee: reshare proposals from the status', () => {
     const v = view({
       epoch: { epoch: 4, threshold: 4, committee: [1, 2, 3, 4, 5, 6, 7].map(member) },
     });
+    v.nodes = v.nodes.map((n) => ({ ...n, epoch: 4, member: true }));
     const kept = draft({ reason: 'remove', nodes: [6, 7] }, v);
     expect(ids(kept.committee)).to.deep.equal([1, 2, 3, 4, 5]);
     expect(kept.threshold).to.equal(4);
@@ -171,6 +172,23 @@ describe('cli/committee: reshare proposals from the status', () => {
     // A repaired node must be up: its new keys are only known from itself.
     v.nodes[1]!.identity = null;
     expect(codeOf(() => draft({ reason: 'repair', node: 2 }, v))).to.equal('ERR_NODE_UNAVAILABLE');
+  });
+
+  it('refuses a reshare with fewer than t old members up on the old epoch to deal', () => {
+    const v = view();
+    v.nodes[0] = { ...v.nodes[0]!, connected: false, identity: null, epoch: null };
+    v.nodes[1] = { ...v.nodes[1]!, epoch: 2 };
+    // Nodes 3, 4 and 5 can still deal: t = 3.
+    expect(draft({ reason: 'refresh' }, v).epoch).to.equal(4);
+    v.nodes[2] = { ...v.nodes[2]!, connected: false, identity: null };
+    expect(codeOf(() => draft({ reason: 'refresh' }, v))).to.equal('ERR_NODE_UNAVAILABLE');
+    // A repaired member cannot deal either: 3, 4 and 5 of which 4 is repaired.
+    const w = view();
+    w.nodes[0] = { ...w.nodes[0]!, connected: false, identity: null, epoch: null };
+    w.nodes[1] = { ...w.nodes[1]!, connected: false, identity: null, epoch: null };
+    const fresh = strangerIdentity(4);
+    w.nodes[3] = { ...w.nodes[3]!, identity: fresh, epoch: null };
+    expect(codeOf(() => draft({ reason: 'repair', node: 4 }, w))).to.equal('ERR_NODE_UNAVAILABLE');
   });
 
   it('no epoch yet, or a member whose keys are unknown: refused with the way out', () => {
