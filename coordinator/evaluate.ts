@@ -20,8 +20,11 @@
  *
  * Epochs (a reshare gives every key new shares under the same group key): the coordinator asks
  * for the shares of its cached package's epoch and takes only answers of that epoch, since K_j
- * belongs to one epoch. When the committee has moved on (nodes answer ERR_EPOCH_MISMATCH), the
- * cached package is dropped and the request tried once more with the package Redis now holds.
+ * belongs to one epoch. When the committee has moved on (nodes answer ERR_EPOCH_MISMATCH, or
+ * ERR_NODE_REMOVED once removed), the
+ * cached package is dropped and the request tried once more with the package Redis now holds,
+ * on the nodes not asked yet (the others have seen the DPoP proof, and a node refuses a proof
+ * twice); when those are too few, the client gets ERR_EPOCH_MISMATCH and asks again itself.
  * Only nodes with a verification share in the package are asked: spare nodes and removed members
  * have none.
  *
@@ -217,6 +220,9 @@ export async function evaluate(
     const blinded = decodeBlinded(encoded);
     let pkg = await deps.keys.get(call.tenant, call.version);
     const started = performance.now();
+    // Nodes that were sent the request: they have seen its DPoP proof and refuse it again
+    // (ERR_DPOP_REPLAY), so a retry can only go to others.
+    const asked = new Set<number>();
     const ask = (p: ParsedKeyPackage): Promise<NodePartial[]> =>
       gatherPartials(
         deps,
@@ -231,6 +237,7 @@ export async function evaluate(
         },
         lease,
         log,
+        asked,
       );
     let partials: NodePartial[];
     try {
@@ -238,16 +245,31 @@ export async function evaluate(
     } catch (err) {
       if (!epochMoved(err)) throw err;
       // The committee moved on (a reshare finished) while this replica still had the old
-      // package: drop it and try once more, if Redis has a package of another epoch by now.
+      // package: drop it; if Redis has a package of another epoch by now, ask the nodes of that
+      // epoch that have not seen the proof. When they are too few, the client is told to ask
+      // again (with a new proof): by then this replica has the new package.
       deps.keys.invalidate(call.tenant, call.version);
       const reloaded = await deps.keys.get(call.tenant, call.version);
       if (reloaded.epoch === pkg.epoch) throw err;
+      const moved = new KmaasError(
+        'ERR_EPOCH_MISMATCH',
+        `the committee moved from epoch ${pkg.epoch} to epoch ${reloaded.epoch} during the request: ask again`,
+        { requested: pkg.epoch, current: reloaded.epoch },
+      );
       log.info(
         { tenant: call.tenant, version: call.version, from: pkg.epoch, to: reloaded.epoch },
         'epoch moved on: retrying with the reloaded key package',
       );
       pkg = reloaded;
-      partials = await ask(pkg);
+      try {
+        partials = await ask(pkg);
+      } catch (again) {
+        const code = toKmaasError(again).code;
+        if (code === 'ERR_TOO_FEW_NODES' || code === 'ERR_DPOP_REPLAY' || epochMoved(again)) {
+          throw moved;
+        }
+        throw again;
+      }
     }
     log.debug(
       {
@@ -298,16 +320,26 @@ function gatherPartials(
   request: NodeEvaluateRequest,
   lease: Lease,
   log: Logger,
+  asked: Set<number>,
 ): Promise<NodePartial[]> {
   const t = pkg.threshold;
   const batch = blinded.bytes.length;
   const nodeTimeoutMs = deps.nodeTimeoutMs + batch * deps.perElementMs;
   const deadlineMs = deps.deadlineMs + 2 * batch * deps.perElementMs;
   const context = { tenant: request.tenant, version: request.version, epoch: request.epoch };
-  const candidates = deps.pool.healthy().filter((l) => pkg.verificationShares.has(l.id));
+  const candidates = deps.pool
+    .healthy()
+    .filter((l) => pkg.verificationShares.has(l.id) && !asked.has(l.id));
   const failures: Failure[] = [];
   for (const id of pkg.verificationShares.keys()) {
-    if (!candidates.some((l) => l.id === id)) {
+    if (asked.has(id)) {
+      failures.push({
+        node: id,
+        code: 'ERR_DPOP_REPLAY',
+        message: `node ${id} was asked already, with this very proof`,
+        refused: false,
+      });
+    } else if (!candidates.some((l) => l.id === id)) {
       failures.push({
         node: id,
         code: 'ERR_NODE_UNAVAILABLE',
@@ -369,6 +401,7 @@ function gatherPartials(
       // The hedge clock starts when the node has the request, not while it waits its turn here.
       const onSent = (): void => {
         attempt.sent = true;
+        asked.add(link.id);
         if (!hedgeable || !isOpen(attempt)) return;
         const delay = Math.max(
           deps.hedgeDelayMs,
@@ -565,18 +598,21 @@ function readAnswer(
   };
 }
 
+/** What nodes answer once a reshare finished: not that epoch any more, or not a member. */
+const MOVED_ON = new Set<string>(['ERR_EPOCH_MISMATCH', 'ERR_NODE_REMOVED']);
+
 /**
  * Whether the request failed because nodes no longer hold the package's epoch: t of them said so
- * (tooFewError passes their ERR_EPOCH_MISMATCH on), or some did among other failures.
+ * (tooFewError passes their refusal on), or some did among other failures.
  */
 function epochMoved(err: unknown): boolean {
   if (!(err instanceof KmaasError)) return false;
-  if (err.code === 'ERR_EPOCH_MISMATCH') return true;
+  if (MOVED_ON.has(err.code)) return true;
   if (err.code !== 'ERR_TOO_FEW_NODES') return false;
   const failed = err.details?.failed;
   return (
     Array.isArray(failed) &&
-    failed.some((f) => (f as { code?: unknown }).code === 'ERR_EPOCH_MISMATCH')
+    failed.some((f) => MOVED_ON.has(String((f as { code?: unknown }).code)))
   );
 }
 

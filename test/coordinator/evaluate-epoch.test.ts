@@ -55,43 +55,71 @@ describe('coordinator: evaluate with epochs', function () {
     cluster = undefined;
   });
 
-  it('asks for the package epoch, returns it, and follows a reshare with one retry', async () => {
-    // Four nodes: 1-3 hold epoch 1 (2 of 3); node 4 is a spare without a share.
-    cluster = await Cluster.start({ nodes: 4 });
+  /** Key 1 of acme on nodes 1-3 (t = 2, epoch 1), after one evaluation that caches it. */
+  async function epochOne(nodes: number) {
+    cluster = await Cluster.start({ nodes });
+    for (const n of cluster.nodes) n.refuseReplays = true;
     const key = splitKey(TENANT, 1, 2, [1, 2, 3]);
     for (const id of [1, 2, 3]) cluster.node(id).install(key.keyPackage, key.shares.get(id)!);
     await cluster.waitForNodes();
     const state = blind([documentInput(TENANT, 1, 'invoice-1.pdf')]);
-
     const first = await post(cluster, state);
     expect(first.status, JSON.stringify(first.body)).to.equal(200);
     expect(first.body.epoch).to.equal(1);
     expect(first.body.partials.every((p) => p.epoch === 1)).to.equal(true);
     expect(outputs(key.keyPackage, state, first.body)).to.deep.equal(expected(key.secret, state));
     const asked = cluster.nodes.flatMap((n) => n.epochsAsked);
-    expect(asked).to.have.length(2);
-    expect(asked.every((e) => e === 1)).to.equal(true);
-
-    // Reshare to epoch 2: committee 2, 3, 4 with t = 2, dealt by nodes 1 and 2. The nodes hold
-    // only the new shares (finished); Redis loses the old package, as the reshare's switch
-    // replaces it, but the coordinator still has epoch 1 cached.
-    const dealers = [1, 2].map((id) => ({ id, value: key.shares.get(id)! }));
-    const next = plainReshare({ tenant: TENANT, version: 1, epoch: 1 }, dealers, 2, [2, 3, 4]);
-    for (const node of cluster.nodes) node.keys.delete(`${TENANT}/1`);
-    for (const s of next.shares) cluster.node(s.id).install(next.keyPackage, s.value);
-    await cluster.redis.del(`${cluster.prefix}tenant:${TENANT}`);
+    expect(asked).to.deep.equal([1, 1]);
     for (const n of cluster.nodes) n.epochsAsked.length = 0;
+    return { key, state };
+  }
 
-    const second = await post(cluster, state);
+  /**
+   * Reshare to epoch 2 dealt by nodes 1 and 2, finished: members of `to` hold only the new
+   * shares, the others are removed; Redis loses the old package, as the reshare's switch
+   * replaces it, while the coordinator still has epoch 1 cached.
+   */
+  async function reshareTo(key: { shares: Map<number, bigint> }, to: number[]) {
+    const dealers = [1, 2].map((id) => ({ id, value: key.shares.get(id)! }));
+    const next = plainReshare({ tenant: TENANT, version: 1, epoch: 1 }, dealers, 2, to);
+    for (const node of cluster!.nodes) {
+      node.keys.delete(`${TENANT}/1`);
+      node.removed = !to.includes(node.id);
+    }
+    for (const s of next.shares) cluster!.node(s.id).install(next.keyPackage, s.value);
+    await cluster!.redis.del(`${cluster!.prefix}tenant:${TENANT}`);
+    return next;
+  }
+
+  it('asks for the package epoch, returns it, and follows a reshare within the request', async () => {
+    // Six nodes: 1-3 hold epoch 1; 4-6 are spares, then the whole new committee.
+    const { key, state } = await epochOne(6);
+    const next = await reshareTo(key, [4, 5, 6]);
+    const second = await post(cluster!, state);
     expect(second.status, JSON.stringify(second.body)).to.equal(200);
     expect(second.body.epoch).to.equal(2);
     expect(second.body.partials.every((p) => p.epoch === 2)).to.equal(true);
+    expect(second.body.partials.every((p) => p.node >= 4)).to.equal(true);
     expect(outputs(next.keyPackage, state, second.body)).to.deep.equal(expected(key.secret, state));
-    const retried = cluster.nodes.flatMap((n) => n.epochsAsked);
-    expect(retried.filter((e) => e === 1)).to.not.have.length(0);
-    expect(retried.filter((e) => e === 2)).to.have.length(2);
-    // Node 1 has no share of epoch 2: it was never asked for one.
-    expect(cluster.node(1).epochsAsked).to.not.include(2);
+    // The retry asked only for epoch 2, and only nodes of epoch 2.
+    expect(cluster!.nodes.flatMap((n) => n.epochsAsked)).to.deep.equal([2, 2]);
+  });
+
+  it('never shows a proof twice to a node: ERR_EPOCH_MISMATCH, then the next request works', async () => {
+    // Epoch 2 is nodes 2, 3, 4: 2 and 3 saw the proof refusing epoch 1, 4 alone is too few.
+    const { key, state } = await epochOne(4);
+    const next = await reshareTo(key, [2, 3, 4]);
+    const second = await post(cluster!, state);
+    expect(second.status, JSON.stringify(second.body)).to.equal(409);
+    expect(second.body.error.code).to.equal('ERR_EPOCH_MISMATCH');
+    expect(second.body.error.details).to.include({ requested: 1, current: 2 });
+    expect(cluster!.nodes.flatMap((n) => n.epochsAsked)).to.deep.equal([1, 1]);
+
+    // A new request (new proof): the coordinator has the epoch-2 package by now.
+    const third = await post(cluster!, state);
+    expect(third.status, JSON.stringify(third.body)).to.equal(200);
+    expect(third.body.epoch).to.equal(2);
+    expect(outputs(next.keyPackage, state, third.body)).to.deep.equal(expected(key.secret, state));
   });
 
   it('never asks a node that has no verification share in the package', async () => {

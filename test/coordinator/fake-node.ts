@@ -95,6 +95,10 @@ export class FakeNode {
   serial = false;
   /** The batch size of each evaluate request, in the order received. */
   readonly evaluateSizes: number[] = [];
+  /** Refuse a DPoP proof seen before (ERR_DPOP_REPLAY), as real nodes do; off by default. */
+  refuseReplays = false;
+  /** Removed from the committee by a reshare (finished): evaluate answers ERR_NODE_REMOVED. */
+  removed = false;
   /** The committed epoch `status` reports (null: none yet). */
   epoch: { epoch: number; threshold: number; members: number[] } | null = null;
   /** The open reshare `status` reports. */
@@ -125,6 +129,7 @@ export class FakeNode {
     sharedSecret: (peer: Uint8Array) => x25519.getSharedSecret(this.#encryptionKey, peer),
   };
   readonly #ceremonies = new Map<string, Ceremony>();
+  readonly #proofs = new Set<string>();
   readonly #sockets = new Set<WebSocket>();
   #server: Server | null = null;
   #wss: WebSocketServer | null = null;
@@ -315,6 +320,11 @@ export class FakeNode {
     this.auths.push(body.auth);
     if (!body.auth.token) throw new KmaasError('ERR_TOKEN_MISSING', 'no access token');
     if (!body.auth.dpop) throw new KmaasError('ERR_DPOP_MISSING', 'no DPoP proof');
+    // Like a real node's replay cache (shared/jti-cache.ts): a proof is good once per node.
+    if (this.refuseReplays && this.#proofs.has(body.auth.dpop)) {
+      throw new KmaasError('ERR_DPOP_REPLAY', 'this DPoP proof was used before');
+    }
+    this.#proofs.add(body.auth.dpop);
     if (this.behaviour === 'refuse') {
       throw new KmaasError('ERR_UNAUTHORIZED', 'token not accepted');
     }
@@ -323,6 +333,7 @@ export class FakeNode {
         retryAfterSeconds: this.retryAfterSeconds,
       });
     }
+    if (this.removed) throw new KmaasError('ERR_NODE_REMOVED', 'removed by a reshare');
     const { share, keyPackage } = this.#key(body.tenant, body.version);
     // Like a real node after reshare.finish: only the installed package's epoch is held.
     const epoch = keyPackage.epoch ?? 1;
