@@ -357,7 +357,7 @@ export function describeReshare(p: Proposal): string[] {
   return [
     `${reason}: epoch ${p.previous?.epoch} (nodes ${ids(p.previous?.committee)}, threshold ${p.previous?.threshold})` +
       ` -> epoch ${p.epoch} (nodes ${ids(p.committee)}, threshold ${p.threshold})`,
-    ...describeProposal(p).slice(1),
+    ...describeProposal(p),
   ];
 }
 

@@ -36,6 +36,7 @@ import { resolveConfig, type GlobalOptions } from './config.ts';
 import type { Io, Session } from './program.ts';
 import { progressLine, retryLine } from './progress.ts';
 import { clusterIdOf, keyCommittee, parseStatusView } from '../client/committee.ts';
+import { submitReshare } from './committee.ts';
 
 const DURATION = /^(\d{1,6})([smhd])$/;
 const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
@@ -116,8 +117,20 @@ export function describeProposal(p: Proposal): string[] {
     `proposal ${proposalId(p)}`,
     `  cluster    ${p.cluster}`,
     `  operation  ${p.operation}`,
-    `  tenant     ${p.tenant} version ${p.version}` +
-      (p.threshold === undefined ? '' : ` threshold ${p.threshold}`),
+    ...(p.tenant === undefined
+      ? []
+      : [
+          `  tenant     ${p.tenant} version ${p.version}` +
+            (p.threshold === undefined ? '' : ` threshold ${p.threshold}`),
+        ]),
+    ...(p.previous === undefined
+      ? []
+      : [
+          `  from       epoch ${p.previous.epoch} threshold ${p.previous.threshold} nodes ` +
+            p.previous.committee.map((m) => m.node).join(','),
+          `  to         epoch ${p.epoch} threshold ${p.threshold}` +
+            (p.reason === undefined ? '' : ` (${p.reason})`),
+        ]),
     ...(p.committee ?? []).map(
       (m) => `  node ${m.node}     signing ${m.signing} encryption ${m.encryption}`,
     ),
@@ -189,10 +202,11 @@ export async function createProposal(
 }
 
 /**
- * Submit, then follow: a DKG job until it completes (pinning the new group key), or the nodes'
- * answers to a key.retire (ERR_NODE_UNAVAILABLE when not every node applied it).
+ * Submit, then follow: a DKG job until it completes (pinning the new group key), a reshare job
+ * (cli/committee.ts submitReshare), or the nodes' answers to a key.retire (ERR_NODE_UNAVAILABLE when not every node applied it).
  */
 export async function submitAndFollow(s: Session, p: Proposal, wait: boolean): Promise<void> {
+  if (p.operation === 'committee.reshare') return submitReshare(s, p, wait);
   const submitted = await s.client.submitProposal(p);
   if (submitted.kind === 'applied') return reportApplied(s, submitted);
   const { jobId } = submitted;

@@ -343,6 +343,20 @@ describe('cli: kmaas committee and status against the fake coordinator', functio
     expect(p.signatures).to.deep.equal([]);
     expect(p).to.include({ operation: 'committee.reshare', epoch: 3, threshold: 4 });
     expect(fake.proposals).to.have.length(0);
+
+    // Each operator signs it, then anyone submits it: the reshare job is followed to the end.
+    for (const key of keyFiles.slice(0, 2)) {
+      const signed = await kmaas('proposal', 'sign', 'p.json', '--key', key);
+      expect(signed.code, signed.stderr).to.equal(0);
+    }
+    const shown = await kmaas('proposal', 'show', 'p.json');
+    expect(shown.stdout).to.include('  from       epoch 2 threshold 3 nodes 1,2,3,4,5');
+    expect(shown.stdout).to.include('  to         epoch 3 threshold 4 (threshold)');
+    expect(shown.stdout).to.include('quorum reached');
+    const submitted = await kmaas('proposal', 'submit', 'p.json');
+    expect(submitted.code, submitted.stderr).to.equal(0);
+    expect(fake.proposals).to.have.length(1);
+    expect(submitted.stdout.trim()).to.equal('epoch 3: nodes 1, 2, 3, 4, 5, threshold 4');
   });
 
   it('tenant create without an epoch proposes the first committee, spares left out', async () => {
