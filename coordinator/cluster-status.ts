@@ -63,7 +63,10 @@ export async function clusterStatus(deps: StatusDeps) {
     deps.registry.tenantNames(),
     deps.epochs ? deps.epochs.current().catch(() => null) : Promise.resolve(null),
   ]);
-  const epoch = recorded ?? epochFromNodes(answers);
+  // Only what operators need: a record may carry more (the reshare's transcript and votes).
+  const epoch = recorded
+    ? { epoch: recorded.epoch, threshold: recorded.threshold, committee: recorded.committee }
+    : epochFromNodes(answers);
   const members = new Set(epoch?.members ?? epoch?.committee.map((m) => m.node) ?? []);
   const nodes: NodeView[] = answers.map(({ view, reported }) => ({
     ...view,

@@ -5,6 +5,10 @@
  * the epoch of their shares. The existing fields stay.
  */
 import { expect } from 'chai';
+import { clusterStatus } from '../../coordinator/cluster-status.ts';
+import type { NodePool } from '../../coordinator/node-pool.ts';
+import type { Registry } from '../../coordinator/registry.ts';
+import { strangerIdentity } from '../helpers/operators.ts';
 import { Cluster, http, splitKey } from './helpers.ts';
 
 interface EpochStatus {
@@ -94,5 +98,17 @@ describe('coordinator: status with epochs', function () {
     cluster.node(1).epoch = { epoch: 4, threshold: 2, members: [1, 2, 3] };
     await cluster.waitForNodes();
     expect((await status()).epoch).to.equal(null);
+  });
+
+  it('takes the epoch record when there is one, and shows only its committee', async () => {
+    const committee = [1, 2, 3].map((id) => strangerIdentity(id));
+    const record = { epoch: 5, threshold: 2, committee, reshareId: 'rX', transcript: 'ab' };
+    const s = await clusterStatus({
+      pool: { all: () => [] } as unknown as NodePool,
+      registry: { tenantNames: () => Promise.resolve([]) } as unknown as Registry,
+      nodeTimeoutMs: 100,
+      epochs: { current: () => Promise.resolve(record) },
+    });
+    expect(s.epoch).to.deep.equal({ epoch: 5, threshold: 2, committee });
   });
 });
