@@ -51,6 +51,8 @@ export interface Config {
   operatorsFile: string | undefined;
   /** The operator key files the cluster file names (development clusters only), resolved. */
   operatorKeys: string[];
+  /** The first committee the cluster file names (spare nodes are in none); else every node. */
+  committee?: number[];
   /** The folder the command runs in, where the default cluster file is looked up. */
   cwd: string;
   json: boolean;
@@ -75,6 +77,7 @@ const clusterFileSchema = z.object({
   pins: z.string().optional(),
   operators: z.string().optional(),
   operatorKeys: z.array(z.string()).optional(),
+  committee: z.array(z.number().int()).optional(),
 });
 
 function expandHome(path: string, home: string): string {
@@ -160,6 +163,7 @@ export async function resolveConfig(
     clusterFile,
     operatorsFile: cluster.operators === undefined ? undefined : fromCluster(cluster.operators),
     operatorKeys: (cluster.operatorKeys ?? []).map(fromCluster),
+    ...(cluster.committee === undefined ? {} : { committee: cluster.committee }),
     cwd: where.cwd,
     json: opts.json ?? false,
     trustOnFirstUse: opts.trustOnFirstUse ?? false,

@@ -32,13 +32,15 @@ Defaults:
   --doc          the input file name (encrypt)
   --key-version  the latest key version of the tenant (encrypt, tenant pin)
   --to-version   the latest key version of each envelope's tenant (rewrap)
-  --threshold    a majority of the nodes (tenant create)
+  --threshold    the committee's, else a majority of the nodes (tenant create);
+                 the current one (committee add, committee remove)
   --pins         the pins file the cluster file names, else ~/.kmaas/pins.json
   --cluster      ./data/cluster/cluster.json in the current folder, if it exists
 
 Examples:
   kmaas status
   kmaas tenant create acme
+  kmaas committee add 6 7 --threshold 4
   kmaas encrypt report.pdf -o report.pdf.kmaas --tenant acme
   kmaas decrypt report.pdf.kmaas -o report.pdf
   kmaas rewrap documents/`;

@@ -1,6 +1,7 @@
 /**
- * The `kmaas` command line: coordinator status, operator proposals (proposal.ts) and tenant
- * creation with key pinning, and file encryption and decryption through the SDK.
+ * The `kmaas` command line: coordinator status (status.ts), operator proposals (proposal.ts),
+ * committee changes (committee.ts), tenant creation, rotation and retirement with key pinning,
+ * and file encryption and decryption through the SDK.
  *
  * Output: results go to stdout (one JSON document with --json), progress and notes to stderr.
  * Every failure is one line `error ERR_CODE: message` on stderr and exit status 1. Tokens,
@@ -18,7 +19,6 @@ import {
   type ClientAuth,
   type ClientEvent,
   type EnvelopeHeader,
-  type TenantInfo,
 } from '../client/index.ts';
 import type { FetchLike } from '../client/http.ts';
 import { writeStreamAtomic } from './atomic.ts';
@@ -27,8 +27,10 @@ import { resolveConfig, type Config, type GlobalOptions } from './config.ts';
 import { explain, noAdminTokenError, noUrlError, type SessionFacts } from './explain.ts';
 import { ENVIRONMENT_HELP, PROGRAM_HELP } from './help.ts';
 import { FilePinStore } from './pin-file.ts';
-import { addProposalCommands, createTenantWithDevKeys } from './proposal.ts';
+import { addCommitteeCommands, readStatusView } from './committee.ts';
+import { addProposalCommands, createTenantWithDevKeys, proposeWithDevKeys } from './proposal.ts';
 import { addRewrapCommand } from './rewrap.ts';
+import { keyEpochs, statusLines, type TenantStatus } from './status.ts';
 import { signIn } from './sign-in.ts';
 
 export interface Io {
@@ -144,10 +146,6 @@ export class Session implements SessionFacts {
   }
 }
 
-function formatValue(v: unknown): string {
-  return typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v);
-}
-
 function fileError(
   err: unknown,
   field: 'input' | 'output',
@@ -239,19 +237,24 @@ async function envelopeHeader(absolute: string, given: string): Promise<Envelope
   }
 }
 
-/** What `status` says of one tenant: its key versions, or why they could not be read. */
-type TenantStatus =
-  | { tenant: string; versions: TenantInfo['versions'] }
-  | { tenant: string; error: { code: ErrorCode; message: string } };
-
-async function tenantStatuses(client: KmaasClient, names: string[]): Promise<TenantStatus[]> {
+async function tenantStatuses(
+  client: KmaasClient,
+  names: string[],
+  epochs: ReadonlyMap<string, number>,
+): Promise<TenantStatus[]> {
   const out: TenantStatus[] = [];
   // A few at a time: one request per tenant.
   for (let i = 0; i < names.length; i += 8) {
     const batch = names.slice(i, i + 8).map(async (tenant): Promise<TenantStatus> => {
       try {
         const info = await client.tenant(tenant);
-        return { tenant, versions: [...info.versions].sort((a, b) => a.version - b.version) };
+        const versions = [...info.versions]
+          .sort((a, b) => a.version - b.version)
+          .map((v) => {
+            const epoch = epochs.get(`${tenant}/${v.version}`);
+            return epoch === undefined ? v : { ...v, epoch };
+          });
+        return { tenant, versions };
       } catch (err) {
         return { tenant, error: describeError(err) };
       }
@@ -259,17 +262,6 @@ async function tenantStatuses(client: KmaasClient, names: string[]): Promise<Ten
     out.push(...(await Promise.all(batch)));
   }
   return out;
-}
-
-function tenantLine(t: TenantStatus): string {
-  if ('error' in t) {
-    return `tenant ${t.tenant}  key versions unknown (${t.error.code}: ${t.error.message})`;
-  }
-  if (t.versions.length === 0) return `tenant ${t.tenant}  no key versions`;
-  const versions = t.versions.map(
-    (v) => `${v.version} (threshold ${v.threshold === undefined ? '?' : v.threshold})`,
-  );
-  return `tenant ${t.tenant}  key version${t.versions.length > 1 ? 's' : ''} ${versions.join(', ')}`;
 }
 
 export function buildProgram(io: Io, current: { session?: Session } = {}): Command {
@@ -329,29 +321,19 @@ export function buildProgram(io: Io, current: { session?: Session } = {}): Comma
 
   program
     .command('status')
-    .description('show the nodes, and each tenant with its key versions and their thresholds')
+    .description(
+      'show the epoch (committee, threshold), each node (member or spare, its epoch, health) and each tenant with its key versions',
+    )
     .action(async (_opts: unknown, cmd: Command) => {
       const s = await session(cmd);
       const status = await s.client.status();
-      const lines: string[] = [];
-      for (const n of status.nodes) {
-        // Identity keys are long: they are in --json, and in `kmaas proposal create` committees.
-        const rest = Object.entries(n)
-          .filter(([k]) => k !== 'id' && k !== 'identity')
-          .map(([k, v]) => `${k}=${formatValue(v)}`);
-        lines.push(`node ${n.id}  ${rest.join('  ')}`);
-      }
-      if (status.nodes.length === 0) lines.push('no nodes configured');
+      const view = await readStatusView(s.client, status);
       const names = (Array.isArray(status.tenants) ? (status.tenants as unknown[]) : [])
         .map((t) => (typeof t === 'string' ? t : undefined))
         .filter((t): t is string => t !== undefined)
         .sort();
-      const tenants = await tenantStatuses(s.client, names);
-      for (const t of tenants) lines.push(tenantLine(t));
-      if (tenants.length === 0) {
-        lines.push('no tenants yet: create one with `kmaas tenant create <tenant>`');
-      }
-      s.result({ ...status, tenants }, lines);
+      const tenants = await tenantStatuses(s.client, names, keyEpochs(status));
+      s.result({ ...status, tenants }, statusLines(view, tenants));
     });
 
   const tenant = program.command('tenant').description('tenant keys');
@@ -363,7 +345,7 @@ export function buildProgram(io: Io, current: { session?: Session } = {}): Comma
     )
     .option(
       '--threshold <t>',
-      'nodes needed to derive a key (default: a majority of the nodes)',
+      "nodes needed to derive a key (default: the committee's, else a majority of the nodes)",
       positiveInt('threshold'),
     )
     .option(
@@ -382,6 +364,56 @@ export function buildProgram(io: Io, current: { session?: Session } = {}): Comma
         s.requireAdminToken('create a tenant');
         const keys = opts.operatorKey ?? s.config.operatorKeys;
         await createTenantWithDevKeys(s, io, name, { threshold: opts.threshold, keys }, opts.wait);
+      },
+    );
+
+  tenant
+    .command('rotate <tenant>')
+    .description(
+      'development clusters: a new key version (key.rotate proposal signed with the dev operator keys), then pin it',
+    )
+    .option(
+      '--operator-key <file>',
+      'an operator key file to sign with (repeatable; default: the keys the cluster file names)',
+      (file: string, files: string[] = []) => [...files, file],
+    )
+    .option('--no-wait', 'return once the job is queued (the key is then not pinned)')
+    .action(async (name: string, opts: { wait: boolean; operatorKey?: string[] }, cmd: Command) => {
+      const s = await session(cmd);
+      s.requireAdminToken('rotate a tenant key');
+      const keys = opts.operatorKey ?? s.config.operatorKeys;
+      await proposeWithDevKeys(
+        s,
+        io,
+        { operation: 'key.rotate', tenant: name },
+        { threshold: undefined, keys },
+        opts.wait,
+      );
+    });
+
+  tenant
+    .command('retire <tenant>')
+    .description(
+      'development clusters: retire a key version (key.retire proposal signed with the dev operator keys); its documents can no longer be opened',
+    )
+    .requiredOption('--key-version <v>', 'the key version to retire', positiveInt('key version'))
+    .option(
+      '--operator-key <file>',
+      'an operator key file to sign with (repeatable; default: the keys the cluster file names)',
+      (file: string, files: string[] = []) => [...files, file],
+    )
+    .action(
+      async (name: string, opts: { keyVersion: number; operatorKey?: string[] }, cmd: Command) => {
+        const s = await session(cmd);
+        s.requireAdminToken('retire a tenant key');
+        const keys = opts.operatorKey ?? s.config.operatorKeys;
+        await proposeWithDevKeys(
+          s,
+          io,
+          { operation: 'key.retire', tenant: name, version: opts.keyVersion },
+          { threshold: undefined, keys },
+          true,
+        );
       },
     );
 
@@ -538,6 +570,7 @@ export function buildProgram(io: Io, current: { session?: Session } = {}): Comma
 
   addProposalCommands(program, io, session);
   addRewrapCommand(program, io, session);
+  addCommitteeCommands(program, io, session);
   addAuditCommand(program, io);
 
   // Every command's help ends with where its settings come from.

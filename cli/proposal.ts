@@ -35,6 +35,8 @@ import { writeFileAtomic } from './atomic.ts';
 import { resolveConfig, type GlobalOptions } from './config.ts';
 import type { Io, Session } from './program.ts';
 import { progressLine, retryLine } from './progress.ts';
+import { clusterIdOf, keyCommittee, parseStatusView } from '../client/committee.ts';
+import { submitReshare } from './committee.ts';
 
 const DURATION = /^(\d{1,6})([smhd])$/;
 const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
@@ -115,8 +117,20 @@ export function describeProposal(p: Proposal): string[] {
     `proposal ${proposalId(p)}`,
     `  cluster    ${p.cluster}`,
     `  operation  ${p.operation}`,
-    `  tenant     ${p.tenant} version ${p.version}` +
-      (p.threshold === undefined ? '' : ` threshold ${p.threshold}`),
+    ...(p.tenant === undefined
+      ? []
+      : [
+          `  tenant     ${p.tenant} version ${p.version}` +
+            (p.threshold === undefined ? '' : ` threshold ${p.threshold}`),
+        ]),
+    ...(p.previous === undefined
+      ? []
+      : [
+          `  from       epoch ${p.previous.epoch} threshold ${p.previous.threshold} nodes ` +
+            p.previous.committee.map((m) => m.node).join(','),
+          `  to         epoch ${p.epoch} threshold ${p.threshold}` +
+            (p.reason === undefined ? '' : ` (${p.reason})`),
+        ]),
     ...(p.committee ?? []).map(
       (m) => `  node ${m.node}     signing ${m.signing} encryption ${m.encryption}`,
     ),
@@ -131,15 +145,23 @@ export interface CreateOptions {
   version?: number;
   threshold?: number;
   expiresInMs: number;
+  /** The cluster file's first committee: without an epoch, spare nodes are left out. */
+  firstCommittee?: readonly number[];
 }
 
-/** A new unsigned proposal: committee and cluster id from the coordinator's status. */
+/**
+ * A new unsigned proposal: cluster id and committee from the coordinator's status. A key
+ * generation uses the current epoch's committee and threshold (the nodes refuse any other), or
+ * before the first epoch the first committee (cli/committee.ts keyCommittee).
+ */
 export async function createProposal(
   client: KmaasClient,
   o: CreateOptions,
   now = Date.now(),
 ): Promise<Proposal> {
-  const { cluster, committee } = await client.committee();
+  const view = parseStatusView(await client.status());
+  const cluster = clusterIdOf(view);
+  const { committee, threshold: epochThreshold, epoch } = keyCommittee(view, o.firstCommittee);
   let version = o.version;
   if (version === undefined) {
     if (o.operation === 'tenant.create') version = 1;
@@ -150,10 +172,23 @@ export async function createProposal(
       });
     }
   }
+  if (
+    o.operation !== 'key.retire' &&
+    o.threshold !== undefined &&
+    epochThreshold !== undefined &&
+    o.threshold !== epochThreshold
+  ) {
+    throw new KmaasError(
+      'ERR_BAD_THRESHOLD',
+      `the committee of epoch ${epoch} derives with threshold ${epochThreshold}, and new keys use it: ` +
+        `change it with kmaas committee threshold ${o.threshold}`,
+      { threshold: o.threshold, expected: epochThreshold },
+    );
+  }
   const threshold =
     o.operation === 'key.retire'
       ? undefined
-      : (o.threshold ?? Math.floor(committee.length / 2) + 1);
+      : (o.threshold ?? epochThreshold ?? Math.floor(committee.length / 2) + 1);
   return draftProposal({
     cluster,
     operation: o.operation,
@@ -161,18 +196,23 @@ export async function createProposal(
     version,
     ...(threshold === undefined ? {} : { threshold }),
     committee,
+    ...(epoch === undefined || o.operation === 'key.retire' ? {} : { epoch }),
     expiresAt: new Date(now + o.expiresInMs),
   });
 }
 
 /**
- * Submit, then follow: a DKG job until it completes (pinning the new group key), or the nodes'
- * answers to a key.retire (ERR_NODE_UNAVAILABLE when not every node applied it).
+ * Submit, then follow: a DKG job until it completes (pinning the new group key), a reshare job
+ * (cli/committee.ts submitReshare), or the nodes' answers to a key.retire (ERR_NODE_UNAVAILABLE when not every node applied it).
  */
 export async function submitAndFollow(s: Session, p: Proposal, wait: boolean): Promise<void> {
+  if (p.operation === 'committee.reshare') return submitReshare(s, p, wait);
   const submitted = await s.client.submitProposal(p);
   if (submitted.kind === 'applied') return reportApplied(s, submitted);
-  const { jobId, tenant, version, operation } = submitted;
+  const { jobId } = submitted;
+  const tenant = submitted.tenant ?? p.tenant ?? '';
+  const version = submitted.version ?? p.version ?? 1;
+  const operation = submitted.operation ?? p.operation;
   if (!wait) {
     s.note(`job ${jobId} queued; pin the key later with: kmaas tenant pin ${tenant}`);
     s.result({ ...submitted, pinned: false }, [jobId]);
@@ -294,6 +334,7 @@ export function addProposalCommands(
         }
         const s = await session(cmd);
         const p = await createProposal(s.client, {
+          ...(s.config.committee === undefined ? {} : { firstCommittee: s.config.committee }),
           operation: o.operation,
           tenant: o.tenant,
           ...(o.version === undefined ? {} : { version: o.version }),
@@ -378,13 +419,14 @@ export function addProposalCommands(
 }
 
 /**
- * `kmaas tenant create` on a development cluster: create the proposal, sign it with the dev
- * operator keys the cluster file names (or `keys`), submit it. ERR_CONFIG when there are none.
+ * `kmaas tenant create|rotate|retire` on a development cluster: create the proposal, sign it with
+ * the dev operator keys the cluster file names (or `keys`), submit it and follow it.
+ * ERR_CONFIG when there are none.
  */
-export async function createTenantWithDevKeys(
+export async function proposeWithDevKeys(
   s: Session,
   io: Io,
-  tenant: string,
+  what: { operation: Operation; tenant: string; version?: number },
   o: { threshold: number | undefined; keys: readonly string[] },
   wait: boolean,
 ): Promise<void> {
@@ -392,16 +434,18 @@ export async function createTenantWithDevKeys(
   if (keys.length === 0) {
     throw new KmaasError(
       'ERR_CONFIG',
-      'tenant creation is an operator proposal and the cluster file names no operator keys: ' +
+      `${what.operation} is an operator proposal and the cluster file names no operator keys: ` +
         'use kmaas proposal create, kmaas proposal sign and kmaas proposal submit',
       { field: 'operatorKeys' },
     );
   }
   let p = await createProposal(s.client, {
-    operation: 'tenant.create',
-    tenant,
+    operation: what.operation,
+    tenant: what.tenant,
+    ...(what.version === undefined ? {} : { version: what.version }),
     ...(threshold === undefined ? {} : { threshold }),
     expiresInMs: 10 * 60_000,
+    ...(s.config.committee === undefined ? {} : { firstCommittee: s.config.committee }),
   });
   for (const file of keys) {
     const key = await readOperatorKey(io, file);
@@ -413,4 +457,15 @@ export async function createTenantWithDevKeys(
   }
   s.note(`proposal ${proposalId(p)} signed by ${p.signatures.map((x) => x.operator).join(', ')}`);
   await submitAndFollow(s, p, wait);
+}
+
+/** `kmaas tenant create` on a development cluster (proposeWithDevKeys). */
+export function createTenantWithDevKeys(
+  s: Session,
+  io: Io,
+  tenant: string,
+  o: { threshold: number | undefined; keys: readonly string[] },
+  wait: boolean,
+): Promise<void> {
+  return proposeWithDevKeys(s, io, { operation: 'tenant.create', tenant }, o, wait);
 }

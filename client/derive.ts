@@ -12,6 +12,11 @@
  *      coefficients and finalized (shared/voprf-client.ts deriveOutputs)
  *   5. key_i = HKDF-SHA-256(output_i) -> 32 bytes for AES-256-GCM       (documentKeyBytes)
  *
+ * The answer names the committee epoch of its partials; when that is not the epoch of the cached
+ * package (a reshare gave the key new verification shares), the package is fetched again, still
+ * under the pinned group key, and the batch asked once more if it still differs
+ * (ERR_EPOCH_MISMATCH after that).
+ *
  * A node whose answer does not decode or does not verify is named in a Rejection; the derivation
  * still succeeds while t valid answers remain, and fails with ERR_TOO_FEW_NODES listing every
  * rejected node otherwise. Blinds and VOPRF outputs are zeroed once used.
@@ -22,7 +27,7 @@ import { documentInput, documentKeyBytes, checkTenant } from '../shared/document
 import { decodeElementB64, fromB64, toB64 } from '../shared/encoding.ts';
 import { KmaasError, toKmaasError } from '../shared/errors.ts';
 import type { ParsedKeyPackage } from '../shared/key-package.ts';
-import { evaluateResponse, parseMessage } from '../shared/messages.ts';
+import { evaluateResponse, parseMessage, type EvaluateResponse } from '../shared/messages.ts';
 import type { Rng } from '../shared/shamir.ts';
 import { MAX_BATCH } from '../shared/suite.ts';
 import {
@@ -130,56 +135,109 @@ interface BatchResult {
 async function deriveBatch(
   ctx: DeriveContext,
   auth: ClientAuth,
-  pkg: ParsedKeyPackage,
+  initial: ParsedKeyPackage,
   inputs: Uint8Array[],
 ): Promise<BatchResult> {
-  const { tenant, version } = pkg;
+  const { tenant, version } = initial;
   // Step 2.
   const state = blind(inputs, ctx.rng ?? randomBytes);
   try {
-    // Step 3: one proof per request, over exactly the elements it sends.
     const blinded = state.blinded.map((b) => toB64(b.toBytes()));
-    const path = `/v1/tenants/${seg(tenant)}/keys/${seg(version)}/evaluate`;
-    const token = await accessToken(auth);
-    const proof = await createEvaluateProof({
-      dpopKey: auth.dpopKey,
-      accessToken: token,
-      url: ctx.http.url(path),
-      tenant,
-      version,
-      blinded,
-    });
-    const raw = await ctx.http.post(path, { blinded }, { dpop: { token, proof } });
-    const res = parseMessage(evaluateResponse, raw, 'evaluate response');
-    if (res.tenant !== tenant || res.version !== version) {
-      throw new KmaasError(
-        'ERR_VALIDATION',
-        `evaluate response: names ${res.tenant} version ${res.version}, expected ${tenant} version ${version}`,
-        { field: 'tenant' },
-      );
-    }
-    // Step 4: an answer that does not even decode is that node's fault, not the request's.
-    const partials: PartialEvaluation[] = [];
-    const undecodable: Rejection[] = [];
-    for (const p of res.partials) {
+    let pkg = initial;
+    // Epochs: the partials must be checked against the package of their epoch. When the answer's
+    // epoch is not the cached package's, a reshare happened: fetch the package again (the pin on
+    // the group key still holds it). When even that does not match (the coordinator was between
+    // the two), ask once more, then give up.
+    for (let attempt = 1; ; attempt++) {
+      let res: EvaluateResponse;
       try {
-        partials.push(decodePartial(p));
+        res = await requestBatch(ctx, auth, tenant, version, blinded);
       } catch (err) {
-        const e = toKmaasError(err);
-        undecodable.push({ node: p.node, code: e.code, message: e.message });
+        if (attempt > 1 || toKmaasError(err).code !== 'ERR_EPOCH_MISMATCH') throw err;
+        pkg = await ctx.packages.refresh(pkg);
+        continue;
       }
+      const epoch = res.epoch ?? 1;
+      if (epoch !== pkg.epoch) pkg = await ctx.packages.refresh(pkg);
+      if (epoch !== pkg.epoch) {
+        if (attempt === 1) continue;
+        throw new KmaasError(
+          'ERR_EPOCH_MISMATCH',
+          `evaluate answered with epoch ${epoch}, but the key package of ${tenant} version ${version} is of epoch ${pkg.epoch}`,
+          { tenant, version, requested: pkg.epoch, current: epoch },
+        );
+      }
+      return combineBatch(pkg, state, res, epoch);
     }
-    const { outputs, used, rejected } = combineOrExplain(pkg, state, partials, undecodable);
-    // Step 5.
-    const keys = outputs.map((o) => {
-      const key = documentKeyBytes(o);
-      o.fill(0);
-      return key;
-    });
-    return { keys, used, rejected: [...undecodable, ...rejected] };
   } finally {
     for (const b of state.blinds) b.fill(0);
   }
+}
+
+/** Step 3: one request, with one DPoP proof over exactly the elements it sends. */
+async function requestBatch(
+  ctx: DeriveContext,
+  auth: ClientAuth,
+  tenant: string,
+  version: number,
+  blinded: string[],
+): Promise<EvaluateResponse> {
+  const path = `/v1/tenants/${seg(tenant)}/keys/${seg(version)}/evaluate`;
+  const token = await accessToken(auth);
+  const proof = await createEvaluateProof({
+    dpopKey: auth.dpopKey,
+    accessToken: token,
+    url: ctx.http.url(path),
+    tenant,
+    version,
+    blinded,
+  });
+  const raw = await ctx.http.post(path, { blinded }, { dpop: { token, proof } });
+  const res = parseMessage(evaluateResponse, raw, 'evaluate response');
+  if (res.tenant !== tenant || res.version !== version) {
+    throw new KmaasError(
+      'ERR_VALIDATION',
+      `evaluate response: names ${res.tenant} version ${res.version}, expected ${tenant} version ${version}`,
+      { field: 'tenant' },
+    );
+  }
+  return res;
+}
+
+/** Steps 4 and 5, against the package of the answer's epoch. */
+function combineBatch(
+  pkg: ParsedKeyPackage,
+  state: BlindState,
+  res: EvaluateResponse,
+  epoch: number,
+): BatchResult {
+  // Step 4: an answer that does not even decode, or is of another epoch than the response says,
+  // is that node's fault, not the request's.
+  const partials: PartialEvaluation[] = [];
+  const undecodable: Rejection[] = [];
+  for (const p of res.partials) {
+    try {
+      if (p.epoch !== undefined && p.epoch !== epoch) {
+        throw new KmaasError(
+          'ERR_EPOCH_MISMATCH',
+          `node ${p.node}: partial of epoch ${p.epoch} in an answer of epoch ${epoch}`,
+          { node: p.node },
+        );
+      }
+      partials.push(decodePartial(p));
+    } catch (err) {
+      const e = toKmaasError(err);
+      undecodable.push({ node: p.node, code: e.code, message: e.message });
+    }
+  }
+  const { outputs, used, rejected } = combineOrExplain(pkg, state, partials, undecodable);
+  // Step 5.
+  const keys = outputs.map((o) => {
+    const key = documentKeyBytes(o);
+    o.fill(0);
+    return key;
+  });
+  return { keys, used, rejected: [...undecodable, ...rejected] };
 }
 
 function decodePartial(p: { node: number; evaluated: string[]; proof: string }) {

@@ -22,9 +22,10 @@ import { checkTenant } from '../shared/document.ts';
 import { KmaasError } from '../shared/errors.ts';
 import type { ParsedKeyPackage } from '../shared/key-package.ts';
 import { parseMessage } from '../shared/messages.ts';
+import { clusterIdOf, keyCommittee, parseStatusView } from './committee.ts';
 import {
-  committeeMember,
   parseProposal,
+  proposalId,
   type CommitteeMember,
   type Proposal,
 } from '../shared/proposal.ts';
@@ -141,12 +142,13 @@ const jobSchema = z.object({
 });
 
 const proposalResponse = z.union([
+  // committee.reshare names no tenant or version.
   z.object({
     jobId: z.union([z.string(), z.number()]),
-    proposal: z.string(),
-    operation: z.string(),
-    tenant: z.string(),
-    version: z.number().int(),
+    proposal: z.string().optional(),
+    operation: z.string().optional(),
+    tenant: z.string().optional(),
+    version: z.number().int().optional(),
   }),
   z.object({
     proposal: z.string(),
@@ -169,10 +171,12 @@ export type ProposalSubmitted =
   | {
       kind: 'job';
       jobId: string;
-      proposal: string;
-      operation: string;
-      tenant: string;
-      version: number;
+      /** Absent when the coordinator does not say (the proposal's own id and fields hold). */
+      proposal?: string;
+      operation?: string;
+      /** Key operations only: committee.reshare names none. */
+      tenant?: string;
+      version?: number;
     }
   | {
       kind: 'applied';
@@ -192,11 +196,6 @@ const statusSchema = z
   .passthrough();
 
 export type Status = z.infer<typeof statusSchema>;
-
-const nodeIdentity = z.object({
-  id: z.number().int(),
-  identity: z.object({ signing: z.string(), encryption: z.string() }),
-});
 
 function normalizeProgress(p: unknown): JobProgress {
   if (typeof p === 'number') return { done: p, total: 100 };
@@ -279,29 +278,20 @@ export class KmaasClient {
   }
 
   /**
-   * The cluster id and the committee (every configured node with its identity public keys) from
-   * GET /v1/status, to build a proposal from. ERR_NODE_UNAVAILABLE when a node did not report its
-   * keys; ERR_CONFIG when the nodes report no single cluster id.
+   * The cluster id and the committee a key generation must use, from GET /v1/status: the current
+   * epoch's (with its threshold and number) when there is one, else `firstCommittee` (the nodes
+   * of the first committee, when the caller knows them: spare nodes are in none), else every
+   * configured node. ERR_NODE_UNAVAILABLE when a member did not report its identity keys;
+   * ERR_CONFIG when the nodes report no single cluster id.
    */
-  async committee(): Promise<{ cluster: string; committee: CommitteeMember[] }> {
-    const status = await this.status();
-    if (typeof status.cluster !== 'string') {
-      throw new KmaasError('ERR_CONFIG', 'the nodes report no single cluster id', {
-        field: 'cluster',
-      });
-    }
-    const committee = status.nodes.map((n) => {
-      const r = nodeIdentity.safeParse(n);
-      if (!r.success) {
-        throw new KmaasError(
-          'ERR_NODE_UNAVAILABLE',
-          `node ${n.id} did not report its identity keys; the committee needs every node`,
-          { node: n.id },
-        );
-      }
-      return committeeMember.parse({ node: r.data.id, ...r.data.identity });
-    });
-    return { cluster: status.cluster, committee: committee.sort((a, b) => a.node - b.node) };
+  async committee(firstCommittee?: readonly number[]): Promise<{
+    cluster: string;
+    committee: CommitteeMember[];
+    threshold?: number;
+    epoch?: number;
+  }> {
+    const view = parseStatusView(await this.status());
+    return { cluster: clusterIdOf(view), ...keyCommittee(view, firstCommittee) };
   }
 
   /**
@@ -313,7 +303,16 @@ export class KmaasClient {
     const body = parseProposal(proposal);
     const raw = await this.http.post('/v1/proposals', body, { token: this.adminToken() });
     const res = parseMessage(proposalResponse, raw, 'proposal response');
-    if ('jobId' in res) return { kind: 'job', ...res, jobId: String(res.jobId) };
+    if ('jobId' in res) {
+      return {
+        kind: 'job',
+        jobId: String(res.jobId),
+        proposal: res.proposal ?? proposalId(body),
+        operation: res.operation ?? body.operation,
+        ...(res.tenant === undefined ? {} : { tenant: res.tenant }),
+        ...(res.version === undefined ? {} : { version: res.version }),
+      };
+    }
     return { kind: 'applied', ...res };
   }
 

@@ -10,7 +10,9 @@
  *      key is pinned and an event says so.
  *
  * Parsed packages are cached per (tenant, version); concurrent callers share one fetch, and a
- * failed fetch is not cached.
+ * failed fetch is not cached. A reshare gives a key new verification shares (a new epoch) under
+ * the same group key: `refresh` fetches the package again, and the pin, on the group key, still
+ * holds it to the key that was pinned.
  */
 import { checkTenant } from '../shared/document.ts';
 import { KmaasError } from '../shared/errors.ts';
@@ -56,6 +58,30 @@ export class KeyPackages {
       });
     }
     return entry;
+  }
+
+  /**
+   * Fetch the package of (tenant, version) again, because `stale` (the one the caller holds) is of
+   * another epoch than the coordinator's answer. Callers that hold the same stale package share
+   * one fetch; one that already holds a newer one gets it without a fetch. The pin must exist by
+   * now (the stale package was checked against it) and the new package must carry it.
+   */
+  refresh(stale: ParsedKeyPackage): Promise<ParsedKeyPackage> {
+    const key = pinKey(stale.tenant, stale.version);
+    const current = this.cache.get(key);
+    const fresh = (async () => {
+      const held = current === undefined ? undefined : await current.catch(() => undefined);
+      if (held !== undefined && held !== stale) return held;
+      return this.load(stale.tenant, stale.version);
+    })();
+    // Only the first caller for this stale package replaces the entry; the others await it.
+    if (this.cache.get(key) === current) {
+      this.cache.set(key, fresh);
+      fresh.catch(() => {
+        if (this.cache.get(key) === fresh) this.cache.delete(key);
+      });
+    }
+    return fresh;
   }
 
   /**

@@ -28,7 +28,7 @@ import type { Logger } from './logger.ts';
 import type { NodePool } from './node-pool.ts';
 import type { Redacted } from '../shared/redacted.ts';
 import type { Registry } from './registry.ts';
-import { statusReply } from '../shared/messages.ts';
+import { clusterStatus, type EpochSource } from './cluster-status.ts';
 import { submitProposal, type ProposalDeps } from './proposals.ts';
 
 /** Far above any legitimate body (256 blinded elements are about 12 KiB). */
@@ -45,6 +45,8 @@ export interface ApiDeps {
   evaluate: EvaluateDeps;
   proposals: ProposalDeps;
   logger: Logger;
+  /** The coordinator's epoch record (coordinator/epoch.ts); without it status asks the nodes. */
+  epochs?: EpochSource;
 }
 
 interface Locals {
@@ -140,11 +142,14 @@ export function createApi(deps: ApiDeps): express.Express {
   });
 
   app.get('/v1/status', async (_req, res) => {
-    const [nodes, tenants] = await Promise.all([nodeStatuses(deps), deps.registry.tenantNames()]);
-    // The cluster id the nodes check proposals against, when the connected nodes agree on one.
-    const clusters = new Set(nodes.flatMap((n) => (n.cluster === undefined ? [] : [n.cluster])));
-    const cluster = clusters.size === 1 ? [...clusters][0]! : null;
-    res.json({ cluster, nodes, tenants });
+    res.json(
+      await clusterStatus({
+        pool: deps.pool,
+        registry: deps.registry,
+        nodeTimeoutMs: deps.evaluate.nodeTimeoutMs,
+        ...(deps.epochs === undefined ? {} : { epochs: deps.epochs }),
+      }),
+    );
   });
 
   // An outer gate only: what makes a proposal lawful is the operators' signatures, which every
@@ -253,27 +258,6 @@ const BODY_ROUTES = [
 
 function takesBody(req: Request): boolean {
   return req.method === 'POST' && BODY_ROUTES.some((route) => route.test(req.path));
-}
-
-/** Each node's link state, with the identity keys and cluster id it reports (null when silent). */
-async function nodeStatuses(deps: ApiDeps) {
-  return Promise.all(
-    deps.pool.all().map(async (link) => {
-      const state = link.state();
-      if (!state.connected) return { ...state, identity: null };
-      try {
-        const body = await link.request('status', {}, deps.evaluate.nodeTimeoutMs);
-        const reply = statusReply.parse(body);
-        return {
-          ...state,
-          identity: reply.identity ?? null,
-          ...(reply.cluster === undefined ? {} : { cluster: reply.cluster }),
-        };
-      } catch {
-        return { ...state, identity: null };
-      }
-    }),
-  );
 }
 
 function retryAfter(e: KmaasError): number {

@@ -3,9 +3,9 @@
  *
  *   client -> coordinator   POST .../evaluate { blinded: [B_i] }
  *                           Authorization: DPoP <access token>, DPoP: <proof>     (RFC 9449)
- *   coordinator -> node j   evaluate { tenant, version, blinded, auth: { token, dpop } }  (t)
- *   node j -> coordinator   { node: j, evaluated: [Z_ij], proof }                    (RFC 9497 DLEQ)
- *   coordinator -> client   { tenant, version, threshold, partials }
+ *   coordinator -> node j   evaluate { tenant, version, epoch, blinded, auth: { token, dpop } } (t)
+ *   node j -> coordinator   { node: j, epoch, evaluated: [Z_ij], proof }             (RFC 9497 DLEQ)
+ *   coordinator -> client   { tenant, version, epoch, threshold, partials }
  *
  * The coordinator learns nothing from this: the blinded elements hide the inputs, and one
  * node's Z_ij is useless without t-1 others and the blinds. It checks each proof against K_j from
@@ -17,6 +17,16 @@
  * its own usual latency, ask a backup in parallel; the first t valid answers win. Everything ends
  * by the overall deadline, except that answers which arrived in time are still checked (when
  * they can still make t). No Redis except on a key-package cache miss and the rate limit.
+ *
+ * Epochs (a reshare gives every key new shares under the same group key): the coordinator asks
+ * for the shares of its cached package's epoch and takes only answers of that epoch, since K_j
+ * belongs to one epoch. When the committee has moved on (nodes answer ERR_EPOCH_MISMATCH, or
+ * ERR_NODE_REMOVED once removed), the
+ * cached package is dropped and the request tried once more with the package Redis now holds,
+ * on the nodes not asked yet (the others have seen the DPoP proof, and a node refuses a proof
+ * twice); when those are too few, the client gets ERR_EPOCH_MISMATCH and asks again itself.
+ * Only nodes with a verification share in the package are asked: spare nodes and removed members
+ * have none.
  *
  * Authentication (DESIGN.md section 4): the coordinator checks the access token before it reads
  * the body, and the DPoP proof once it has the blinded elements, to refuse early and to learn the
@@ -208,21 +218,59 @@ export async function evaluate(
   try {
     await deps.rateLimit?.take(call.tenant, call.verified.subject, encoded.length, log);
     const blinded = decodeBlinded(encoded);
-    const pkg = await deps.keys.get(call.tenant, call.version);
+    let pkg = await deps.keys.get(call.tenant, call.version);
     const started = performance.now();
-    const partials = await gatherPartials(
-      deps,
-      pkg,
-      blinded,
-      {
-        tenant: call.tenant,
-        version: call.version,
-        blinded: encoded,
-        auth: { token: call.token, dpop: call.dpop! },
-      },
-      lease,
-      log,
-    );
+    // Nodes that were sent the request: they have seen its DPoP proof and refuse it again
+    // (ERR_DPOP_REPLAY), so a retry can only go to others.
+    const asked = new Set<number>();
+    const ask = (p: ParsedKeyPackage): Promise<NodePartial[]> =>
+      gatherPartials(
+        deps,
+        p,
+        blinded,
+        {
+          tenant: call.tenant,
+          version: call.version,
+          epoch: p.epoch,
+          blinded: encoded,
+          auth: { token: call.token, dpop: call.dpop! },
+        },
+        lease,
+        log,
+        asked,
+      );
+    let partials: NodePartial[];
+    try {
+      partials = await ask(pkg);
+    } catch (err) {
+      if (!epochMoved(err)) throw err;
+      // The committee moved on (a reshare finished) while this replica still had the old
+      // package: drop it; if Redis has a package of another epoch by now, ask the nodes of that
+      // epoch that have not seen the proof. When they are too few, the client is told to ask
+      // again (with a new proof): by then this replica has the new package.
+      deps.keys.invalidate(call.tenant, call.version);
+      const reloaded = await deps.keys.get(call.tenant, call.version);
+      if (reloaded.epoch === pkg.epoch) throw err;
+      const moved = new KmaasError(
+        'ERR_EPOCH_MISMATCH',
+        `the committee moved from epoch ${pkg.epoch} to epoch ${reloaded.epoch} during the request: ask again`,
+        { requested: pkg.epoch, current: reloaded.epoch },
+      );
+      log.info(
+        { tenant: call.tenant, version: call.version, from: pkg.epoch, to: reloaded.epoch },
+        'epoch moved on: retrying with the reloaded key package',
+      );
+      pkg = reloaded;
+      try {
+        partials = await ask(pkg);
+      } catch (again) {
+        const code = toKmaasError(again).code;
+        if (code === 'ERR_TOO_FEW_NODES' || code === 'ERR_DPOP_REPLAY' || epochMoved(again)) {
+          throw moved;
+        }
+        throw again;
+      }
+    }
     log.debug(
       {
         tenant: call.tenant,
@@ -236,6 +284,7 @@ export async function evaluate(
     return {
       tenant: call.tenant,
       version: call.version,
+      epoch: pkg.epoch,
       threshold: pkg.threshold,
       partials,
     };
@@ -247,6 +296,8 @@ export async function evaluate(
 interface NodeEvaluateRequest {
   tenant: string;
   version: number;
+  /** The epoch of the key package the answers are checked against. */
+  epoch: number;
   blinded: string[];
   auth: { token: string; dpop: string };
 }
@@ -269,16 +320,26 @@ function gatherPartials(
   request: NodeEvaluateRequest,
   lease: Lease,
   log: Logger,
+  asked: Set<number>,
 ): Promise<NodePartial[]> {
   const t = pkg.threshold;
   const batch = blinded.bytes.length;
   const nodeTimeoutMs = deps.nodeTimeoutMs + batch * deps.perElementMs;
   const deadlineMs = deps.deadlineMs + 2 * batch * deps.perElementMs;
-  const context = { tenant: request.tenant, version: request.version };
-  const candidates = deps.pool.healthy().filter((l) => pkg.verificationShares.has(l.id));
+  const context = { tenant: request.tenant, version: request.version, epoch: request.epoch };
+  const candidates = deps.pool
+    .healthy()
+    .filter((l) => pkg.verificationShares.has(l.id) && !asked.has(l.id));
   const failures: Failure[] = [];
   for (const id of pkg.verificationShares.keys()) {
-    if (!candidates.some((l) => l.id === id)) {
+    if (asked.has(id)) {
+      failures.push({
+        node: id,
+        code: 'ERR_DPOP_REPLAY',
+        message: `node ${id} was asked already, with this very proof`,
+        refused: false,
+      });
+    } else if (!candidates.some((l) => l.id === id)) {
       failures.push({
         node: id,
         code: 'ERR_NODE_UNAVAILABLE',
@@ -340,6 +401,7 @@ function gatherPartials(
       // The hedge clock starts when the node has the request, not while it waits its turn here.
       const onSent = (): void => {
         attempt.sent = true;
+        asked.add(link.id);
         if (!hedgeable || !isOpen(attempt)) return;
         const delay = Math.max(
           deps.hedgeDelayMs,
@@ -408,7 +470,9 @@ function gatherPartials(
         { ...context, node: link.id, code: e.code },
         e.code === 'ERR_PROOF_INVALID'
           ? 'node returned an evaluation with an invalid proof; excluded'
-          : 'node returned a malformed evaluation; excluded',
+          : e.code === 'ERR_EPOCH_MISMATCH'
+            ? 'node answered with the share of another epoch; excluded'
+            : 'node returned a malformed evaluation; excluded',
       );
     };
 
@@ -506,6 +570,15 @@ function readAnswer(
       node,
     });
   }
+  // K_j below is the epoch's: a share of another epoch cannot pass, and is not this request's.
+  const epoch = reply.epoch ?? 1;
+  if (epoch !== pkg.epoch) {
+    throw new KmaasError(
+      'ERR_EPOCH_MISMATCH',
+      `node ${node} answered with its epoch ${epoch} share, asked for epoch ${pkg.epoch}`,
+      { node, requested: pkg.epoch, current: epoch },
+    );
+  }
   if (reply.evaluated.length !== blinded.bytes.length) {
     throw new KmaasError(
       'ERR_PROOF_INVALID',
@@ -520,9 +593,27 @@ function readAnswer(
     throw new KmaasError('ERR_PROOF_INVALID', `node ${node} is not in the key package`, { node });
   }
   return {
-    partial: { node, evaluated: reply.evaluated, proof: reply.proof },
+    partial: { node, epoch, evaluated: reply.evaluated, proof: reply.proof },
     task: { node, key: key.toBytes(), blinded: blinded.bytes, evaluated, proof },
   };
+}
+
+/** What nodes answer once a reshare finished: not that epoch any more, or not a member. */
+const MOVED_ON = new Set<string>(['ERR_EPOCH_MISMATCH', 'ERR_NODE_REMOVED']);
+
+/**
+ * Whether the request failed because nodes no longer hold the package's epoch: t of them said so
+ * (tooFewError passes their refusal on), or some did among other failures.
+ */
+function epochMoved(err: unknown): boolean {
+  if (!(err instanceof KmaasError)) return false;
+  if (MOVED_ON.has(err.code)) return true;
+  if (err.code !== 'ERR_TOO_FEW_NODES') return false;
+  const failed = err.details?.failed;
+  return (
+    Array.isArray(failed) &&
+    failed.some((f) => MOVED_ON.has(String((f as { code?: unknown }).code)))
+  );
 }
 
 /**

@@ -177,6 +177,7 @@ export async function startCoordinator(
       pool,
       registry,
       queue,
+      epochs,
       logger: log,
       evaluate: {
         pool,

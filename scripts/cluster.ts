@@ -1,6 +1,7 @@
 /**
  * `npm run cluster`: a local committee of 5 share nodes (t = 3 by default for new tenants) and a
- * coordinator on loopback, until Ctrl-C. Secrets and node databases live in ./data/cluster, so the
+ * coordinator on loopback, until Ctrl-C. `-- --spare 2` adds nodes 6 and 7 outside the committee,
+ * for `kmaas committee add 6 7`. Secrets and node databases live in ./data/cluster, so the
  * next run finds the same keys. The CLI picks up ./data/cluster/cluster.json by itself.
  */
 import { Command } from 'commander';
@@ -11,11 +12,20 @@ import { stopOnSignal } from './lib/signals.ts';
 const program = new Command()
   .name('cluster')
   .option('--data <dir>', 'data folder', 'data/cluster')
-  .option('--nodes <n>', 'number of share nodes', '5')
+  .option('--nodes <n>', 'number of share nodes in the first committee', '5')
+  .option(
+    '--spare <n>',
+    'extra nodes in no committee, for kmaas committee add (kept once made)',
+    '0',
+  )
   .parse();
-const opts = program.opts<{ data: string; nodes: string }>();
+const opts = program.opts<{ data: string; nodes: string; spare: string }>();
 
-const cluster = new LocalCluster({ dataDir: resolve(opts.data), nodes: Number(opts.nodes) });
+const cluster = new LocalCluster({
+  dataDir: resolve(opts.data),
+  nodes: Number(opts.nodes),
+  spareNodes: Number(opts.spare),
+});
 try {
   await cluster.start();
 } catch (err) {
@@ -24,7 +34,11 @@ try {
   process.exit(1);
 }
 console.log(`coordinator  ${cluster.url}`);
-for (const [id, n] of cluster.nodes) console.log(`node ${id}       ws://127.0.0.1:${n.port}/v1/ws`);
+const spares = new Set(cluster.spareIds);
+for (const [id, n] of cluster.nodes) {
+  const spare = spares.has(id) ? ' (spare: in no first committee)' : '';
+  console.log(`node ${id}       ws://127.0.0.1:${n.port}/v1/ws${spare}`);
+}
 const users = cluster.devUsers.map((u) => `${u.username}@${u.tenant}`).join(', ');
 console.log(`identity     ${cluster.issuer} (users ${users}; passwords in secrets.json)`);
 console.log(`redis        ${cluster.redis.url} (prefix ${cluster.secrets.redisPrefix})`);

@@ -11,6 +11,12 @@
  * Lifecycle changes need operator proposals: a dev operator set (scripts/lib/operators.ts) and a
  * cluster id are made once in the data folder; nodes get KMAAS_CLUSTER_ID and
  * KMAAS_OPERATORS_FILE, and cluster.json names the set and the operators' key files.
+ *
+ * Spare nodes (`spareNodes`, `npm run cluster -- --spare 2`): nodes n+1..n+spare run like the
+ * others (own data folder, secret and port) and the coordinator may talk to them, but no committee
+ * has them until an operator adds them (`kmaas committee add`). cluster.json names the first
+ * committee (`committee`) and the spares, and secrets.json keeps every node, so a restart without
+ * --spare keeps them (a spare may hold shares by then).
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,6 +30,8 @@ import { ensureRedis, deletePrefix, type RedisHandle } from './redis.ts';
 export interface ClusterOptions {
   dataDir: string;
   nodes?: number;
+  /** Nodes started beyond `nodes`, in no committee (default 0; more are kept once recorded). */
+  spareNodes?: number;
   redisUrl?: string;
   redisPrefix?: string;
   nodeTimeoutMs?: number;
@@ -42,7 +50,10 @@ interface Secrets {
   clusterToken: string;
   adminToken: string;
   redisPrefix: string;
+  /** Every node: the first committee's, then the spares. */
   nodes: { id: number; secret: string; port: number }[];
+  /** How many of `nodes` formed the first committee (absent in older files: all of them). */
+  members?: number;
   /** The identity provider: its last port (kept, so the issuer stays put) and its dev users. */
   idp: { port: number; users: DevUser[] };
 }
@@ -62,6 +73,9 @@ export interface ClusterFile {
   /** The dev operator set (public) and the operators' key files (scripts/lib/operators.ts). */
   operators: string;
   operatorKeys: string[];
+  /** The first committee's nodes (the DKG's, until a reshare), and the spare nodes. */
+  committee: number[];
+  spareNodes: number[];
 }
 
 /** The dev users: two tenants, so that cross-tenant refusals can be shown and tested. */
@@ -73,6 +87,8 @@ const DEV_USERS = [
 const devUsers = (): DevUser[] => DEV_USERS.map((u) => ({ ...u, password: hex(16) }));
 
 const hex = (n: number) => randomBytes(n).toString('hex');
+
+const newNode = (id: number) => ({ id, secret: hex(32), port: 0 });
 
 export class LocalCluster {
   readonly nodes = new Map<number, ServiceProcess>();
@@ -120,12 +136,36 @@ export class LocalCluster {
     return join(this.dir, 'pins.json');
   }
 
-  private loadSecrets(count: number): Secrets {
+  /** The first committee: nodes 1..n. */
+  get committeeIds(): number[] {
+    const members = this.secrets.members ?? this.secrets.nodes.length;
+    return this.secrets.nodes.slice(0, members).map((n) => n.id);
+  }
+
+  /** Nodes n+1..n+spare: running, configured in the coordinator, in no first committee. */
+  get spareIds(): number[] {
+    const members = this.secrets.members ?? this.secrets.nodes.length;
+    return this.secrets.nodes.slice(members).map((n) => n.id);
+  }
+
+  /** A node's data folder: its database, sealed shares and identity keys. */
+  nodeDataDir(id: number): string {
+    return join(this.dir, `node-${id}`);
+  }
+
+  private loadSecrets(count: number, spare: number): Secrets {
     const file = join(this.dir, 'secrets.json');
     if (existsSync(file)) {
       const s = JSON.parse(readFileSync(file, 'utf8')) as Partial<Secrets> &
         Omit<Secrets, 'idp'> & { clientToken?: string };
-      if (s.nodes.length === count) {
+      if ((s.members ?? s.nodes.length) === count) {
+        // Spares asked for beyond the recorded ones are added; recorded ones are never dropped.
+        const before = s.nodes.length;
+        s.members = count;
+        for (let id = before + 1; id <= count + spare; id++) s.nodes.push(newNode(id));
+        if (s.nodes.length !== before) {
+          writeFileSync(file, JSON.stringify(s, null, 2), { mode: 0o600 });
+        }
         // The development client token of earlier versions: end users sign in now.
         if (s.clientToken !== undefined) {
           delete s.clientToken;
@@ -142,7 +182,8 @@ export class LocalCluster {
       clusterToken: hex(32),
       adminToken: hex(32),
       redisPrefix: this.opts.redisPrefix ?? `kmaas:dev:${hex(4)}:`,
-      nodes: Array.from({ length: count }, (_, i) => ({ id: i + 1, secret: hex(32), port: 0 })),
+      nodes: Array.from({ length: count + spare }, (_, i) => newNode(i + 1)),
+      members: count,
       idp: { port: 0, users: devUsers() },
     };
     writeFileSync(file, JSON.stringify(s, null, 2), { mode: 0o600 });
@@ -174,13 +215,13 @@ export class LocalCluster {
   async start(): Promise<void> {
     mkdirSync(join(this.dir, 'logs'), { recursive: true });
     this.lock();
-    this.secrets = this.loadSecrets(this.opts.nodes ?? 5);
+    this.secrets = this.loadSecrets(this.opts.nodes ?? 5, this.opts.spareNodes ?? 0);
     this.operators = ensureDevOperators(this.dir);
     if (this.opts.redisPrefix) this.secrets.redisPrefix = this.opts.redisPrefix;
     this.redis = await ensureRedis(this.opts.redisUrl);
     await this.startIdp();
     for (const n of this.secrets.nodes) {
-      const dataDir = join(this.dir, `node-${n.id}`);
+      const dataDir = this.nodeDataDir(n.id);
       mkdirSync(dataDir, { recursive: true });
       this.nodes.set(
         n.id,
@@ -233,6 +274,8 @@ export class LocalCluster {
       devUsers: [...this.devUsers],
       operators: this.operators.setFile,
       operatorKeys: this.operators.keyFiles,
+      committee: this.committeeIds,
+      spareNodes: this.spareIds,
     };
     writeFileSync(this.clusterFile, JSON.stringify(file, null, 2), { mode: 0o600 });
   }
@@ -294,6 +337,22 @@ export class LocalCluster {
 
   async killNode(id: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     await this.nodes.get(id)?.kill(signal);
+  }
+
+  /** Stop a node: SIGTERM (a clean shutdown, the default) or SIGKILL (a crash). */
+  async stopNode(id: number, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    await this.killNode(id, signal);
+  }
+
+  /**
+   * Delete a stopped node's data folder, as if its disk were lost: at its next start it makes
+   * new identity keys and holds no shares (the repair test: `kmaas committee repair <id>`).
+   */
+  wipeNode(id: number): void {
+    if (this.nodes.get(id)?.running) throw new Error(`node ${id} is running: stop it first`);
+    const dir = this.nodeDataDir(id);
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true });
   }
 
   async stop(): Promise<void> {

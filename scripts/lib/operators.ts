@@ -94,18 +94,30 @@ export function signWithDevKeys(
 
 /**
  * Propose `operation`, sign with the dev keys, submit: for scripts (bench, demo) and tests.
- * Committee and cluster id come from the coordinator's status.
+ * Cluster id and committee come from the coordinator's status: the current epoch's committee
+ * and threshold when there is one, else `firstCommittee` (LocalCluster.committeeIds: spare nodes
+ * are in none), else every node.
  */
 export async function proposeWithDevKeys(
   client: KmaasClient,
   keyFiles: readonly string[],
-  o: { operation: Operation; tenant: string; version: number; threshold?: number },
+  o: {
+    operation: Operation;
+    tenant: string;
+    version: number;
+    threshold?: number;
+    firstCommittee?: readonly number[];
+  },
 ): Promise<ProposalSubmitted> {
-  const { cluster, committee } = await client.committee();
+  const { firstCommittee, ...fields } = o;
+  const { cluster, committee, threshold, epoch } = await client.committee(firstCommittee);
+  const keyGeneration = o.operation !== 'key.retire';
   const p = draftProposal({
     cluster,
     committee,
-    ...o,
+    ...fields,
+    ...(keyGeneration && o.threshold === undefined && threshold !== undefined ? { threshold } : {}),
+    ...(keyGeneration && epoch !== undefined ? { epoch } : {}),
     expiresAt: new Date(Date.now() + 10 * 60_000),
   });
   return client.submitProposal(signWithDevKeys(p, keyFiles));

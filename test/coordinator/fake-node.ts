@@ -95,6 +95,18 @@ export class FakeNode {
   serial = false;
   /** The batch size of each evaluate request, in the order received. */
   readonly evaluateSizes: number[] = [];
+  /** Refuse a DPoP proof seen before (ERR_DPOP_REPLAY), as real nodes do; off by default. */
+  refuseReplays = false;
+  /** Removed from the committee by a reshare (finished): evaluate answers ERR_NODE_REMOVED. */
+  removed = false;
+  /** The committed epoch `status` reports (null: none yet). */
+  epoch: { epoch: number; threshold: number; members: number[] } | null = null;
+  /** The open reshare `status` reports. */
+  reshare: { id: string; state: string } | null = null;
+  /** The `epoch` of every evaluate request, in order (undefined when none was sent). */
+  readonly epochsAsked: (number | undefined)[] = [];
+  /** When set, evaluate answers name this epoch whatever share answered (a confused node). */
+  answerEpoch: number | null = null;
   /** The end-user credential of every evaluate request, as forwarded by the coordinator. */
   readonly auths: { token?: string | undefined; dpop?: string | undefined }[] = [];
   #lastEvaluation: Promise<void> = Promise.resolve();
@@ -117,6 +129,7 @@ export class FakeNode {
     sharedSecret: (peer: Uint8Array) => x25519.getSharedSecret(this.#encryptionKey, peer),
   };
   readonly #ceremonies = new Map<string, Ceremony>();
+  readonly #proofs = new Set<string>();
   readonly #sockets = new Set<WebSocket>();
   #server: Server | null = null;
   #wss: WebSocketServer | null = null;
@@ -261,8 +274,11 @@ export class FakeNode {
             tenant: k.tenant,
             version: k.version,
             groupKey: k.groupKey,
+            epoch: k.epoch ?? 1,
           })),
           identity: this.identity,
+          epoch: this.epoch,
+          reshare: this.reshare,
         };
       case 'keyPackage': {
         const body = parseMessage(nodeRequestBodies.keyPackage, raw, type);
@@ -295,6 +311,7 @@ export class FakeNode {
   #evaluate(body: {
     tenant: string;
     version: number;
+    epoch?: number | undefined;
     blinded: string[];
     auth: { token?: string | undefined; dpop?: string | undefined };
   }) {
@@ -303,6 +320,11 @@ export class FakeNode {
     this.auths.push(body.auth);
     if (!body.auth.token) throw new KmaasError('ERR_TOKEN_MISSING', 'no access token');
     if (!body.auth.dpop) throw new KmaasError('ERR_DPOP_MISSING', 'no DPoP proof');
+    // Like a real node's replay cache (shared/jti-cache.ts): a proof is good once per node.
+    if (this.refuseReplays && this.#proofs.has(body.auth.dpop)) {
+      throw new KmaasError('ERR_DPOP_REPLAY', 'this DPoP proof was used before');
+    }
+    this.#proofs.add(body.auth.dpop);
     if (this.behaviour === 'refuse') {
       throw new KmaasError('ERR_UNAUTHORIZED', 'token not accepted');
     }
@@ -311,12 +333,27 @@ export class FakeNode {
         retryAfterSeconds: this.retryAfterSeconds,
       });
     }
-    const { share } = this.#key(body.tenant, body.version);
+    if (this.removed) throw new KmaasError('ERR_NODE_REMOVED', 'removed by a reshare');
+    const { share, keyPackage } = this.#key(body.tenant, body.version);
+    // Like a real node after reshare.finish: only the installed package's epoch is held.
+    const epoch = keyPackage.epoch ?? 1;
+    this.epochsAsked.push(body.epoch);
+    if (body.epoch !== undefined && body.epoch !== epoch) {
+      throw new KmaasError('ERR_EPOCH_MISMATCH', `no share of epoch ${body.epoch}`, {
+        requested: body.epoch,
+        current: epoch,
+      });
+    }
     const points = body.blinded.map((b, i) => decodeElementB64(b, `blinded[${i}]`));
     const { evaluated, proof } = evaluateBatch(share, Point.BASE.multiply(share), points);
     let out: GroupElement[] = evaluated.map((e) => Point.fromBytes(e));
     if (this.behaviour === 'wrong-point') out = out.map((p) => p.add(Point.BASE));
-    return { node: this.id, evaluated: out.map((p) => toB64(p.toBytes())), proof: toB64(proof) };
+    return {
+      node: this.id,
+      epoch: this.answerEpoch ?? epoch,
+      evaluated: out.map((p) => toB64(p.toBytes())),
+      proof: toB64(proof),
+    };
   }
 
   #round1(body: {

@@ -5,7 +5,13 @@
  * (shared/voprf-node.ts), from `answering` nodes (default: t of them, chosen at random).
  * Hooks let a test corrupt what it serves. Listens on 127.0.0.1, port 0.
  */
-import { asKeyProposal, parseProposal, proposalId } from '../../../shared/proposal.ts';
+import {
+  asKeyProposal,
+  parseProposal,
+  proposalId,
+  type CommitteeMember,
+  type Proposal,
+} from '../../../shared/proposal.ts';
 import { strangerIdentity, TEST_CLUSTER_ID } from '../../helpers/operators.ts';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -59,6 +65,7 @@ export class FakeCoordinator {
   /** The DPoP proofs received, in order. */
   readonly proofs: string[] = [];
   readonly adminToken = 'admin-token-' + Math.random().toString(36).slice(2);
+  /** The nodes the coordinator knows (tests push spare nodes). */
   readonly nodeIds = [1, 2, 3, 4, 5];
   readonly keys = new Map<string, FakeKey>();
   /** `tenant/version` of the versions retired (key.retire): evaluate answers ERR_KEY_RETIRED. */
@@ -74,6 +81,19 @@ export class FakeCoordinator {
   tamper: ((partials: WirePartial[]) => WirePartial[]) | undefined;
   /** Rewrite a key package before it is served. */
   servePackage: ((pkg: KeyPackage) => unknown) | undefined;
+  /** The epoch evaluate answers name, per key; default the served package's epoch. */
+  answerEpoch: ((key: FakeKey) => number) | undefined;
+  /**
+   * The current epoch GET /v1/status reports; undefined leaves the field out (an older
+   * coordinator), null says there is none yet.
+   */
+  epoch: { epoch: number; threshold: number; committee: CommitteeMember[] } | null | undefined;
+  /** Nodes the status reports as not connected (no identity keys, no epoch). */
+  readonly down = new Set<number>();
+  /** Every proposal submitted, in order. */
+  readonly proposals: Proposal[] = [];
+  /** The job script of a committee.reshare job; default: every phase, then completed. */
+  reshareScript: ((p: Proposal) => FakeJob['script']) | undefined;
   /** The job script used for tenant creation. */
   jobScript: ((key: FakeKey) => FakeJob['script']) | undefined;
   private server: Server | undefined;
@@ -171,25 +191,70 @@ export class FakeCoordinator {
     let m: RegExpMatchArray | null;
 
     if (req.method === 'GET' && path === '/v1/status') {
+      const epoch = this.epoch;
+      const members = new Set(epoch?.committee.map((m) => m.node) ?? []);
       return this.send(res, {
         cluster: TEST_CLUSTER_ID,
+        ...(epoch === undefined ? {} : { epoch }),
         nodes: this.nodeIds.map((id) => ({
           id,
           url: `ws://node-${id}`,
-          connected: true,
-          identity: this.identity(id),
+          connected: !this.down.has(id),
+          identity: this.down.has(id) ? null : this.identity(id),
+          ...(epoch === undefined
+            ? {}
+            : {
+                epoch: epoch === null || this.down.has(id) || !members.has(id) ? null : epoch.epoch,
+                member: members.has(id),
+              }),
         })),
+        ...(epoch === undefined
+          ? {}
+          : {
+              keys: [...this.keys.values()].map((k) => ({
+                tenant: k.tenant,
+                versions: [
+                  { version: k.version, epoch: k.keyPackage.epoch ?? 1, threshold: k.threshold },
+                ],
+              })),
+            }),
         tenants: [...new Set([...this.keys.values()].map((k) => k.tenant))],
       });
     }
 
     if (req.method === 'POST' && path === '/v1/proposals') {
       this.requireToken(req, this.adminToken);
-      const body = asKeyProposal(parseProposal(await this.body(req)));
-      if ([...this.keys.values()].some((k) => k.tenant === body.tenant)) {
+      const proposal = parseProposal(await this.body(req));
+      this.proposals.push(proposal);
+      if (proposal.operation === 'committee.reshare') {
+        const id = String(this.nextJob++);
+        const script = this.reshareScript?.(proposal) ?? [
+          { state: 'waiting' },
+          ...['begin', 'deal', 'prepare', 'vote', 'commit', 'switch', 'finish'].map((phase) => ({
+            state: 'active',
+            progress: { phase, done: 1, total: 2 },
+          })),
+          { state: 'completed', result: { epoch: proposal.epoch } },
+        ];
+        this.jobs.set(id, { id, tenant: '', version: 0, script, polls: 0 });
+        return this.send(res, { jobId: id }, 202);
+      }
+      const body = asKeyProposal(proposal);
+      if (body.operation === 'key.retire') {
+        return this.send(res, {
+          proposal: proposalId(body),
+          operation: body.operation,
+          tenant: body.tenant,
+          version: body.version,
+          complete: true,
+          nodes: (body.committee ?? []).map((m) => ({ node: m.node, ok: true })),
+        });
+      }
+      const exists = [...this.keys.values()].some((k) => k.tenant === body.tenant);
+      if (body.operation === 'tenant.create' && exists) {
         throw new KmaasError('ERR_TENANT_EXISTS', `tenant ${body.tenant} exists`);
       }
-      const key = this.addKey(body.tenant, 1, body.threshold ?? 3);
+      const key = this.addKey(body.tenant, body.version, body.threshold ?? 3);
       const id = String(this.nextJob++);
       // As coordinator/dkg-job.ts reports it: the three DKG rounds (done counts the nodes that
       // answered), then the store of the key package.
@@ -203,10 +268,10 @@ export class FakeCoordinator {
         {
           state: 'completed',
           progress: { phase: 'store', done: 1, total: 1 },
-          result: { tenant: key.tenant, version: 1, groupKey: key.keyPackage.groupKey },
+          result: { tenant: key.tenant, version: key.version, groupKey: key.keyPackage.groupKey },
         },
       ];
-      this.jobs.set(id, { id, tenant: key.tenant, version: 1, script, polls: 0 });
+      this.jobs.set(id, { id, tenant: key.tenant, version: key.version, script, polls: 0 });
       return this.send(
         res,
         {
@@ -214,7 +279,7 @@ export class FakeCoordinator {
           proposal: proposalId(body),
           operation: body.operation,
           tenant: key.tenant,
-          version: 1,
+          version: key.version,
         },
         202,
       );
@@ -273,7 +338,8 @@ export class FakeCoordinator {
       checkBatchSize(body.blinded.length);
       this.evaluateSizes.push(body.blinded.length);
       const blinded = body.blinded.map((b, i) => decodeElementB64(b, `blinded[${i}]`));
-      const ids = this.answering ?? shuffle(this.nodeIds).slice(0, key.threshold);
+      // Only holders of a share of the served epoch answer (spares and removed nodes have none).
+      const ids = this.answering ?? shuffle(key.shares.map((s) => s.id)).slice(0, key.threshold);
       let partials: WirePartial[] = ids.map((id) => {
         const share = key.shares.find((s) => s.id === id)!;
         const r = evaluateBatch(share.value, Point.BASE.multiply(share.value), blinded);
@@ -283,6 +349,7 @@ export class FakeCoordinator {
       return this.send(res, {
         tenant: key.tenant,
         version: key.version,
+        epoch: this.answerEpoch?.(key) ?? key.keyPackage.epoch ?? 1,
         threshold: key.threshold,
         partials,
       });
