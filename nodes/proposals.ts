@@ -294,6 +294,7 @@ export function handleProposalApply(
       version: p.version,
     });
   }
+  ctx.store.scrubLog();
   ctx.keyring.retire(p.tenant, p.version);
   log.retired = true;
   return {

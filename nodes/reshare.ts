@@ -482,6 +482,7 @@ function finishState(ctx: NodeContext, state: ReshareState): number {
     reshares.save(next.state);
     return n;
   });
+  ctx.store.scrubLog();
   ctx.keyring.dropBefore(state.params.epoch);
   return erased;
 }
@@ -512,6 +513,7 @@ export function handleAbort(
     reshares.erasePending(body.reshareId);
     reshares.save(next.state);
   });
+  ctx.store.scrubLog();
   return { node: ctx.nodeId, aborted: true };
 }
 

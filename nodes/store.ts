@@ -791,6 +791,16 @@ export class NodeStore {
   }
 
   /**
+   * Checkpoint the WAL into node.db and truncate it to zero bytes. secure_delete zeroes deleted
+   * rows in their pages, but the WAL still holds earlier images of those pages (the sealed shares
+   * as they were written) until its frames are reused: after an erasure (reshare.finish,
+   * key.retire, reshare.abort) they must go too. Outside any transaction.
+   */
+  scrubLog(): void {
+    this.#db.pragma('wal_checkpoint(TRUNCATE)');
+  }
+
+  /**
    * Run `fn` in one SQLite transaction (a savepoint when one is open already): the store's own
    * methods nest, so a caller can group them with statements of its own.
    */

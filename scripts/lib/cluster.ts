@@ -318,21 +318,35 @@ export class LocalCluster {
    * Start (or restart) a node; it keeps the port it had, so the coordinator finds it again. Before
    * the coordinator runs (`mayMove`), a port taken by someone else since the last run is given up.
    */
-  async startNode(id: number, mayMove = false): Promise<void> {
+  async startNode(id: number, mayMove = false, env: NodeJS.ProcessEnv = {}): Promise<void> {
     const entry = this.secrets.nodes.find((n) => n.id === id);
     const proc = this.nodes.get(id);
     if (!entry || !proc) throw new Error(`no node ${id}`);
     let port: number;
     try {
-      port = await proc.start({ KMAAS_NODE_PORT: String(entry.port) });
+      port = await proc.start({ ...env, KMAAS_NODE_PORT: String(entry.port) });
     } catch (err) {
       if (!mayMove || entry.port === 0) throw err;
-      port = await proc.start({ KMAAS_NODE_PORT: '0' });
+      port = await proc.start({ ...env, KMAAS_NODE_PORT: '0' });
     }
     if (entry.port !== port) {
       entry.port = port;
       this.saveSecrets();
     }
+  }
+
+  nodeRunning(id: number): boolean {
+    return this.nodes.get(id)?.running ?? false;
+  }
+
+  /**
+   * Stop the coordinator (`signal`, SIGKILL for a crash) and start it again on the same port, so
+   * that clients keep their URL. Its jobs live in Redis: a stalled one is taken up again.
+   */
+  async restartCoordinator(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const port = this.coordinator.port;
+    await this.coordinator.kill(signal);
+    await this.coordinator.start({ KMAAS_COORDINATOR_PORT: String(port) });
   }
 
   async killNode(id: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
