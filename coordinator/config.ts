@@ -88,6 +88,9 @@ const configSchema = z.object({
   dkgTimeoutMs: ms(10, 600_000).default(15_000),
   dkgAttempts: ms(1, 20).default(3),
   dkgBackoffMs: ms(1, 600_000).default(2000),
+  // A reshare must ride out a member that crashed mid-ceremony and takes a while to come back:
+  // more attempts than a DKG (backoff doubles each time: about 8.5 minutes in all by default).
+  reshareAttempts: ms(1, 30).default(8),
   // A ceremony job whose worker stops renewing its lock (a coordinator killed mid-ceremony) is
   // found by the stalled-job check and run again, by any replica, within about lock + interval.
   ceremonyLockMs: ms(1000, 600_000).default(30_000),
@@ -126,6 +129,7 @@ export const CONFIG_ENV = {
   dkgTimeoutMs: 'KMAAS_DKG_TIMEOUT_MS',
   dkgAttempts: 'KMAAS_DKG_ATTEMPTS',
   dkgBackoffMs: 'KMAAS_DKG_BACKOFF_MS',
+  reshareAttempts: 'KMAAS_RESHARE_ATTEMPTS',
   ceremonyLockMs: 'KMAAS_CEREMONY_LOCK_MS',
   ceremonyStalledIntervalMs: 'KMAAS_CEREMONY_STALLED_INTERVAL_MS',
   reshareFinishDelayMs: 'KMAAS_RESHARE_FINISH_DELAY_MS',

@@ -124,7 +124,8 @@ export async function startCoordinator(
     const queue = await createCeremonyQueue(redis, keys);
     queue.on('error', (err) => log.error({ err }, 'ceremony queue error'));
     teardown.push(['queue', () => queue.close()]);
-    const jobOptions = { attempts: config.dkgAttempts, backoffMs: config.dkgBackoffMs };
+    // Reshares (and the scheduled refresh) retry longer than key generations; see config.ts.
+    const jobOptions = { attempts: config.reshareAttempts, backoffMs: config.dkgBackoffMs };
     if (refresh) {
       await scheduleRefresh(queue, refresh, jobOptions);
       log.info({ everySeconds: refresh.everySeconds }, 'proactive refresh scheduled');

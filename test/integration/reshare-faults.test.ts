@@ -97,7 +97,10 @@ describe('resharing under crashes and lies (real processes, real SIGKILL)', func
       nodeTimeoutMs: 3000,
       coordinatorEnv: {
         KMAAS_RESHARE_FINISH_DELAY_MS: '300',
-        KMAAS_DKG_BACKOFF_MS: '300',
+        KMAAS_DKG_BACKOFF_MS: '500',
+        KMAAS_RESHARE_ATTEMPTS: '12',
+        KMAAS_CEREMONY_LOCK_MS: '3000',
+        KMAAS_CEREMONY_STALLED_INTERVAL_MS: '1000',
       },
     });
     await cluster.start();
