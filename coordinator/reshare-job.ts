@@ -98,6 +98,10 @@ export interface ReshareJobResult {
   threshold: number;
   committee: number[];
   keys: number;
+  /** The old members whose dealings made the new shares. */
+  dealers?: number[];
+  /** Dealers a receiver named (ERR_RESHARE_DEALER) and the ceremony went on without. */
+  excludedDealers?: number[];
 }
 
 export interface ReshareWorkerDeps extends DkgWorkerDeps {
@@ -330,12 +334,17 @@ function idsOf(c: readonly CommitteeMember[]): number[] {
   return c.map((m) => m.node).sort((a, b) => a - b);
 }
 
-function resultOf(plan: ResharePlan, keys: number): ReshareJobResult {
+function resultOf(
+  plan: ResharePlan,
+  keys: number,
+  who?: { dealers: number[]; excluded: number[] },
+): ReshareJobResult {
   return {
     epoch: plan.epoch,
     threshold: plan.threshold,
     committee: idsOf(plan.committee),
     keys,
+    ...(who ? { dealers: who.dealers, excludedDealers: who.excluded } : {}),
   };
 }
 
@@ -755,7 +764,7 @@ async function complete(
     'reshare finished',
   );
   await progress({ phase: 'finish', done: nodes.length, total: nodes.length });
-  return resultOf(plan, keys);
+  return resultOf(plan, keys, { dealers: decided.dealers, excluded: job.data.excluded ?? [] });
 }
 
 /**

@@ -195,6 +195,13 @@ describe('resharing under crashes and lies (real processes, real SIGKILL)', func
     cluster.wipeNode(3);
     await cluster.startNode(3);
     expect(shareEpochs(nodeDb(dir, 3))).to.deep.equal([]);
+    // The coordinator sees node 3 again, with the new identity keys it made at start.
+    await waitFor('node 3 to report new identity keys', async () => {
+      const view = await clusterView(client);
+      const recorded = view.epoch.committee.find((m) => m.node === 3)!;
+      const now = view.identities.get(3);
+      return now !== undefined && now.signing !== recorded.signing;
+    });
     const p = await reshareProposal(client, cluster, { reason: 'repair', renew: [3] });
     const submitted = await client.submitProposal(p);
     if (submitted.kind !== 'job') throw new Error('expected a job');
