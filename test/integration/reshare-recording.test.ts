@@ -262,6 +262,15 @@ describe('resharing through real processes: the recorded coordinator traffic hol
   it('the detector finds planted shares and pieces in a copy of the recording', async () => {
     await cluster.stopNode(4);
     const newShare4 = unseal(4, 2);
+    // The real shares, unsealed from the databases, are in no encoding anywhere in the recording.
+    const text = messages.join('\n');
+    for (const share of [oldShare1, newShare4]) {
+      const le = Buffer.from(encodeScalar(share));
+      const be = Buffer.from(le).reverse();
+      for (const form of [toB64(le), toB64(be), le.toString('hex'), be.toString('hex')]) {
+        expect(text.includes(form)).to.equal(false);
+      }
+    }
     // A dealing of the test's own (dealer 9, a made-up key), with its piece for node 3 in hex.
     const coefficients = [Fn.create(7n), Fn.create(11n), Fn.create(13n)];
     const piece = coefficients.reduceRight((acc, c) => Fn.add(Fn.mul(acc, 3n), c), 0n);
