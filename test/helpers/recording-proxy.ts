@@ -22,6 +22,13 @@ export interface RecordedConnection {
 
 export class RecordingProxy {
   readonly connections: RecordedConnection[] = [];
+  /**
+   * When set, client -> server bytes that complete a message for which it returns true are held
+   * back (recorded, not forwarded) until `release()`: a test can act between two messages.
+   */
+  holdIf: ((message: string) => boolean) | undefined;
+  readonly #held: { upstream: Socket; data: Buffer }[] = [];
+  #onHold: (() => void) | undefined;
   readonly #server: Server;
   readonly #sockets = new Set<Socket>();
 
@@ -29,12 +36,16 @@ export class RecordingProxy {
     this.#server = server;
   }
 
-  /** Listen on a free loopback port and forward every connection to 127.0.0.1:`targetPort`. */
-  static async start(targetPort: number): Promise<RecordingProxy> {
+  /**
+   * Listen on a free loopback port and forward every connection to 127.0.0.1:`targetPort` (a
+   * function: asked at each connection, so the proxy may start before its target).
+   */
+  static async start(targetPort: number | (() => number)): Promise<RecordingProxy> {
     const server = createServer();
     const proxy = new RecordingProxy(server);
     server.on('connection', (client) => {
-      const upstream = createConnection({ host: '127.0.0.1', port: targetPort });
+      const port = typeof targetPort === 'number' ? targetPort : targetPort();
+      const upstream = createConnection({ host: '127.0.0.1', port });
       const rec: RecordedConnection = { up: [], down: [] };
       proxy.connections.push(rec);
       for (const s of [client, upstream]) {
@@ -45,9 +56,21 @@ export class RecordingProxy {
           upstream.destroy();
         });
       }
+      let seen = 0;
       client.on('data', (d: Buffer) => {
         rec.up.push(Buffer.from(d));
-        upstream.write(d);
+        if (proxy.#held.length === 0 && proxy.holdIf) {
+          const messages = decodeWebSocket(rec.up);
+          const fresh = messages.slice(seen);
+          seen = messages.length;
+          if (fresh.some(proxy.holdIf)) {
+            proxy.#held.push({ upstream, data: d });
+            proxy.#onHold?.();
+            return;
+          }
+        }
+        if (proxy.#held.length > 0) proxy.#held.push({ upstream, data: d });
+        else upstream.write(d);
       });
       upstream.on('data', (d: Buffer) => {
         rec.down.push(Buffer.from(d));
@@ -59,6 +82,18 @@ export class RecordingProxy {
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
     return proxy;
+  }
+
+  /** Resolves once bytes are held back by `holdIf`. */
+  held(): Promise<void> {
+    if (this.#held.length > 0) return Promise.resolve();
+    return new Promise((resolve) => (this.#onHold = resolve));
+  }
+
+  /** Forward what was held back, and stop holding. */
+  release(): void {
+    this.holdIf = undefined;
+    for (const { upstream, data } of this.#held.splice(0)) upstream.write(data);
   }
 
   get port(): number {
