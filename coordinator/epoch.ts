@@ -2,7 +2,10 @@
  * The committee's current epoch as the coordinator knows it (DESIGN.md section 3, "Epochs"): the
  * members with their identity keys, the threshold, and for an epoch made by a reshare the
  * reshare id, the transcript every new member signed and their votes, which let a node that
- * missed the commit catch up later (reshare-catchup.ts).
+ * missed the commit catch up later (reshare-catchup.ts), and the committee.reshare proposal
+ * itself, which lets a node that missed the whole reshare (down from before its begin) check those
+ * votes and learn that it was removed. Records written before that field, and records rebuilt from
+ * the nodes, have no proposal: catch-up then sends none.
  *
  *   <prefix>epoch  STR  JSON EpochRecord
  *
@@ -17,7 +20,7 @@ import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { toKmaasError } from '../shared/errors.ts';
 import { parseMessage, statusReply } from '../shared/messages.ts';
-import { committeeMember, type CommitteeMember } from '../shared/proposal.ts';
+import { committeeMember, proposalSchema, type CommitteeMember } from '../shared/proposal.ts';
 import type { Logger } from './logger.ts';
 import type { NodePool } from './node-pool.ts';
 import type { RedisKeys } from './redis-keys.ts';
@@ -35,6 +38,8 @@ export const epochRecordSchema = z
     reshareId: z.string().optional(),
     transcript: z.string().optional(),
     votes: z.array(voteSchema).optional(),
+    /** The committee.reshare that made this epoch (absent in older records). */
+    proposal: proposalSchema.optional(),
   })
   .strict();
 

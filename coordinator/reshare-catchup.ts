@@ -3,8 +3,12 @@
  * older epoch. Its prepared shares (a new member) or its old ones (a removed member) wait for the
  * commit; the epoch record keeps the transcript and every new member's vote, which is all a
  * node needs to commit by itself (each checks the votes against the proposal's signing keys). So
- * when a node connects, it gets reshare.commit from the record, then reshare.finish. Best
- * effort: a node that refuses is logged, and a later connection tries again.
+ * when a node connects, it gets reshare.commit from the record, then reshare.finish. A node that
+ * is not in the record's committee with its current identity keys also gets the record's
+ * proposal: it may have been down during the whole reshare (never begun it), and with the
+ * proposal it commits as removed (nodes/reshare-catchup.ts) and its finish erases its old shares,
+ * however many epochs it missed. Best effort: a node that refuses is logged, and a later
+ * connection tries again.
  */
 import { toKmaasError } from '../shared/errors.ts';
 import { parseMessage, statusReply } from '../shared/messages.ts';
@@ -33,9 +37,23 @@ export async function catchUp(deps: CatchUpDeps, link: NodeLink): Promise<boolea
     const member = record.committee.some((m) => m.node === link.id);
     if (behind === 0 && !member) return false;
     const { reshareId, transcript, votes } = record;
+    // A member with its current identity keys that is merely behind has the reshare's state: the
+    // commit alone does. Anyone else (removed, or its id now has other keys) may never have begun
+    // it: the proposal lets it check the votes by itself and commit as removed.
+    const own = record.committee.find((m) => m.node === link.id);
+    const current =
+      !!own &&
+      !!status.identity &&
+      own.signing === status.identity.signing &&
+      own.encryption === status.identity.encryption;
+    const proposal = current ? undefined : record.proposal;
     const commit = checkCommit(
       link.id,
-      await link.request('reshare.commit', { reshareId, transcript, votes }, deps.timeoutMs),
+      await link.request(
+        'reshare.commit',
+        { reshareId, transcript, votes, ...(proposal ? { proposal } : {}) },
+        deps.timeoutMs,
+      ),
     );
     const erased = checkFinish(
       link.id,

@@ -739,6 +739,8 @@ async function complete(
     reshareId: plan.reshareId,
     transcript: decided.transcript,
     votes: decided.votes,
+    // A removed node that missed the whole reshare needs it to check the votes (catch-up).
+    ...(job.data.proposal.operation === 'committee.reshare' ? { proposal: job.data.proposal } : {}),
   });
   await deps.invalidate();
   log.info({ keys, threshold: plan.threshold, members: receivers.length }, 'reshare switched');

@@ -15,6 +15,9 @@
  *                                           (a receiver's own): the new epoch is this node's
  *   committed --finish-->  finished         older epochs' shares, seed and chunks are erased
  *   begun | voted --abort-->   aborted      pending state erased; the same id may begin again
+ *   none    --commit + proposal-->  committed   catch-up (reshare-catchup.ts): a node down during
+ *                                           a whole reshare that removed it (or gave its id new
+ *                                           identity keys) commits the new epoch as 'removed'
  *
  * Replays are answered from the state (deal, prepare, vote, commit, finish, abort repeat
  * harmlessly). Any other message for a state is ERR_RESHARE_STATE naming details.state, except
@@ -345,6 +348,25 @@ export function commit(
     state: { ...state, step: 'committed', committed: { transcript: req.transcript, at: now } },
     replay: false,
   };
+}
+
+/**
+ * commit for a reshare this node never began, with its proposal (catch-up): the caller checked
+ * the proposal and that this node is not in its new committee; here every new member's vote over
+ * `transcript` must verify. The state is committed at once, as a node that is neither dealer nor
+ * receiver: its following finish erases every older epoch.
+ */
+export function catchUpCommit(
+  params: ReshareParams,
+  req: { transcript: string; votes: readonly { node: number; signature: string }[] },
+  valid: (node: number, signature: string) => boolean,
+  now: number,
+): ReshareState {
+  if (params.dealer || params.receiver) {
+    throw stateError(params.reshareId, 'none', 'commit', 'a member takes part from begin');
+  }
+  const begun: ReshareState = { params, step: 'begun' };
+  return commit(begun, req, valid, now).state;
 }
 
 export function finish(state: ReshareState): { state: ReshareState; replay: boolean } {

@@ -13,7 +13,9 @@
  *   reshare.vote     receiver: every chunk prepared -> transcript and Ed25519 vote
  *   reshare.commit   a valid vote of every new member: ONE transaction writes the epoch record,
  *                    the new epoch's shares and the reshare state; the old epoch's shares stay
- *                    (retiring) so the coordinator can still route epoch e until it switches
+ *                    (retiring) so the coordinator can still route epoch e until it switches.
+ *                    With a proposal, for a reshare this node never began: catch-up of a node
+ *                    it removed (reshare-catchup.ts)
  *   reshare.finish   erase every older epoch's shares, the seed and the chunks
  *   reshare.abort    before commit: erase the pending state; the id may begin again
  *
@@ -39,10 +41,12 @@ import { DEFAULT_RESHARE_FINISH_AFTER_MS, type Failpoint } from './config.ts';
 import type { LogFields, NodeContext } from './context.ts';
 import type { NodeIdentity } from './identity.ts';
 import { admitReshareProposal, checkNonce, useOf } from './proposals.ts';
+import { catchUpParams } from './reshare-catchup.ts';
 import { dealChunk, prepareChunk, type DealReply } from './reshare-chunk.ts';
 import {
   abort,
   begin,
+  catchUpCommit,
   checkDeal,
   checkPrepare,
   commit,
@@ -436,7 +440,9 @@ export function handleCommit(
   body: z.infer<typeof reshareCommitRequest>,
   log: LogFields,
 ): { node: number; epoch: number; role: 'member' | 'removed' } {
-  const state = expectStep(body.reshareId, stateFor(ctx, body.reshareId, log), 'commit');
+  const stored = stateFor(ctx, body.reshareId, log);
+  if (!stored && body.proposal) return catchUp(ctx, body, log);
+  const state = expectStep(body.reshareId, stored, 'commit');
   const { params } = state;
   const signing = new Map(params.committee.map((m) => [m.node, m.signing]));
   const next = commit(
@@ -469,6 +475,50 @@ export function handleCommit(
   ctx.keyring.setEpoch(ctx.store.currentEpoch());
   failpoint(ctx, 'reshare.commit:after');
   return { node: ctx.nodeId, epoch: params.epoch, role };
+}
+
+/**
+ * commit of a reshare this node never began (reshare-catchup.ts): it was down throughout and is
+ * not in the new committee. The new epoch is recorded with no keys, an open reshare it had begun
+ * before is dropped (the cluster moved past it), and finish then erases the older epochs.
+ */
+function catchUp(
+  ctx: NodeContext,
+  body: z.infer<typeof reshareCommitRequest>,
+  log: LogFields,
+): { node: number; epoch: number; role: 'removed' } {
+  const params = catchUpParams(ctx, body, log);
+  const signing = new Map(params.committee.map((m) => [m.node, m.signing]));
+  const state = catchUpCommit(
+    params,
+    body,
+    (node, signature) =>
+      voteValid(body.transcript, signature, fromB64(signing.get(node)!, 'signing')),
+    ctx.store.now(),
+  );
+  describe(state, log);
+  log.role = 'removed';
+  const reshares = ReshareStore.of(ctx.store);
+  ctx.store.transaction(() => {
+    const open = reshares.open();
+    if (open) {
+      reshares.erasePending(open.params.reshareId);
+      reshares.save(abort(open).state);
+    }
+    ctx.store.commitEpoch(
+      {
+        epoch: params.epoch,
+        threshold: params.threshold,
+        committee: params.committee,
+        reshareId: params.reshareId,
+        transcript: body.transcript,
+      },
+      [],
+    );
+    reshares.save(state);
+  });
+  ctx.keyring.setEpoch(ctx.store.currentEpoch());
+  return { node: ctx.nodeId, epoch: params.epoch, role: 'removed' };
 }
 
 /** Erase older epochs, seed and chunks in one transaction, then drop them from memory. */

@@ -210,8 +210,18 @@ export const reshareVote = z.object({ node: nodeId, signature: b64 }).strict();
 
 export const reshareVoteReply = z.object({ node: nodeId, transcript: hex32, signature: b64 });
 
+/**
+ * `proposal`: the committee.reshare the commit belongs to, sent by the coordinator's catch-up to
+ * a node that never began that reshare (it was down throughout): with it the node can check the
+ * votes and learn that it was removed (nodes/reshare-catchup.ts).
+ */
 export const reshareCommitRequest = z
-  .object({ reshareId, transcript: hex32, votes: z.array(reshareVote).min(1).max(64) })
+  .object({
+    reshareId,
+    transcript: hex32,
+    votes: z.array(reshareVote).min(1).max(64),
+    proposal: proposalSchema.optional(),
+  })
   .strict();
 
 export const reshareCommitReply = z.object({

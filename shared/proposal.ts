@@ -375,8 +375,15 @@ export interface VerifiedProposal {
  * (ERR_PROPOSAL_CLUSTER), expiry and lifetime (ERR_PROPOSAL_EXPIRED, ERR_PROPOSAL_INVALID), then a
  * quorum of distinct known operators whose signatures verify (ERR_PROPOSAL_QUORUM, naming who
  * signed validly, who did not, and which signers are unknown). `now` is ms since the epoch.
+ * `acceptExpired` skips the expiry check, for a proposal that already acted and is only shown as
+ * proof of it (a reshare's catch-up, nodes/reshare-catchup.ts): never for one about to act.
  */
-export function verifyQuorum(p: Proposal, policy: QuorumPolicy, now: number): VerifiedProposal {
+export function verifyQuorum(
+  p: Proposal,
+  policy: QuorumPolicy,
+  now: number,
+  opts: { acceptExpired?: boolean } = {},
+): VerifiedProposal {
   checkProposalShape(p);
   const id = proposalId(p);
   if (p.cluster !== policy.clusterId) {
@@ -387,7 +394,7 @@ export function verifyQuorum(p: Proposal, policy: QuorumPolicy, now: number): Ve
     );
   }
   const expires = Date.parse(p.expiresAt);
-  if (now >= expires) {
+  if (now >= expires && !opts.acceptExpired) {
     throw new KmaasError(
       'ERR_PROPOSAL_EXPIRED',
       `proposal ${id.slice(0, 12)} expired at ${p.expiresAt}`,

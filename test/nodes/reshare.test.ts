@@ -4,7 +4,8 @@
  * Checked independently: every 4 of the new shares interpolate to the secret the old sharing was
  * made from (shared/shamir.ts split of a known secret), group keys never change, old shares stay
  * until finish and are gone after it. Then the refusals of begin and a dealer named by a corrupt
- * piece.
+ * piece. Last, catch-up: a node down during whole reshares that removed it commits from the
+ * latest proposal and its votes, and erases its old shares.
  */
 import { expect } from 'chai';
 import { z } from 'zod';
@@ -37,6 +38,7 @@ import {
   reshareStatus,
   startReshareFinisher,
 } from '../../nodes/reshare.ts';
+import { signVote } from '../../nodes/reshare-transcript.ts';
 import { secretShare } from '../../nodes/secret-share.ts';
 import { NodeStore } from '../../nodes/store.ts';
 import { signWith, TEST_CLUSTER_ID } from '../helpers/operators.ts';
@@ -699,5 +701,167 @@ describe('nodes/reshare: removal, refresh, chunks, auto-finish', function () {
     const third = dealAndPrepare(hh, reshareId, [1, 2], [3]).get(3);
     expect(third).to.be.instanceOf(KmaasError);
     expect((third as KmaasError).code).to.equal('ERR_RESHARE_STATE');
+  });
+});
+
+describe('nodes/reshare: catch-up of a node down during whole reshares', function () {
+  this.timeout(120_000);
+  let h: Harness | undefined;
+  afterEach(async () => {
+    if (h) await teardown(h);
+    h = undefined;
+  });
+
+  /** One whole reshare among `nodes` (all old and new members), finished; returns its commit. */
+  function reshareAmong(hh: Harness, proposal: Proposal, nodes: number[], dealers: number[]) {
+    const reshareId = reshareIdOf(proposalId(proposal));
+    const keys = KEYS;
+    for (const id of nodes) call(hh.ctxs.get(id)!, 'reshare.begin', { reshareId, proposal, keys });
+    const prepared = dealAndPrepare(hh, reshareId, dealers, nodes);
+    for (const r of prepared.values()) expect(r).to.not.be.instanceOf(Error);
+    const votes = nodes.map((id) =>
+      call(hh.ctxs.get(id)!, 'reshare.vote', { reshareId, dealers, chunks: 1 }),
+    );
+    const commit = {
+      reshareId,
+      transcript: votes[0]!.transcript,
+      votes: votes.map((v) => ({ node: v.node, signature: v.signature })),
+    };
+    for (const id of nodes) {
+      expect(call(hh.ctxs.get(id)!, 'reshare.commit', commit).role).to.equal('member');
+      call(hh.ctxs.get(id)!, 'reshare.finish', { reshareId });
+    }
+    // The next reshare deals from this epoch's packages.
+    for (const k of KEYS) {
+      const pkg = hh.stores[0]!.getKey(k.tenant, k.version)!.keyPackage;
+      hh.oldPackages.set(`${k.tenant}/${k.version}`, pkg);
+    }
+    return commit;
+  }
+
+  it('node 5 misses its removal and one more epoch; the latest proposal catches it up', async () => {
+    h = await setup(5, 5, 3);
+    const hh = h;
+    const four = [1, 2, 3, 4];
+    // Epoch 1 -> 2 removes node 5, which is down throughout (it never gets begin).
+    const removal = reshareProposal(hh, {
+      threshold: 3,
+      committee: four.map(hh.member),
+      reason: 'remove',
+    });
+    const first = reshareAmong(hh, removal, four, [1, 2, 3]);
+    // Epoch 2 -> 3, a refresh of the four: node 5 is told only of this one.
+    const refresh = reshareProposal(hh, {
+      threshold: 3,
+      committee: four.map(hh.member),
+      epoch: 3,
+      previous: { epoch: 2, threshold: 3, committee: four.map(hh.member) },
+      reason: 'refresh',
+    });
+    const latest = reshareAmong(hh, refresh, four, [2, 3, 4]);
+    // The proposal has long expired when node 5 comes back: the votes prove the reshare happened.
+    const ctx = { ...hh.ctxs.get(5)!, now: () => Date.now() + 2 * 3_600_000 };
+    const commit = (body: Partial<Body<'reshare.commit'>>) =>
+      call(ctx, 'reshare.commit', { ...latest, proposal: refresh, ...body });
+
+    // Refusals, each leaving node 5 as it was.
+    expectCode(() => call(ctx, 'reshare.commit', latest), 'ERR_RESHARE_STATE', { state: 'none' });
+    expectCode(
+      () => commit({ proposal: { ...refresh, signatures: refresh.signatures.slice(0, 1) } }),
+      'ERR_PROPOSAL_QUORUM',
+    );
+    expectCode(
+      () => commit({ proposal: { ...refresh, cluster: 'another-cluster' } }),
+      'ERR_PROPOSAL_CLUSTER',
+    );
+    expectCode(() => commit({ reshareId: first.reshareId }), 'ERR_PROPOSAL_MISMATCH', {
+      field: 'reshareId',
+    });
+    expectCode(() => commit({ votes: latest.votes.slice(1) }), 'ERR_RESHARE_VOTE', {
+      nodes: [1],
+    });
+    // Node 2's vote under node 1's name: one vote each, but node 1's does not verify.
+    const forged = latest.votes.map((v) =>
+      v.node === 1 ? { node: 1, signature: latest.votes[1]!.signature } : v,
+    );
+    expectCode(() => commit({ votes: forged }), 'ERR_RESHARE_VOTE', { nodes: [1] });
+    expectCode(() => commit({ transcript: first.transcript }), 'ERR_RESHARE_VOTE');
+    // A proposal that keeps node 5 (with its own keys) in the committee: it should have begun.
+    const keeps = reshareProposal(hh, {
+      threshold: 3,
+      committee: [1, 2, 3, 4, 5].map(hh.member),
+      epoch: 3,
+      previous: { epoch: 2, threshold: 3, committee: four.map(hh.member) },
+      reason: 'add',
+    });
+    expectCode(
+      () => commit({ reshareId: reshareIdOf(proposalId(keeps)), proposal: keeps }),
+      'ERR_RESHARE_STATE',
+      { state: 'none' },
+    );
+    expect(hh.stores[4]!.currentEpoch()!.epoch).to.equal(1);
+    expect(hh.stores[4]!.listKeys()).to.have.length(KEYS.length);
+
+    // Caught up: epoch 3 with no keys, removed; a replay answers the same.
+    const reply = commit({});
+    expect(reshareCommitReply.parse(reply)).to.deep.equal({ node: 5, epoch: 3, role: 'removed' });
+    expect(commit({})).to.deep.equal(reply);
+    expect(hh.stores[4]!.currentEpoch()).to.deep.include({ epoch: 3, threshold: 3 });
+    expect(hh.stores[4]!.currentEpoch()!.committee.map((m) => m.node)).to.deep.equal(four);
+    // Old shares stay until finish (retiring), as for any commit.
+    expect(hh.stores[4]!.listKeys()).to.have.length(KEYS.length);
+    expect(call(ctx, 'reshare.finish', { reshareId: latest.reshareId })).to.deep.equal({
+      node: 5,
+      erased: KEYS.length,
+    });
+    expect(hh.stores[4]!.listKeys()).to.deep.equal([]);
+    for (const k of KEYS) expect(hh.stores[4]!.getKey(k.tenant, k.version, 1)).to.equal(undefined);
+    expectCode(() => ctx.keyring.get('acme', 1), 'ERR_NODE_REMOVED');
+    expectCode(() => ctx.keyring.get('acme', 1, 1), 'ERR_NODE_REMOVED');
+
+    // Stale: the first removal's commit now names an epoch node 5 is past.
+    expectCode(
+      () => call(ctx, 'reshare.commit', { ...first, proposal: removal }),
+      'ERR_PROPOSAL_MISMATCH',
+      { field: 'epoch', epoch: 3 },
+    );
+    // After a restart the node is still removed, with nothing to serve.
+    restart(hh, 5);
+    expectCode(() => hh.ctxs.get(5)!.keyring.get('acme', 1), 'ERR_NODE_REMOVED');
+  });
+
+  it('a node whose id now has other identity keys (repaired elsewhere) is caught up as removed', async () => {
+    h = await setup(6, 5, 3);
+    const hh = h;
+    // Node 6's identity keys stand in for node 5's new ones (a repair made them).
+    const repaired = (node: number) =>
+      node === 5 ? { ...hh.member(6), node: 5 } : hh.member(node);
+    const committee = [1, 2, 3, 4, 5].map(repaired);
+    const repair = reshareProposal(hh, { threshold: 3, committee, reason: 'repair' });
+    const reshareId = reshareIdOf(proposalId(repair));
+    const four = [1, 2, 3, 4];
+    for (const id of four) {
+      call(hh.ctxs.get(id)!, 'reshare.begin', { reshareId, proposal: repair, keys: KEYS });
+    }
+    dealAndPrepare(hh, reshareId, [1, 2, 3], four);
+    // Node 5 with its new keys is played by node 6's context; it votes as node 5.
+    const votes = four.map((id) =>
+      call(hh.ctxs.get(id)!, 'reshare.vote', { reshareId, dealers: [1, 2, 3], chunks: 1 }),
+    );
+    const transcript = votes[0]!.transcript;
+    const fifth = { node: 5, signature: signVote(transcript, hh.ctxs.get(6)!.identity!) };
+    const body = {
+      reshareId,
+      transcript,
+      votes: [...votes.map((v) => ({ node: v.node, signature: v.signature })), fifth],
+    };
+    const old5 = hh.ctxs.get(5)!;
+    expect(call(old5, 'reshare.commit', { ...body, proposal: repair })).to.deep.equal({
+      node: 5,
+      epoch: 2,
+      role: 'removed',
+    });
+    expect(call(old5, 'reshare.finish', { reshareId }).erased).to.equal(KEYS.length);
+    expect(hh.stores[4]!.listKeys()).to.deep.equal([]);
   });
 });

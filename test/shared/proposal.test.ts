@@ -134,6 +134,16 @@ describe('shared/proposal: verifyQuorum', () => {
     });
   }
 
+  it('acceptExpired (catch-up: the proposal already acted) skips only the expiry', () => {
+    const p = signWith(unsigned());
+    const later = NOW + 3_600_000;
+    expect(verifyQuorum(p, POLICY, later, { acceptExpired: true }).signers).to.have.length(2);
+    const one = signWith(unsigned(), [0]);
+    expect(() => verifyQuorum(one, POLICY, later, { acceptExpired: true }))
+      .to.throw(KmaasError)
+      .with.property('code', 'ERR_PROPOSAL_QUORUM');
+  });
+
   it('a quorum failure names who signed validly, invalidly, and who is unknown', () => {
     const p = signWith(unsigned(), [0]);
     const e = expectRefused(
