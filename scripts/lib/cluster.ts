@@ -278,6 +278,25 @@ export class LocalCluster {
       spareNodes: this.spareIds,
     };
     writeFileSync(this.clusterFile, JSON.stringify(file, null, 2), { mode: 0o600 });
+    await this.waitForNodes();
+  }
+
+  /**
+   * Until the coordinator is connected to every node (or 30 s have passed): the cluster is ready
+   * for proposals, whose committee and cluster id come from the nodes' status, only then.
+   */
+  async waitForNodes(timeoutMs = 30_000): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    while (Date.now() < until) {
+      try {
+        const res = await fetch(`${this.url}/v1/status`);
+        const status = (await res.json()) as { nodes?: { connected?: boolean }[] };
+        if (status.nodes?.length && status.nodes.every((n) => n.connected === true)) return;
+      } catch {
+        // Not answering yet.
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   }
 
   /**

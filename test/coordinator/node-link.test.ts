@@ -67,8 +67,8 @@ describe('coordinator: node link', function () {
       l.request('status', {}, 1000),
     ]);
     expect(replies).to.deep.equal([
-      { node: 7, keys: [], identity: node.identity },
-      { node: 7, keys: [], identity: node.identity },
+      { node: 7, keys: [], identity: node.identity, epoch: null, reshare: null },
+      { node: 7, keys: [], identity: node.identity, epoch: null, reshare: null },
     ]);
   });
 

@@ -206,7 +206,14 @@ describe('coordinator/reshare-job: add a node and raise the threshold', function
 
     const result = await attempt(job);
 
-    expect(result).to.deep.equal({ epoch: 2, threshold: 3, committee: [1, 2, 3, 4], keys: 65 });
+    expect(result).to.deep.equal({
+      epoch: 2,
+      threshold: 3,
+      committee: [1, 2, 3, 4],
+      keys: 65,
+      dealers: [1, 2],
+      excludedDealers: [],
+    });
     expect(decidedAtCommit).to.deep.equal([true, true, true, true]);
     // Dealers: the previous threshold's worth of old members, lowest ids first.
     for (const id of [1, 2]) {
@@ -357,7 +364,14 @@ describe('coordinator/reshare-job: add a node and raise the threshold', function
     const run = () =>
       attempt(new StandInJob(`refresh-${process.pid}-${++jobs}`, { proposal: refresh }, 1));
 
-    expect(await run()).to.deep.equal({ epoch: 2, threshold: 2, committee: [1, 2, 3], keys: 65 });
+    expect(await run()).to.deep.equal({
+      epoch: 2,
+      threshold: 2,
+      committee: [1, 2, 3],
+      keys: 65,
+      dealers: [1, 2],
+      excludedDealers: [],
+    });
     const begin = node(1).bodies('reshare.begin')[0]!;
     expect(begin).to.deep.include({ reshareId: reshareIdOf(proposalId(refresh), period), period });
     expect(node(4).types()).to.deep.equal([]);
@@ -452,7 +466,14 @@ describe('coordinator/reshare-job: add a node and raise the threshold', function
         epoch: 2,
         state: 'completed',
         progress: { phase: 'finish', done: 4, total: 4 },
-        result: { epoch: 2, threshold: 3, committee: [1, 2, 3, 4], keys: 65 },
+        result: {
+          epoch: 2,
+          threshold: 3,
+          committee: [1, 2, 3, 4],
+          keys: 65,
+          dealers: [1, 2],
+          excludedDealers: [],
+        },
       });
       for (const n of nodes) {
         expect(n.types('reshare.abort')).to.deep.equal([]);

@@ -129,7 +129,14 @@ describe('resharing through the coordinator, with real nodes', function () {
       state: 'completed',
       operation: 'committee.reshare',
       epoch: 2,
-      result: { epoch: 2, threshold: 3, committee: [1, 2, 3], keys: 1 },
+      result: {
+        epoch: 2,
+        threshold: 3,
+        committee: [1, 2, 3],
+        keys: 1,
+        dealers: [1, 2],
+        excludedDealers: [],
+      },
     });
     expect(await keyPackage()).to.deep.include({ epoch: 2, threshold: 3, groupKey });
     const afterReshare = (await client().deriveKeys('acme', 1, ['doc-1'])).keys[0]!;
@@ -150,7 +157,14 @@ describe('resharing through the coordinator, with real nodes', function () {
     const refreshed = await submit(refresh);
     expect(refreshed, JSON.stringify(refreshed.error)).to.deep.include({
       state: 'completed',
-      result: { epoch: 3, threshold: 3, committee: [1, 2, 3], keys: 1 },
+      result: {
+        epoch: 3,
+        threshold: 3,
+        committee: [1, 2, 3],
+        keys: 1,
+        dealers: [1, 2, 3],
+        excludedDealers: [],
+      },
     });
     const pkg = await keyPackage();
     expect(pkg).to.deep.include({ epoch: 3, threshold: 3, groupKey });
