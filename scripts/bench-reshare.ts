@@ -2,7 +2,7 @@
  * `npm run bench:reshare`: how long resharing takes with many tenants. A local cluster (5 nodes,
  * t = 3, and 2 spare nodes) gets `--tenants` tenants (one DKG each, queued together), then three
  * reshares are timed: a refresh (5 -> 5), adding the two spare nodes (5 -> 7) and removing them
- * again (7 -> 5). Every reshare covers every tenant key of the committee. Prints a table and
+ * again (7 -> 5); t is 3 of 5 and 4 of 7, the smallest majorities. Every reshare covers every tenant key of the committee. Prints a table and
  * writes bench-results/reshare.json.
  */
 import { Command } from 'commander';
@@ -65,6 +65,7 @@ async function timedReshare(
   label: string,
   members: (s: StatusView) => CommitteeMember[],
   reason: 'refresh' | 'add' | 'remove',
+  threshold?: number,
 ): Promise<{ label: string; seconds: number; epoch: number; members: number }> {
   const s = await view(client);
   if (!s.epoch) throw new Error('no epoch yet');
@@ -73,7 +74,7 @@ async function timedReshare(
     cluster: s.cluster,
     operation: 'committee.reshare',
     committee,
-    threshold: s.epoch.threshold,
+    threshold: threshold ?? s.epoch.threshold,
     epoch: s.epoch.epoch + 1,
     previous: s.epoch,
     reason,
@@ -143,12 +144,14 @@ async function main(): Promise<void> {
       'add 5 -> 7',
       (st) => [...st.epoch!.committee, identityOf(st, 6), identityOf(st, 7)],
       'add',
+      4,
     ),
     await timedReshare(
       client,
       'remove 7 -> 5',
       (st) => st.epoch!.committee.filter((m) => m.node <= 5),
       'remove',
+      3,
     ),
   ];
   const report = {
