@@ -235,6 +235,14 @@ export function ceremonyJobOptions(deps: { attempts: number; backoffMs: number }
 /**
  * The scheduled proactive refresh (KMAAS_REFRESH_PROPOSAL_FILE): a repeatable job every
  * `everySeconds`, each run a refresh of its period. Upserting is idempotent across replicas.
+ *
+ * When it runs (BullMQ 5 job schedulers with `every`, addJobScheduler.lua): a scheduler new to
+ * Redis runs its first iteration at once, then every period after it; upserting one that exists
+ * (every coordinator start, every replica) keeps the time of its pending next iteration. So a
+ * refresh that is due does not wait a whole period after the proposal is installed, and a
+ * restart does not run an extra one; should a second run fall in the same period anyway, its
+ * reshare id is the period's (planOf) and the nodes accept one refresh per period. BullMQ's
+ * `immediately` is for cron patterns only and must not be set here (it only warns with `every`).
  */
 export async function scheduleRefresh(
   queue: Queue,

@@ -360,12 +360,16 @@ export class LocalCluster {
 
   /**
    * Stop the coordinator (`signal`, SIGKILL for a crash) and start it again on the same port, so
-   * that clients keep their URL. Its jobs live in Redis: a stalled one is taken up again.
+   * that clients keep their URL. Its jobs live in Redis: a stalled one is taken up again. `env`
+   * adds settings for this start only (a test: KMAAS_REFRESH_PROPOSAL_FILE).
    */
-  async restartCoordinator(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  async restartCoordinator(
+    signal: NodeJS.Signals = 'SIGTERM',
+    env: NodeJS.ProcessEnv = {},
+  ): Promise<void> {
     const port = this.coordinator.port;
     await this.coordinator.kill(signal);
-    await this.coordinator.start({ KMAAS_COORDINATOR_PORT: String(port) });
+    await this.coordinator.start({ ...env, KMAAS_COORDINATOR_PORT: String(port) });
   }
 
   async killNode(id: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
