@@ -381,9 +381,12 @@ export async function submitReshare(s: Session, p: Proposal, wait: boolean): Pro
     s.result({ ...value, done: false }, [submitted.jobId]);
     return;
   }
-  s.note(`job ${submitted.jobId}: reshare to epoch ${p.epoch}`);
+  // A committee.refresh names no epoch: the job's result says which one it made.
+  s.note(`job ${submitted.jobId}: reshare to epoch ${p.epoch ?? 'current + 1'}`);
   const job = await followReshare(s, submitted.jobId);
+  const made = (job.result as { epoch?: unknown } | undefined)?.epoch;
+  const epoch = p.epoch ?? (typeof made === 'number' ? made : '?');
   s.result({ ...value, done: true, result: job.result ?? null }, [
-    `epoch ${p.epoch}: nodes ${value.committee.join(', ')}, threshold ${p.threshold}`,
+    `epoch ${epoch}: nodes ${value.committee.join(', ')}, threshold ${p.threshold}`,
   ]);
 }

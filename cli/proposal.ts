@@ -5,6 +5,8 @@
  * the signatures against its own operator keys.
  *
  *   kmaas proposal create --operation tenant.create --tenant acme --out p.json
+ *   kmaas proposal create --operation committee.refresh --every 86400 --expires 30d --out r.json
+ *       (the standing proposal of the scheduled refresh: KMAAS_REFRESH_PROPOSAL_FILE, signed)
  *   kmaas proposal sign p.json --key alice.key.json      (each operator, until quorum)
  *   kmaas proposal show p.json --operators operators.json
  *   kmaas proposal submit p.json                         (follows the DKG job, pins the key)
@@ -19,6 +21,8 @@ import { KmaasError } from '../shared/errors.ts';
 import {
   checkSignatures,
   draftProposal,
+  KEY_OPERATIONS,
+  MIN_REFRESH_SECONDS,
   OPERATIONS,
   operatorKeyFileSchema,
   operatorSetSchema,
@@ -35,7 +39,13 @@ import { writeFileAtomic } from './atomic.ts';
 import { resolveConfig, type GlobalOptions } from './config.ts';
 import type { Io, Session } from './program.ts';
 import { progressLine, retryLine } from './progress.ts';
-import { clusterIdOf, keyCommittee, parseStatusView } from '../client/committee.ts';
+import {
+  clusterIdOf,
+  currentEpoch,
+  keyCommittee,
+  parseStatusView,
+  type StatusView,
+} from '../client/committee.ts';
 import { submitReshare } from './committee.ts';
 
 const DURATION = /^(\d{1,6})([smhd])$/;
@@ -123,6 +133,11 @@ export function describeProposal(p: Proposal): string[] {
           `  tenant     ${p.tenant} version ${p.version}` +
             (p.threshold === undefined ? '' : ` threshold ${p.threshold}`),
         ]),
+    ...(p.everySeconds === undefined
+      ? []
+      : [
+          `  refresh    at most once every ${p.everySeconds} s, threshold ${p.threshold} (standing)`,
+        ]),
     ...(p.previous === undefined
       ? []
       : [
@@ -141,12 +156,72 @@ export function describeProposal(p: Proposal): string[] {
 
 export interface CreateOptions {
   operation: Operation;
-  tenant: string;
+  /** Key operations only. */
+  tenant?: string;
   version?: number;
   threshold?: number;
+  /** committee.refresh only: its period in seconds (>= MIN_REFRESH_SECONDS). */
+  everySeconds?: number;
   expiresInMs: number;
   /** The cluster file's first committee: without an epoch, spare nodes are left out. */
   firstCommittee?: readonly number[];
+}
+
+function needsNone(o: CreateOptions, field: 'tenant' | 'version' | 'everySeconds'): void {
+  if (o[field] === undefined) return;
+  const flag = field === 'everySeconds' ? '--every' : `--${field}`;
+  throw new KmaasError('ERR_VALIDATION', `${o.operation} takes no ${flag}`, { field });
+}
+
+/** What each operation needs from the command line, before the coordinator is asked. */
+function checkCreateOptions(o: CreateOptions): void {
+  if (o.operation === 'committee.reshare') {
+    throw new KmaasError(
+      'ERR_VALIDATION',
+      'a committee.reshare is made with kmaas committee add|remove|threshold|refresh|repair --out <file>',
+      { field: 'operation' },
+    );
+  }
+  if (o.operation === 'committee.refresh') {
+    needsNone(o, 'tenant');
+    needsNone(o, 'version');
+    if (o.everySeconds === undefined || o.everySeconds < MIN_REFRESH_SECONDS) {
+      throw new KmaasError(
+        'ERR_VALIDATION',
+        `committee.refresh needs --every <seconds>, at least ${MIN_REFRESH_SECONDS}: the period of the scheduled refresh`,
+        { field: 'everySeconds' },
+      );
+    }
+    return;
+  }
+  needsNone(o, 'everySeconds');
+  if (!(KEY_OPERATIONS as readonly string[]).includes(o.operation) || o.tenant === undefined) {
+    throw new KmaasError('ERR_VALIDATION', `${o.operation} needs --tenant`, { field: 'tenant' });
+  }
+}
+
+/**
+ * The standing committee.refresh (PLAN "committee.refresh"): the current epoch's committee and
+ * threshold, which a refresh keeps, and its period. It names no epoch: one proposal serves every
+ * later epoch for as long as the committee stays the same (the coordinator and the nodes check).
+ */
+function refreshDraft(view: StatusView, o: CreateOptions, now: number): Proposal {
+  const epoch = currentEpoch(view);
+  if (o.threshold !== undefined && o.threshold !== epoch.threshold) {
+    throw new KmaasError(
+      'ERR_BAD_THRESHOLD',
+      `a refresh keeps the threshold of epoch ${epoch.epoch}, ${epoch.threshold}: change it with kmaas committee threshold ${o.threshold}`,
+      { threshold: o.threshold, expected: epoch.threshold },
+    );
+  }
+  return draftProposal({
+    cluster: clusterIdOf(view),
+    operation: 'committee.refresh',
+    committee: epoch.committee,
+    threshold: epoch.threshold,
+    everySeconds: o.everySeconds!,
+    expiresAt: new Date(now + o.expiresInMs),
+  });
 }
 
 /**
@@ -159,13 +234,16 @@ export async function createProposal(
   o: CreateOptions,
   now = Date.now(),
 ): Promise<Proposal> {
+  checkCreateOptions(o);
   const view = parseStatusView(await client.status());
   const cluster = clusterIdOf(view);
+  if (o.operation === 'committee.refresh') return refreshDraft(view, o, now);
+  const tenant = o.tenant!;
   const { committee, threshold: epochThreshold, epoch } = keyCommittee(view, o.firstCommittee);
   let version = o.version;
   if (version === undefined) {
     if (o.operation === 'tenant.create') version = 1;
-    else if (o.operation === 'key.rotate') version = (await client.latestVersion(o.tenant)) + 1;
+    else if (o.operation === 'key.rotate') version = (await client.latestVersion(tenant)) + 1;
     else {
       throw new KmaasError('ERR_VALIDATION', 'key.retire needs --version: the version to retire', {
         field: 'version',
@@ -192,7 +270,7 @@ export async function createProposal(
   return draftProposal({
     cluster,
     operation: o.operation,
-    tenant: o.tenant,
+    tenant,
     version,
     ...(threshold === undefined ? {} : { threshold }),
     committee,
@@ -206,7 +284,9 @@ export async function createProposal(
  * (cli/committee.ts submitReshare), or the nodes' answers to a key.retire (ERR_NODE_UNAVAILABLE when not every node applied it).
  */
 export async function submitAndFollow(s: Session, p: Proposal, wait: boolean): Promise<void> {
-  if (p.operation === 'committee.reshare') return submitReshare(s, p, wait);
+  if (p.operation === 'committee.reshare' || p.operation === 'committee.refresh') {
+    return submitReshare(s, p, wait);
+  }
   const submitted = await s.client.submitProposal(p);
   if (submitted.kind === 'applied') return reportApplied(s, submitted);
   const { jobId } = submitted;
@@ -294,7 +374,12 @@ export function addProposalCommands(
         .choices([...OPERATIONS])
         .makeOptionMandatory(),
     )
-    .requiredOption('--tenant <tenant>', 'the tenant')
+    .option('--tenant <tenant>', 'the tenant (key operations)')
+    .option(
+      '--every <seconds>',
+      `committee.refresh: the period of the scheduled refresh (at least ${MIN_REFRESH_SECONDS})`,
+      positive,
+    )
     .option(
       '--version <v>',
       'key version (default: 1 to create, the next one to rotate; required to retire)',
@@ -313,9 +398,10 @@ export function addProposalCommands(
       async (
         o: {
           operation: Operation;
-          tenant: string;
+          tenant?: string;
           version?: number;
           threshold?: number;
+          every?: number;
           expires: number;
           out: string;
           force?: boolean;
@@ -336,8 +422,9 @@ export function addProposalCommands(
         const p = await createProposal(s.client, {
           ...(s.config.committee === undefined ? {} : { firstCommittee: s.config.committee }),
           operation: o.operation,
-          tenant: o.tenant,
+          ...(o.tenant === undefined ? {} : { tenant: o.tenant }),
           ...(o.version === undefined ? {} : { version: o.version }),
+          ...(o.every === undefined ? {} : { everySeconds: o.every }),
           ...(o.threshold === undefined ? {} : { threshold: o.threshold }),
           expiresInMs: o.expires,
         });

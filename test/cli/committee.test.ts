@@ -359,6 +359,71 @@ describe('cli: kmaas committee and status against the fake coordinator', functio
     expect(submitted.stdout.trim()).to.equal('epoch 3: nodes 1, 2, 3, 4, 5, threshold 4');
   });
 
+  it('proposal create --operation committee.refresh --every: the standing refresh proposal', async () => {
+    fake.epoch = { epoch: 2, threshold: 3, committee: keysOf([1, 2, 3, 4, 5]) };
+    const before = Date.now();
+    const r = await kmaas(
+      'proposal',
+      'create',
+      '--operation',
+      'committee.refresh',
+      '--every',
+      '86400',
+      '--expires',
+      '30d',
+      '--out',
+      'refresh.json',
+    );
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stderr).to.include('  refresh    at most once every 86400 s, threshold 3 (standing)');
+    const p = parseProposal(JSON.parse(await readFile(join(dir, 'refresh.json'), 'utf8')));
+    expect(p).to.include({ operation: 'committee.refresh', threshold: 3, everySeconds: 86400 });
+    expect(p.committee).to.deep.equal(keysOf([1, 2, 3, 4, 5]));
+    for (const field of ['tenant', 'version', 'epoch', 'previous', 'reason'] as const) {
+      expect(p[field], field).to.equal(undefined);
+    }
+    const expires = Date.parse(p.expiresAt) - before;
+    expect(expires).to.be.within(30 * 86_400_000, 30 * 86_400_000 + 60_000);
+    expect(fake.proposals).to.have.length(0);
+
+    // The operators sign it as any other; then it is a valid proposal of the cluster.
+    for (const key of keyFiles.slice(0, 2)) {
+      const signed = await kmaas('proposal', 'sign', 'refresh.json', '--key', key);
+      expect(signed.code, signed.stderr).to.equal(0);
+    }
+    const signed = parseProposal(JSON.parse(await readFile(join(dir, 'refresh.json'), 'utf8')));
+    expect(() => verifyQuorum(signed, POLICY, Date.now())).to.not.throw();
+  });
+
+  it('proposal create refuses what an operation does not take, writing nothing', async () => {
+    fake.epoch = { epoch: 2, threshold: 3, committee: keysOf([1, 2, 3, 4, 5]) };
+    const create = (...args: string[]) =>
+      kmaas('proposal', 'create', '--out', 'p.json', '--operation', ...args);
+    const lastLine = (r: { stderr: string }) => r.stderr.trimEnd().split('\n').at(-1);
+    const cases: [string[], RegExp][] = [
+      [['committee.refresh'], /^error ERR_VALIDATION: committee.refresh needs --every/],
+      [['committee.refresh', '--every', '59'], /^error ERR_VALIDATION: .*at least 60/],
+      [
+        ['committee.refresh', '--every', '60', '--tenant', 'acme'],
+        /^error ERR_VALIDATION: .*--tenant/,
+      ],
+      [['committee.refresh', '--every', '60', '--threshold', '4'], /^error ERR_BAD_THRESHOLD: /],
+      [['tenant.create'], /^error ERR_VALIDATION: tenant.create needs --tenant/],
+      [['tenant.create', '--tenant', 'x', '--every', '60'], /^error ERR_VALIDATION: .*--every/],
+      [['committee.reshare'], /^error ERR_VALIDATION: .*kmaas committee add/],
+    ];
+    for (const [args, expected] of cases) {
+      const r = await create(...args);
+      expect(r.code, args.join(' ')).to.equal(1);
+      expect(lastLine(r), args.join(' ')).to.match(expected);
+    }
+    fake.epoch = null;
+    const r = await create('committee.refresh', '--every', '60');
+    expect(lastLine(r)).to.match(/^error ERR_VALIDATION: the cluster has no committee epoch yet/);
+    const written = await readFile(join(dir, 'p.json'), 'utf8').catch(() => undefined);
+    expect(written).to.equal(undefined);
+  });
+
   it('tenant create without an epoch proposes the first committee, spares left out', async () => {
     fake.epoch = null;
     const r = await kmaas('tenant', 'create', 'gamma');
