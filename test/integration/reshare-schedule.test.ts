@@ -43,9 +43,12 @@ describe('the scheduled proactive refresh runs by itself (real processes)', func
 
   const deriveAll = async () => (await client.deriveKeys(TENANT, 1, DOCS)).keys.map(bytesToHex);
 
-  /** Poll `check` until it holds; the deadline only turns a hang into a failure. */
+  /**
+   * Poll `check` until it holds. The deadline turns a hang into a failure, and is half the
+   * period: a first refresh that waited for the end of its period would fail here.
+   */
   async function waitFor(what: string, check: () => Promise<boolean> | boolean): Promise<void> {
-    const until = Date.now() + 60_000;
+    const until = Date.now() + 30_000;
     while (!(await check())) {
       if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
       await new Promise((r) => setTimeout(r, 100));
