@@ -244,6 +244,9 @@ export function ceremonyJobOptions(deps: { attempts: number; backoffMs: number }
  * reshare id is the period's (planOf) and the nodes accept one refresh per period. BullMQ's
  * `immediately` is for cron patterns only and must not be set here (it only warns with `every`).
  */
+/** The id of the one proactive-refresh scheduler in the ceremony queue. */
+export const REFRESH_SCHEDULER = 'refresh';
+
 export async function scheduleRefresh(
   queue: Queue,
   proposal: Proposal,
@@ -255,8 +258,11 @@ export async function scheduleRefresh(
     });
   }
   const data: ReshareJobData = { proposal };
+  // One scheduler for the cluster, whatever the proposal: a new standing proposal (the old one
+  // expired, or the committee changed and the old one no longer matches it) replaces the old
+  // schedule instead of running beside it. Every replica must be given the same file.
   await queue.upsertJobScheduler(
-    `refresh:${proposalId(proposal)}`,
+    REFRESH_SCHEDULER,
     { every: proposal.everySeconds * 1000 },
     { name: REFRESH_JOB, data, opts: ceremonyJobOptions(deps) },
   );
