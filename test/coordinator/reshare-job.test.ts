@@ -307,12 +307,16 @@ describe('coordinator/reshare-job: add a node and raise the threshold', function
   });
 
   it('never aborts after the decision: a commit failure is retried from the commit', async () => {
-    let commits = 0;
-    node(4).fail = (type) => {
-      if (type === 'reshare.commit' && commits++ === 0) {
-        throw new KmaasError('ERR_NODE_UNAVAILABLE', 'dropped');
-      }
-    };
+    // Two of the four receivers miss the first commit: fewer than t' = 3 committed.
+    const missed = new Set<number>();
+    for (const id of [3, 4]) {
+      node(id).fail = (type) => {
+        if (type === 'reshare.commit' && !missed.has(id)) {
+          missed.add(id);
+          throw new KmaasError('ERR_NODE_UNAVAILABLE', 'dropped');
+        }
+      };
+    }
     const job = newJob(2);
     expect(await attempt(job)).to.be.instanceOf(KmaasError);
     expect(job.data.decided?.votes).to.have.length(4);
@@ -323,6 +327,16 @@ describe('coordinator/reshare-job: add a node and raise the threshold', function
       expect(n.types('reshare.begin')).to.have.length(1);
       expect(n.types('reshare.commit')).to.have.length(2);
     }
+    await expectSwitched();
+  });
+
+  it("switches once t' receivers committed; one that missed the commit is left to catch up", async () => {
+    node(4).fail = (type) => {
+      if (type === 'reshare.commit') throw new KmaasError('ERR_NODE_UNAVAILABLE', 'down');
+    };
+    const job = newJob(2);
+    expect(await attempt(job)).to.deep.include({ epoch: 2 });
+    for (const n of nodes) expect(n.types('reshare.abort')).to.deep.equal([]);
     await expectSwitched();
   });
 
