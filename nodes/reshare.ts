@@ -256,6 +256,7 @@ export function handleBegin(
   // A refresh's nonce acts once per period: each period is its own use.
   const base = useOf(p, id, body.reshareId);
   const use = body.period === undefined ? base : { ...base, nonce: `${p.nonce}/${body.period}` };
+  abandonUnvoted(ctx, log, body.reshareId);
   const open = reshares.open();
   const { state, replay } = begin(
     loadState(ctx, body.reshareId),
@@ -577,9 +578,43 @@ export const reshareHandlers = {
   'reshare.abort': handleAbort,
 };
 
-/** NodeContext.ceremonyGate: the id of the reshare open on this node, if any. */
+/**
+ * Abort the reshare open on this node (other than `keep`) when it has not voted. Ceremonies run
+ * one at a time (the coordinator's queue), so another ceremony reaching this node means the
+ * coordinator gave that reshare up, and its abort may have missed this node while it was down.
+ * Left open, it would refuse every later ceremony for good. Without this node's vote it cannot
+ * commit (a receiver) or it is past needing this node (a dealer: a retry begins again), so
+ * dropping its pending state harms nothing. A voted reshare may have been decided: it stays open
+ * until its commit or abort arrives.
+ */
+export function abandonUnvoted(
+  ctx: Pick<NodeContext, 'store'>,
+  log: LogFields,
+  keep?: string,
+): string | undefined {
+  const reshares = ReshareStore.of(ctx.store);
+  const open = reshares.open();
+  if (!open || open.step !== 'begun' || open.params.reshareId === keep) return undefined;
+  const next = abort(open);
+  ctx.store.transaction(() => {
+    reshares.erasePending(open.params.reshareId);
+    reshares.save(next.state);
+  });
+  ctx.store.scrubLog();
+  log.abandoned = open.params.reshareId;
+  return open.params.reshareId;
+}
+
+/**
+ * NodeContext.ceremonyGate: the id of the reshare open on this node, if any, after abandoning
+ * one that never voted (abandonUnvoted): a key generation reaching this node means no reshare job
+ * runs any more.
+ */
 export function reshareGate(ctx: Pick<NodeContext, 'store'>): () => string | undefined {
-  return () => ReshareStore.of(ctx.store).open()?.params.reshareId;
+  return () => {
+    abandonUnvoted(ctx, {});
+    return ReshareStore.of(ctx.store).open()?.params.reshareId;
+  };
 }
 
 /** NodeContext.reshareStatus: the latest reshare not finished or aborted. */
