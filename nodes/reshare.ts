@@ -445,14 +445,7 @@ export function handleCommit(
   if (!stored && body.proposal) return catchUp(ctx, body, log);
   const state = expectStep(body.reshareId, stored, 'commit');
   const { params } = state;
-  const signing = new Map(params.committee.map((m) => [m.node, m.signing]));
-  const next = commit(
-    state,
-    body,
-    (node, signature) =>
-      voteValid(body.transcript, signature, fromB64(signing.get(node)!, 'signing')),
-    ctx.store.now(),
-  );
+  const next = commit(state, body, voteChecker(params.committee, body.transcript), ctx.store.now());
   const role = params.receiver ? 'member' : 'removed';
   log.role = role;
   if (next.replay) return { node: ctx.nodeId, epoch: params.epoch, role };
@@ -478,6 +471,16 @@ export function handleCommit(
   return { node: ctx.nodeId, epoch: params.epoch, role };
 }
 
+/** Checks one new member's vote: its signature over `transcript` by its committee signing key. */
+function voteChecker(
+  committee: readonly { node: number; signing: string }[],
+  transcript: string,
+): (node: number, signature: string) => boolean {
+  const signing = new Map(committee.map((m) => [m.node, m.signing]));
+  return (node, signature) =>
+    voteValid(transcript, signature, fromB64(signing.get(node)!, 'signing'));
+}
+
 /**
  * commit of a reshare this node never began (reshare-catchup.ts): it was down throughout and is
  * not in the new committee. The new epoch is recorded with no keys, an open reshare it had begun
@@ -489,12 +492,10 @@ function catchUp(
   log: LogFields,
 ): { node: number; epoch: number; role: 'removed' } {
   const params = catchUpParams(ctx, body, log);
-  const signing = new Map(params.committee.map((m) => [m.node, m.signing]));
   const state = catchUpCommit(
     params,
     body,
-    (node, signature) =>
-      voteValid(body.transcript, signature, fromB64(signing.get(node)!, 'signing')),
+    voteChecker(params.committee, body.transcript),
     ctx.store.now(),
   );
   describe(state, log);
