@@ -43,7 +43,7 @@ import type { CeremonyQueue } from './ceremony-queue.ts';
 import type { EpochStore } from './epoch.ts';
 import { describeReshareJob, type ReshareJobData, type ReshareJobView } from './reshare-job.ts';
 import type { Registry } from './registry.ts';
-import { checkThreshold } from './proposals.ts';
+import { checkThreshold, PERMANENT_REFUSALS } from './proposals.ts';
 import { proposalId, type Proposal } from '../shared/proposal.ts';
 import { releaseCreateLock } from './tenant-lock.ts';
 
@@ -78,18 +78,7 @@ export interface DkgJobResult {
 export type DkgQueue = CeremonyQueue;
 
 /** Failures that no retry can fix. */
-const PERMANENT = new Set([
-  'ERR_BAD_THRESHOLD',
-  'ERR_CEREMONY_CONFLICT',
-  'ERR_TENANT_EXISTS',
-  'ERR_UNKNOWN_TENANT',
-  'ERR_PROPOSAL_INVALID',
-  'ERR_PROPOSAL_QUORUM',
-  'ERR_PROPOSAL_CLUSTER',
-  'ERR_PROPOSAL_EXPIRED',
-  'ERR_PROPOSAL_REPLAYED',
-  'ERR_PROPOSAL_MISMATCH',
-]);
+const PERMANENT = new Set([...PERMANENT_REFUSALS, 'ERR_TENANT_EXISTS', 'ERR_UNKNOWN_TENANT']);
 
 export interface DkgWorkerDeps {
   /** A connection of the worker's own, with maxRetriesPerRequest: null as BullMQ requires. */

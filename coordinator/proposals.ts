@@ -39,6 +39,22 @@ import { acquireCreateLock, releaseCreateLock } from './tenant-lock.ts';
 export const FIRST_VERSION = 1;
 
 /**
+ * Refusals of a ceremony's proposal or parameters by the nodes that no retry can fix: the
+ * proposal, its quorum, cluster, expiry or nonce, the threshold, or another ceremony holding the
+ * committee. Every ceremony job fails at once on these.
+ */
+export const PERMANENT_REFUSALS: ReadonlySet<string> = new Set([
+  'ERR_BAD_THRESHOLD',
+  'ERR_CEREMONY_CONFLICT',
+  'ERR_PROPOSAL_INVALID',
+  'ERR_PROPOSAL_QUORUM',
+  'ERR_PROPOSAL_CLUSTER',
+  'ERR_PROPOSAL_EXPIRED',
+  'ERR_PROPOSAL_REPLAYED',
+  'ERR_PROPOSAL_MISMATCH',
+]);
+
+/**
  * The threshold policy: 2 <= t <= n and t > n/2. An honest majority is needed so that two
  * disjoint sets of nodes can never both reach t, and t >= 2 so that no node alone holds the key.
  * Without `t` the smallest majority, floor(n/2) + 1.

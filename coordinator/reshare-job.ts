@@ -41,7 +41,7 @@ import { sameCommittee, type EpochRecord, type EpochStore } from './epoch.ts';
 import { agreeOnKeyPackage } from './key-quorum.ts';
 import type { Logger } from './logger.ts';
 import type { ProposalJobAccepted } from './proposals.ts';
-import { checkThreshold } from './proposals.ts';
+import { checkThreshold, PERMANENT_REFUSALS } from './proposals.ts';
 import {
   askAll,
   checkAbort,
@@ -115,16 +115,7 @@ export interface ReshareWorkerDeps extends DkgWorkerDeps {
 }
 
 /** Failures before the decision that no retry can fix. */
-const PERMANENT = new Set([
-  'ERR_BAD_THRESHOLD',
-  'ERR_CEREMONY_CONFLICT',
-  'ERR_PROPOSAL_INVALID',
-  'ERR_PROPOSAL_QUORUM',
-  'ERR_PROPOSAL_CLUSTER',
-  'ERR_PROPOSAL_EXPIRED',
-  'ERR_PROPOSAL_REPLAYED',
-  'ERR_PROPOSAL_MISMATCH',
-]);
+const PERMANENT = PERMANENT_REFUSALS;
 
 /** Key packages fetched from the new members at once during the switch. */
 const SWITCH_CONCURRENCY = 8;
