@@ -5,15 +5,25 @@
  * and a look into each node's SQLite file (read-only) for which epochs it still holds shares of.
  */
 import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { bytesToHex } from '@noble/hashes/utils.js';
-import type { KmaasClient } from '../../client/index.ts';
+import { KmaasClient } from '../../client/index.ts';
+import { createEvaluateProof } from '../../client/dpop.ts';
+import { MemoryPinStore } from '../../client/pins.ts';
+import { devLogin } from '../../idp/dev-login.ts';
+import { documentInput } from '../../shared/document.ts';
+import { evaluatePath } from '../../shared/dpop-binding.ts';
+import { toB64 } from '../../shared/encoding.ts';
 import { toKmaasError } from '../../shared/errors.ts';
+import { nodeReplyEnvelope } from '../../shared/messages.ts';
+import { blind } from '../../shared/voprf-client.ts';
 import { draftProposal, type CommitteeMember, type Proposal } from '../../shared/proposal.ts';
-import type { LocalCluster } from '../../scripts/lib/cluster.ts';
+import { LocalCluster } from '../../scripts/lib/cluster.ts';
 import { signWithDevKeys } from '../../scripts/lib/operators.ts';
+import { NodeClient } from '../nodes/helpers.ts';
 
 export interface EpochView {
   epoch: number;
@@ -194,4 +204,91 @@ export function bytesOnDisk(dbPath: string, hex: string): boolean {
   return [dbPath, `${dbPath}-wal`, `${dbPath}-shm`].some(
     (f) => existsSync(f) && readFileSync(f).includes(needle),
   );
+}
+
+/** A dev user signed in: its access token and the DPoP key it is bound to. */
+export type Login = Awaited<ReturnType<typeof devLogin>>;
+
+/**
+ * A LocalCluster of 5 nodes (plus `spareNodes`) in `dir` with its own Redis prefix, alice of
+ * `tenant` signed in, a client trusting on first use, and `tenant` created at t = 3 by the dev
+ * operators: epoch 1 with nodes 1-5.
+ */
+export async function startReshareCluster(
+  dir: string,
+  tenant: string,
+  options: { spareNodes?: number; finishDelayMs: number },
+): Promise<{ cluster: LocalCluster; login: Login; client: KmaasClient }> {
+  const cluster = new LocalCluster({
+    dataDir: dir,
+    nodes: 5,
+    spareNodes: options.spareNodes ?? 0,
+    redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    redisPrefix: `kmaas:test:${randomBytes(6).toString('hex')}:`,
+    cleanRedisOnStop: true,
+    nodeTimeoutMs: 3000,
+    coordinatorEnv: { KMAAS_RESHARE_FINISH_DELAY_MS: String(options.finishDelayMs) },
+  });
+  await cluster.start();
+  const alice = cluster.devUsers.find((u) => u.tenant === tenant)!;
+  const login = await devLogin({ issuer: cluster.issuer, ...alice });
+  const client = new KmaasClient({
+    baseUrl: cluster.url,
+    auth: { accessToken: login.accessToken, dpopKey: login.dpopKey },
+    adminToken: cluster.secrets.adminToken,
+    pins: new MemoryPinStore(),
+    trustOnFirstUse: true,
+  });
+  const { cluster: id, committee } = await client.committee([1, 2, 3, 4, 5]);
+  const create = draftProposal({
+    cluster: id,
+    operation: 'tenant.create',
+    tenant,
+    version: 1,
+    threshold: 3,
+    committee,
+    expiresAt: new Date(Date.now() + 600_000),
+  });
+  await runProposal(client, signWithDevKeys(create, cluster.operators.keyFiles, 2));
+  return { cluster, login, client };
+}
+
+/**
+ * An evaluate request for `doc` (key version 1) straight to node `id`, past the coordinator, with
+ * the user's valid token and proof: 'ok', or the code the node refused it with.
+ */
+export async function evaluateAt(
+  cluster: LocalCluster,
+  login: Login,
+  tenant: string,
+  doc: string,
+  id: number,
+): Promise<string> {
+  const node = cluster.secrets.nodes.find((n) => n.id === id)!;
+  const link = await NodeClient.connect(
+    `ws://127.0.0.1:${node.port}/v1/ws`,
+    cluster.secrets.clusterToken,
+  );
+  try {
+    const blinded = blind([documentInput(tenant, 1, doc)]).blinded.map((b) => toB64(b.toBytes()));
+    const dpop = await createEvaluateProof({
+      dpopKey: login.dpopKey,
+      accessToken: login.accessToken,
+      url: cluster.url + evaluatePath(tenant, 1),
+      tenant,
+      version: 1,
+      blinded,
+    });
+    const reply = nodeReplyEnvelope.parse(
+      await link.request('evaluate', {
+        tenant,
+        version: 1,
+        blinded,
+        auth: { token: login.accessToken, dpop },
+      }),
+    );
+    return reply.ok ? 'ok' : reply.error.code;
+  } finally {
+    await link.close();
+  }
 }

@@ -15,19 +15,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { KmaasClient } from '../../client/index.ts';
-import { createEvaluateProof } from '../../client/dpop.ts';
-import { MemoryPinStore } from '../../client/pins.ts';
-import { devLogin } from '../../idp/dev-login.ts';
-import { documentInput } from '../../shared/document.ts';
-import { evaluatePath } from '../../shared/dpop-binding.ts';
-import { toB64 } from '../../shared/encoding.ts';
 import { KmaasError } from '../../shared/errors.ts';
-import { nodeReplyEnvelope } from '../../shared/messages.ts';
 import { draftProposal } from '../../shared/proposal.ts';
-import { blind } from '../../shared/voprf-client.ts';
 import { LocalCluster } from '../../scripts/lib/cluster.ts';
 import { signWithDevKeys } from '../../scripts/lib/operators.ts';
-import { NodeClient } from '../nodes/helpers.ts';
 import {
   bytesOnDisk,
   clusterView,
@@ -38,6 +29,9 @@ import {
   shareEpochs,
   underLoad,
   type Change,
+  evaluateAt,
+  startReshareCluster,
+  type Login,
 } from './reshare-helpers.ts';
 
 function once(bytes: Uint8Array): AsyncIterable<Uint8Array> {
@@ -61,7 +55,7 @@ describe('resharing: the committee changes, the keys do not (real processes)', f
   let dir: string;
   let cluster: LocalCluster;
   let client: KmaasClient;
-  let login: Awaited<ReturnType<typeof devLogin>>;
+  let login: Login;
   let baseline: string[];
   /** Sealed share blobs seen in each node's database before each step. */
   const seenBlobs = new Map<number, Set<string>>();
@@ -110,72 +104,15 @@ describe('resharing: the committee changes, the keys do not (real processes)', f
     expect(await deriveAll()).to.deep.equal(baseline);
   }
 
-  /** An evaluate request straight to node `id`, with alice's valid token and proof. */
-  async function evaluateAt(id: number): Promise<string> {
-    const node = cluster.secrets.nodes.find((n) => n.id === id)!;
-    const link = await NodeClient.connect(
-      `ws://127.0.0.1:${node.port}/v1/ws`,
-      cluster.secrets.clusterToken,
-    );
-    try {
-      const blinded = blind([documentInput(TENANT, 1, DOCS[0]!)]).blinded.map((b) =>
-        toB64(b.toBytes()),
-      );
-      const dpop = await createEvaluateProof({
-        dpopKey: login.dpopKey,
-        accessToken: login.accessToken,
-        url: cluster.url + evaluatePath(TENANT, 1),
-        tenant: TENANT,
-        version: 1,
-        blinded,
-      });
-      const reply = nodeReplyEnvelope.parse(
-        await link.request('evaluate', {
-          tenant: TENANT,
-          version: 1,
-          blinded,
-          auth: { token: login.accessToken, dpop },
-        }),
-      );
-      return reply.ok ? 'ok' : reply.error.code;
-    } finally {
-      await link.close();
-    }
-  }
+  const evaluateAtNode = (id: number): Promise<string> =>
+    evaluateAt(cluster, login, TENANT, DOCS[0]!, id);
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'kmaas-reshare-'));
-    cluster = new LocalCluster({
-      dataDir: dir,
-      nodes: 5,
+    ({ cluster, login, client } = await startReshareCluster(dir, TENANT, {
       spareNodes: 2,
-      redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
-      redisPrefix: `kmaas:test:${randomBytes(6).toString('hex')}:`,
-      cleanRedisOnStop: true,
-      nodeTimeoutMs: 3000,
-      coordinatorEnv: { KMAAS_RESHARE_FINISH_DELAY_MS: '500' },
-    });
-    await cluster.start();
-    const alice = cluster.devUsers.find((u) => u.tenant === TENANT)!;
-    login = await devLogin({ issuer: cluster.issuer, ...alice });
-    client = new KmaasClient({
-      baseUrl: cluster.url,
-      auth: { accessToken: login.accessToken, dpopKey: login.dpopKey },
-      adminToken: cluster.secrets.adminToken,
-      pins: new MemoryPinStore(),
-      trustOnFirstUse: true,
-    });
-    const { cluster: id, committee } = await client.committee([1, 2, 3, 4, 5]);
-    const create = draftProposal({
-      cluster: id,
-      operation: 'tenant.create',
-      tenant: TENANT,
-      version: 1,
-      threshold: 3,
-      committee,
-      expiresAt: new Date(Date.now() + 600_000),
-    });
-    await runProposal(client, signWithDevKeys(create, cluster.operators.keyFiles, 2));
+      finishDelayMs: 500,
+    }));
     baseline = await deriveAll();
     expect(new Set(baseline).size).to.equal(DOCS.length);
   });
@@ -223,8 +160,8 @@ describe('resharing: the committee changes, the keys do not (real processes)', f
     expect(epoch.committee.map((m) => m.node)).to.deep.equal([4, 5, 6, 7]);
     expectOnlyEpoch(4, [4, 5, 6, 7]);
     for (const id of [1, 2, 3])
-      expect(await evaluateAt(id), `node ${id}`).to.equal('ERR_NODE_REMOVED');
-    expect(await evaluateAt(4)).to.equal('ok');
+      expect(await evaluateAtNode(id), `node ${id}`).to.equal('ERR_NODE_REMOVED');
+    expect(await evaluateAtNode(4)).to.equal('ok');
   });
 
   it('refreshes every share under load: same keys, new shares', async () => {
