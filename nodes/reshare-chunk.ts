@@ -14,6 +14,7 @@
  * What the coordinator alone chose (which piece goes where, the old packages it attached) is
  * ERR_VALIDATION or ERR_KEY_PACKAGE_INVALID: no dealer is to blame.
  */
+import { noPause, type Pause } from './cooperative.ts';
 import { concat, decodeElementB64, encodeScalar, Fn, fromB64, toB64 } from '../shared/encoding.ts';
 import { KmaasError } from '../shared/errors.ts';
 import { parseKeyPackage, type KeyPackage, type ParsedKeyPackage } from '../shared/key-package.ts';
@@ -49,7 +50,7 @@ export interface HeldKey {
  * Deal one chunk. `held[k]` is this node's old-epoch key of `keys[k]`. `corruptLowest` (a test
  * failpoint) adds 1 to every piece for the lowest-id receiver, commitments left honest.
  */
-export function dealChunk(args: {
+export async function dealChunk(args: {
   self: number;
   params: ReshareParams;
   dealers: number[];
@@ -60,13 +61,17 @@ export function dealChunk(args: {
   signer: EnvelopeSigner;
   rng?: Rng;
   corruptLowest?: boolean;
-}): DealReply {
+  /** Awaited between keys, to let evaluations in (cooperative.ts); default none. */
+  pause?: Pause;
+}): Promise<DealReply> {
+  const pause = args.pause ?? noPause;
   const { params } = args;
   const receivers = params.committee.map((m) => m.node).sort((a, b) => a - b);
   const lowest = receivers[0];
   const dealing: DealtWire[] = [];
   const pieces = new Map<number, bigint[]>(receivers.map((j) => [j, []]));
-  args.keys.forEach((k, i) => {
+  for (const [i, k] of args.keys.entries()) {
+    await pause();
     const held = args.held[i]!;
     const dealt = dealKey(
       args.seed,
@@ -85,7 +90,7 @@ export function dealChunk(args: {
       const piece = dealt.pieces.get(j)!;
       pieces.get(j)!.push(args.corruptLowest && j === lowest ? Fn.add(piece, 1n) : piece);
     }
-  });
+  }
   const sealed = params.committee.map((m) => {
     const scalars = concat(...pieces.get(m.node)!.map(encodeScalar));
     try {
@@ -155,7 +160,7 @@ function parseOld(params: ReshareParams, key: KeyRef, pkg: KeyPackage, i: number
 }
 
 /** Receive one chunk as node `self`: every check of the header, then the new shares. */
-export function prepareChunk(args: {
+export async function prepareChunk(args: {
   self: number;
   params: ReshareParams;
   dealers: number[];
@@ -164,8 +169,11 @@ export function prepareChunk(args: {
   oldPackages: readonly KeyPackage[];
   dealings: readonly DealingForReceiver[];
   recipient: EnvelopeRecipient;
-}): PreparedChunk {
+  /** Awaited between keys, to let evaluations in (cooperative.ts); default none. */
+  pause?: Pause;
+}): Promise<PreparedChunk> {
   const { params, keys, self } = args;
+  const pause = args.pause ?? noPause;
   const id = params.reshareId;
   const given = args.dealings.map((d) => d.dealer).sort((a, b) => a - b);
   if (given.join(',') !== args.dealers.join(',')) {
@@ -235,7 +243,8 @@ export function prepareChunk(args: {
   const members = params.committee.map((m) => m.node).sort((a, b) => a - b);
   const shares: bigint[] = [];
   const packages: KeyPackage[] = [];
-  keys.forEach((k, i) => {
+  for (const [i, k] of keys.entries()) {
+    await pause();
     const out = receiveKey({
       self,
       key: { reshareId: id, tenant: k.tenant, version: k.version },
@@ -251,6 +260,6 @@ export function prepareChunk(args: {
     });
     shares.push(out.share);
     packages.push(out.keyPackage);
-  });
+  }
   return { shares, packages, digest: chunkDigest(packages) };
 }

@@ -42,6 +42,7 @@ import type { LogFields, NodeContext } from './context.ts';
 import type { NodeIdentity } from './identity.ts';
 import { admitReshareProposal, checkNonce, useOf } from './proposals.ts';
 import { catchUpParams } from './reshare-catchup.ts';
+import { pauseEvery } from './cooperative.ts';
 import { dealChunk, prepareChunk, type DealReply } from './reshare-chunk.ts';
 import {
   abort,
@@ -291,11 +292,11 @@ function stateFor(ctx: NodeContext, reshareId: string, log: LogFields): ReshareS
   return state;
 }
 
-export function handleDeal(
+export async function handleDeal(
   ctx: NodeContext,
   body: z.infer<typeof reshareDealRequest>,
   log: LogFields,
-): DealReply {
+): Promise<DealReply> {
   const state = expectStep(body.reshareId, stateFor(ctx, body.reshareId, log), 'deal');
   checkDeal(ctx.nodeId, state, body, RESHARE_CHUNK);
   log.chunk = body.chunk;
@@ -314,7 +315,7 @@ export function handleDeal(
   const reshares = ReshareStore.of(ctx.store);
   const seed = ctx.store.transaction(() => reshares.seed(body.reshareId));
   try {
-    return dealChunk({
+    return await dealChunk({
       self: ctx.nodeId,
       params: state.params,
       dealers: body.dealers,
@@ -325,17 +326,18 @@ export function handleDeal(
       signer: identityOf(ctx),
       ...(ctx.rng ? { rng: ctx.rng } : {}),
       corruptLowest: ctx.failpoints?.has('reshare.deal:corrupt-piece') ?? false,
+      pause: pauseEvery(),
     });
   } finally {
     seed.fill(0);
   }
 }
 
-export function handlePrepare(
+export async function handlePrepare(
   ctx: NodeContext,
   body: z.infer<typeof resharePrepareRequest>,
   log: LogFields,
-): { node: number; chunk: number; digest: string } {
+): Promise<{ node: number; chunk: number; digest: string }> {
   const state = expectStep(body.reshareId, stateFor(ctx, body.reshareId, log), 'prepare');
   checkPrepare(state, body, RESHARE_CHUNK);
   log.chunk = body.chunk;
@@ -354,7 +356,7 @@ export function handlePrepare(
   if (done && state.vote) {
     throw stateError(body.reshareId, state.step, 'prepare', 'it voted on other dealings');
   }
-  const prepared = prepareChunk({
+  const prepared = await prepareChunk({
     self: ctx.nodeId,
     params: state.params,
     dealers: body.dealers,
@@ -363,8 +365,15 @@ export function handlePrepare(
     oldPackages: body.oldPackages,
     dealings: body.dealings,
     recipient: identityOf(ctx),
+    pause: pauseEvery(),
   });
   try {
+    // The work above let other messages in: an abort (or a vote) may have moved the reshare on
+    // meanwhile, and new shares must never be stored for a reshare that is no longer preparing.
+    const now = expectStep(body.reshareId, loadState(ctx, body.reshareId), 'prepare');
+    if (now.vote && !state.vote) {
+      throw stateError(body.reshareId, now.step, 'prepare', 'it voted meanwhile');
+    }
     failpoint(ctx, 'reshare.prepare:before-persist');
     reshares.saveChunk(body.reshareId, body.dealers, body.chunk, state.params.epoch, {
       ...prepared,

@@ -185,6 +185,27 @@ export function expectCode(fn: () => unknown, code: ErrorCode, details?: object)
   return e;
 }
 
+/** expectCode for work that fails by rejecting: the KmaasError it rejects with. */
+export async function expectRejection(
+  fn: () => Promise<unknown>,
+  code: ErrorCode,
+  details?: object,
+): Promise<KmaasError> {
+  let thrown: unknown;
+  try {
+    await fn();
+  } catch (err) {
+    thrown = err;
+  }
+  return expectCode(
+    () => {
+      throw thrown;
+    },
+    code,
+    details,
+  );
+}
+
 const REPLY_SCHEMAS: Record<string, z.ZodType> = {
   status: statusReply,
   'dkg.round1': dkgRound1Reply,

@@ -44,6 +44,7 @@ import { NodeStore } from '../../nodes/store.ts';
 import { signWith, TEST_CLUSTER_ID } from '../helpers/operators.ts';
 import {
   expectCode,
+  expectRejection,
   randomSecret,
   round1Body,
   removeDir,
@@ -169,7 +170,7 @@ function reshareProposal(
  * deal chunk `chunk` of `keys` with `dealers`, prepare it on every receiver; returns each
  * receiver's reply or error.
  */
-function dealAndPrepare(
+async function dealAndPrepare(
   h: Harness,
   reshareId: string,
   dealers: number[],
@@ -177,18 +178,19 @@ function dealAndPrepare(
   keys: { tenant: string; version: number }[] = KEYS,
   chunk = 0,
 ) {
-  const deals = dealers.map((d) => {
-    const reply = call(h.ctxs.get(d)!, 'reshare.deal', { reshareId, dealers, chunk, keys });
+  const deals = [];
+  for (const d of dealers) {
+    const reply = await call(h.ctxs.get(d)!, 'reshare.deal', { reshareId, dealers, chunk, keys });
     expect(reshareDealReply.parse(reply)).to.deep.equal(reply);
-    return reply;
-  });
+    deals.push(reply);
+  }
   const oldPackages = keys.map((k) => h.oldPackages.get(`${k.tenant}/${k.version}`)!);
   const out = new Map<number, z.infer<typeof resharePrepareReply> | Error>();
   for (const j of receivers) {
     try {
       out.set(
         j,
-        call(h.ctxs.get(j)!, 'reshare.prepare', {
+        await call(h.ctxs.get(j)!, 'reshare.prepare', {
           reshareId,
           dealers,
           chunk,
@@ -238,7 +240,7 @@ describe('nodes/reshare: 3-of-5 at epoch 1 to 4-of-7 at epoch 2, in-process', fu
   });
   afterEach(async () => teardown(h));
 
-  it('reshares every key, keeps the secrets and group keys, erases epoch 1 at finish', () => {
+  it('reshares every key, keeps the secrets and group keys, erases epoch 1 at finish', async () => {
     const proposal = reshareProposal(h);
     const reshareId = reshareIdOf(proposalId(proposal));
     const all = [1, 2, 3, 4, 5, 6, 7];
@@ -260,7 +262,7 @@ describe('nodes/reshare: 3-of-5 at epoch 1 to 4-of-7 at epoch 2, in-process', fu
 
     // Dealer 2 corrupts the pieces of the lowest receiver (node 1): node 1 names it.
     h.ctxs.set(2, { ...h.ctxs.get(2)!, failpoints: new Set(['reshare.deal:corrupt-piece']) });
-    const bad = dealAndPrepare(h, reshareId, [1, 2, 3], [1, 2]);
+    const bad = await dealAndPrepare(h, reshareId, [1, 2, 3], [1, 2]);
     const named = bad.get(1);
     expect(named).to.be.instanceOf(KmaasError);
     expect((named as KmaasError).code).to.equal('ERR_RESHARE_DEALER');
@@ -268,13 +270,13 @@ describe('nodes/reshare: 3-of-5 at epoch 1 to 4-of-7 at epoch 2, in-process', fu
     expect(bad.get(2)).to.not.be.instanceOf(Error);
 
     // A dealer replays the very same dealing (the seed is stored): same commitments, signature.
-    const once = call(h.ctxs.get(4)!, 'reshare.deal', {
+    const once = await call(h.ctxs.get(4)!, 'reshare.deal', {
       reshareId,
       dealers: [1, 3, 4],
       chunk: 0,
       keys: KEYS,
     });
-    const twice = call(h.ctxs.get(4)!, 'reshare.deal', {
+    const twice = await call(h.ctxs.get(4)!, 'reshare.deal', {
       reshareId,
       dealers: [1, 3, 4],
       chunk: 0,
@@ -283,11 +285,13 @@ describe('nodes/reshare: 3-of-5 at epoch 1 to 4-of-7 at epoch 2, in-process', fu
     expect(twice.dealing).to.deep.equal(once.dealing);
     expect(twice.signature).to.equal(once.signature);
 
-    const prepared = dealAndPrepare(h, reshareId, [1, 3, 4], all);
+    const prepared = await dealAndPrepare(h, reshareId, [1, 3, 4], all);
     const digests = new Set([...prepared.values()].map((p) => (p as { digest: string }).digest));
     expect(digests.size, 'every receiver made the same new packages').to.equal(1);
     // A replayed prepare answers the stored digest.
-    expect(dealAndPrepare(h, reshareId, [1, 3, 4], [5]).get(5)).to.deep.equal(prepared.get(5));
+    expect((await dealAndPrepare(h, reshareId, [1, 3, 4], [5])).get(5)).to.deep.equal(
+      prepared.get(5),
+    );
 
     const votes = all.map((id) => {
       const v = call(h.ctxs.get(id)!, 'reshare.vote', { reshareId, dealers: [1, 3, 4], chunks: 1 });
@@ -358,7 +362,7 @@ describe('nodes/reshare: 3-of-5 at epoch 1 to 4-of-7 at epoch 2, in-process', fu
     expectCode(() => call(h.ctxs.get(1)!, 'reshare.abort', { reshareId }), 'ERR_CEREMONY_CONFLICT');
   });
 
-  it('begin refusals: previous, threshold, key list, one reshare at a time; abort and begin again', () => {
+  it('begin refusals: previous, threshold, key list, one reshare at a time; abort and begin again', async () => {
     const ctx = h.ctxs.get(1)!;
     const begin = (proposal: Proposal, keys = KEYS) =>
       call(ctx, 'reshare.begin', { reshareId: reshareIdOf(proposalId(proposal)), proposal, keys });
@@ -415,7 +419,7 @@ describe('nodes/reshare: 3-of-5 at epoch 1 to 4-of-7 at epoch 2, in-process', fu
     const otherId = reshareIdOf(proposalId(other));
     begin(other);
     begin(p);
-    expectCode(
+    await expectRejection(
       () =>
         call(ctx, 'reshare.deal', { reshareId: otherId, dealers: [1, 2, 3], chunk: 0, keys: KEYS }),
       'ERR_RESHARE_STATE',
@@ -438,7 +442,7 @@ describe('nodes/reshare: 3-of-5 at epoch 1 to 4-of-7 at epoch 2, in-process', fu
     expect(call(ctx, 'reshare.abort', { reshareId })).to.deep.equal({ node: 1, aborted: true });
     expect(call(ctx, 'reshare.abort', { reshareId })).to.deep.equal({ node: 1, aborted: false });
     expect(ctx.ceremonyGate!()).to.equal(undefined);
-    expectCode(
+    await expectRejection(
       () => call(ctx, 'reshare.deal', { reshareId, dealers: [1, 2, 3], chunk: 0, keys: KEYS }),
       'ERR_RESHARE_STATE',
       {
@@ -485,7 +489,7 @@ describe('nodes/reshare: removal, refresh, chunks, auto-finish', function () {
       'ERR_RESHARE_STATE',
       { state: 'begun' },
     );
-    dealAndPrepare(hh, reshareId, [2, 3, 5], [1, 2, 3, 4]);
+    await dealAndPrepare(hh, reshareId, [2, 3, 5], [1, 2, 3, 4]);
     const commits = voteAndCommit(hh, reshareId, [2, 3, 5], 1, [1, 2, 3, 4], all);
     expect(commits.get(5)).to.deep.equal({ node: 5, epoch: 2, role: 'removed' });
     expect(commits.get(1)!.role).to.equal('member');
@@ -551,12 +555,12 @@ describe('nodes/reshare: removal, refresh, chunks, auto-finish', function () {
         receiver: true,
       });
     }
-    dealAndPrepare(hh, reshareId, [1, 3], all, keys.slice(0, 64), 0);
+    await dealAndPrepare(hh, reshareId, [1, 3], all, keys.slice(0, 64), 0);
     expectCode(
       () => call(hh.ctxs.get(2)!, 'reshare.vote', { reshareId, dealers: [1, 3], chunks: 2 }),
       'ERR_RESHARE_STATE',
     );
-    dealAndPrepare(hh, reshareId, [1, 3], all, keys.slice(64), 1);
+    await dealAndPrepare(hh, reshareId, [1, 3], all, keys.slice(64), 1);
     const commits = voteAndCommit(hh, reshareId, [1, 3], 2, all, all);
     expect([...commits.values()].map((c) => c.epoch)).to.deep.equal([2, 2, 2]);
     for (const k of [keys[0]!, keys[63]!, keys[64]!]) {
@@ -608,11 +612,11 @@ describe('nodes/reshare: removal, refresh, chunks, auto-finish', function () {
       call(hh.ctxs.get(n)!, 'reshare.begin', { reshareId, proposal, keys: KEYS });
     restart(hh, 1);
     expect(hh.ctxs.get(1)!.reshareStatus!()).to.deep.equal({ id: reshareId, state: 'begun' });
-    const first = dealAndPrepare(hh, reshareId, [1, 2], all);
+    const first = await dealAndPrepare(hh, reshareId, [1, 2], all);
     restart(hh, 1);
     restart(hh, 3);
     // The dealer's seed survived: the replayed dealing is the same, and so the prepared digest.
-    expect(dealAndPrepare(hh, reshareId, [1, 2], [3]).get(3)).to.deep.equal(first.get(3));
+    expect((await dealAndPrepare(hh, reshareId, [1, 2], [3])).get(3)).to.deep.equal(first.get(3));
     const vote = call(hh.ctxs.get(3)!, 'reshare.vote', { reshareId, dealers: [1, 2], chunks: 1 });
     restart(hh, 3);
     expect(
@@ -672,10 +676,10 @@ describe('nodes/reshare: removal, refresh, chunks, auto-finish', function () {
     try {
       const ctx = { ...hh.ctxs.get(1)!, failpoints: new Set(['reshare.deal:before']) };
       const body = { reshareId, dealers: [1, 2], chunk: 0, keys: KEYS };
-      call(hh.ctxs.get(1)!, 'reshare.deal', body);
+      await call(hh.ctxs.get(1)!, 'reshare.deal', body);
       expect(kills).to.deep.equal([]);
-      call(ctx, 'reshare.deal', body);
-      call(ctx, 'reshare.deal', body);
+      await call(ctx, 'reshare.deal', body);
+      await call(ctx, 'reshare.deal', body);
       expect(kills).to.deep.equal([[process.pid, 'SIGKILL']]);
     } finally {
       process.kill = kill;
@@ -695,20 +699,20 @@ describe('nodes/reshare: removal, refresh, chunks, auto-finish', function () {
     const begin = (n: number) =>
       call(hh.ctxs.get(n)!, 'reshare.begin', { reshareId, proposal, keys: KEYS });
     [1, 2, 3].forEach(begin);
-    const first = dealAndPrepare(hh, reshareId, [1, 2], [3]).get(3);
+    const first = (await dealAndPrepare(hh, reshareId, [1, 2], [3])).get(3);
     // The dealers were aborted and begun again (new seeds); node 3 never heard of the abort.
     for (const n of [1, 2]) {
       call(hh.ctxs.get(n)!, 'reshare.abort', { reshareId });
       begin(n);
     }
-    const second = dealAndPrepare(hh, reshareId, [1, 2], [3]).get(3);
+    const second = (await dealAndPrepare(hh, reshareId, [1, 2], [3])).get(3);
     expect(second).to.not.deep.equal(first);
     call(hh.ctxs.get(3)!, 'reshare.vote', { reshareId, dealers: [1, 2], chunks: 1 });
     for (const n of [1, 2]) {
       call(hh.ctxs.get(n)!, 'reshare.abort', { reshareId });
       begin(n);
     }
-    const third = dealAndPrepare(hh, reshareId, [1, 2], [3]).get(3);
+    const third = (await dealAndPrepare(hh, reshareId, [1, 2], [3])).get(3);
     expect(third).to.be.instanceOf(KmaasError);
     expect((third as KmaasError).code).to.equal('ERR_RESHARE_STATE');
   });
@@ -723,11 +727,11 @@ describe('nodes/reshare: catch-up of a node down during whole reshares', functio
   });
 
   /** One whole reshare among `nodes` (all old and new members), finished; returns its commit. */
-  function reshareAmong(hh: Harness, proposal: Proposal, nodes: number[], dealers: number[]) {
+  async function reshareAmong(hh: Harness, proposal: Proposal, nodes: number[], dealers: number[]) {
     const reshareId = reshareIdOf(proposalId(proposal));
     const keys = KEYS;
     for (const id of nodes) call(hh.ctxs.get(id)!, 'reshare.begin', { reshareId, proposal, keys });
-    const prepared = dealAndPrepare(hh, reshareId, dealers, nodes);
+    const prepared = await dealAndPrepare(hh, reshareId, dealers, nodes);
     for (const r of prepared.values()) expect(r).to.not.be.instanceOf(Error);
     const votes = nodes.map((id) =>
       call(hh.ctxs.get(id)!, 'reshare.vote', { reshareId, dealers, chunks: 1 }),
@@ -759,7 +763,7 @@ describe('nodes/reshare: catch-up of a node down during whole reshares', functio
       committee: four.map(hh.member),
       reason: 'remove',
     });
-    const first = reshareAmong(hh, removal, four, [1, 2, 3]);
+    const first = await reshareAmong(hh, removal, four, [1, 2, 3]);
     // Epoch 2 -> 3, a refresh of the four: node 5 is told only of this one.
     const refresh = reshareProposal(hh, {
       threshold: 3,
@@ -768,7 +772,7 @@ describe('nodes/reshare: catch-up of a node down during whole reshares', functio
       previous: { epoch: 2, threshold: 3, committee: four.map(hh.member) },
       reason: 'refresh',
     });
-    const latest = reshareAmong(hh, refresh, four, [2, 3, 4]);
+    const latest = await reshareAmong(hh, refresh, four, [2, 3, 4]);
     // The proposal has long expired when node 5 comes back: the votes prove the reshare happened.
     const ctx = { ...hh.ctxs.get(5)!, now: () => Date.now() + 2 * 3_600_000 };
     const commit = (body: Partial<Body<'reshare.commit'>>) =>
@@ -853,7 +857,7 @@ describe('nodes/reshare: catch-up of a node down during whole reshares', functio
     for (const id of four) {
       call(hh.ctxs.get(id)!, 'reshare.begin', { reshareId, proposal: repair, keys: KEYS });
     }
-    dealAndPrepare(hh, reshareId, [1, 2, 3], four);
+    await dealAndPrepare(hh, reshareId, [1, 2, 3], four);
     // Node 5 with its new keys is played by node 6's context; it votes as node 5.
     const votes = four.map((id) =>
       call(hh.ctxs.get(id)!, 'reshare.vote', { reshareId, dealers: [1, 2, 3], chunks: 1 }),
