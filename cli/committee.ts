@@ -19,7 +19,7 @@
  */
 import { resolve } from 'node:path';
 import { stat } from 'node:fs/promises';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { KmaasError } from '../shared/errors.ts';
 import {
   draftProposal,
@@ -40,7 +40,8 @@ import {
 } from '../client/committee.ts';
 
 import type { Io, Session } from './program.ts';
-import { reshareProgressLine, retryLine } from './progress.ts';
+import { followJob, laggingLines } from './job.ts';
+import { parseDuration } from './proposal.ts';
 import { describeProposal, readOperatorKey, readOperatorSet, writeProposal } from './proposal.ts';
 
 /** GET /v1/status (or `raw`, a status already read) as the committee commands read it. */
@@ -134,6 +135,13 @@ export function reshareDraft(
         );
       }
       committee = previous.committee.filter((m) => !change.nodes.includes(m.node));
+      if (committee.length === 0) {
+        throw new KmaasError(
+          'ERR_VALIDATION',
+          `removing every node of epoch ${previous.epoch} leaves no one to hold the keys`,
+          { field: 'nodes', nodes: change.nodes },
+        );
+      }
       threshold = change.threshold ?? threshold;
       break;
     }
@@ -205,24 +213,16 @@ export async function signWithKeys(io: Io, p: Proposal, files: readonly string[]
 }
 
 /** Follow a reshare job to its end, one progress line per change; throws its error on failure. */
-export async function followReshare(s: Session, jobId: string): Promise<Job> {
-  let last: string | undefined;
-  let lastRetry: string | undefined;
-  return s.client.waitForJob(jobId, {
-    onProgress: (j) => {
-      const retry = retryLine(j);
-      if (retry !== undefined && retry !== lastRetry) s.note(retry);
-      lastRetry = retry;
-      const line = reshareProgressLine(j);
-      if (line !== undefined && line !== last) s.note(line);
-      last = line;
-    },
-  });
+export function followReshare(s: Session, jobId: string): Promise<Job> {
+  return followJob(s, jobId, true);
 }
 
 function nodeList(text: string, previous: number[] = []): number[] {
   if (!/^[1-9]\d{0,4}$/.test(text) || Number(text) > 0xffff) {
     throw new InvalidArgumentError('expected a node id (1-65535)');
+  }
+  if (previous.includes(Number(text))) {
+    throw new InvalidArgumentError(`node ${text} is named twice`);
   }
   return [...previous, Number(text)];
 }
@@ -234,6 +234,7 @@ function positive(text: string): number {
 
 interface CommonOptions {
   operatorKey?: string[];
+  expires: number;
   out?: string;
   force?: boolean;
   wait: boolean;
@@ -255,6 +256,11 @@ export function addCommitteeCommands(
         '--operator-key <file>',
         'an operator key file to sign with (repeatable; default: the keys the cluster file names)',
         (file: string, files: string[] = []) => [...files, file],
+      )
+      .addOption(
+        new Option('--expires <duration>', 'how long the proposal is valid, e.g. 30m, 1h, 2d')
+          .argParser(parseDuration)
+          .default(10 * 60_000, '10m'),
       )
       .option('--out <file>', 'write the proposal unsigned instead (kmaas proposal sign, submit)')
       .option('--force', 'overwrite the --out file')
@@ -286,11 +292,17 @@ export function addCommitteeCommands(
     const minThreshold = setFile ? (await readOperatorSet(io, setFile)).minThreshold : undefined;
     const view = await readStatusView(s.client);
     const draft = reshareDraft(view, change, {
-      expiresAt: new Date(Date.now() + 10 * 60_000),
+      expiresAt: new Date(Date.now() + o.expires),
       ...(minThreshold === undefined ? {} : { minThreshold }),
     });
     const unsigned = draftProposal(draft);
     for (const line of describeReshare(unsigned)) s.note(line);
+    if (draft.threshold === draft.committee?.length) {
+      s.note(
+        `warning: threshold ${draft.threshold} of ${draft.threshold} nodes: every member must be up ` +
+          'for any key to be derived, and one lost node loses every key',
+      );
+    }
     if (target) {
       await writeProposal(io, o.out!, unsigned);
       s.result({ file: target, proposal: proposalId(unsigned), ...unsigned }, [
@@ -377,7 +389,7 @@ export async function submitReshare(s: Session, p: Proposal, wait: boolean): Pro
     committee: (p.committee ?? []).map((m) => m.node),
   };
   if (!wait) {
-    s.note(`job ${submitted.jobId} queued; follow it with kmaas status`);
+    s.note(`job ${submitted.jobId} queued; follow it with kmaas job ${submitted.jobId}`);
     s.result({ ...value, done: false }, [submitted.jobId]);
     return;
   }
@@ -388,5 +400,6 @@ export async function submitReshare(s: Session, p: Proposal, wait: boolean): Pro
   const epoch = p.epoch ?? (typeof made === 'number' ? made : '?');
   s.result({ ...value, done: true, result: job.result ?? null }, [
     `epoch ${epoch}: nodes ${value.committee.join(', ')}, threshold ${p.threshold}`,
+    ...laggingLines(job.result),
   ]);
 }

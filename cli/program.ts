@@ -28,6 +28,7 @@ import { explain, noAdminTokenError, noUrlError, type SessionFacts } from './exp
 import { ENVIRONMENT_HELP, PROGRAM_HELP } from './help.ts';
 import { FilePinStore } from './pin-file.ts';
 import { addCommitteeCommands, readStatusView } from './committee.ts';
+import { addJobCommand } from './job.ts';
 import { addProposalCommands, createTenantWithDevKeys, proposeWithDevKeys } from './proposal.ts';
 import { addRewrapCommand } from './rewrap.ts';
 import { keyEpochs, statusLines, type TenantStatus } from './status.ts';
@@ -571,6 +572,7 @@ export function buildProgram(io: Io, current: { session?: Session } = {}): Comma
   addProposalCommands(program, io, session);
   addRewrapCommand(program, io, session);
   addCommitteeCommands(program, io, session);
+  addJobCommand(program, io, session);
   addAuditCommand(program, io);
 
   // Every command's help ends with where its settings come from.

@@ -38,7 +38,7 @@ import type { KmaasClient, ProposalSubmitted } from '../client/index.ts';
 import { writeFileAtomic } from './atomic.ts';
 import { resolveConfig, type GlobalOptions } from './config.ts';
 import type { Io, Session } from './program.ts';
-import { progressLine, retryLine } from './progress.ts';
+import { followJob } from './job.ts';
 import {
   clusterIdOf,
   currentEpoch,
@@ -299,18 +299,7 @@ export async function submitAndFollow(s: Session, p: Proposal, wait: boolean): P
     return;
   }
   s.note(`job ${jobId}: ${operation} of ${tenant} version ${version}`);
-  let last: string | undefined;
-  let lastRetry: string | undefined;
-  const job = await s.client.waitForJob(jobId, {
-    onProgress: (j) => {
-      const retry = retryLine(j);
-      if (retry !== undefined && retry !== lastRetry) s.note(retry);
-      lastRetry = retry;
-      const line = progressLine(j);
-      if (line !== undefined && line !== last) s.note(line);
-      last = line;
-    },
-  });
+  const job = await followJob(s, jobId, false);
   const r = ((typeof job.result === 'object' && job.result) || {}) as {
     version?: unknown;
     groupKey?: unknown;
@@ -386,11 +375,10 @@ export function addProposalCommands(
       positive,
     )
     .option('--threshold <t>', 'nodes needed to derive a key (default: a majority)', positive)
-    .option(
-      '--expires <duration>',
-      'how long signers have, e.g. 30m, 1h, 2d',
-      parseDuration,
-      3_600_000,
+    .addOption(
+      new Option('--expires <duration>', 'how long signers have, e.g. 30m, 1h, 2d')
+        .argParser(parseDuration)
+        .default(3_600_000, '1h'),
     )
     .requiredOption('--out <file>', 'where to write the proposal (not overwritten without --force)')
     .option('--force', 'overwrite the output file')

@@ -101,6 +101,10 @@ export interface JobProgress {
 
 export interface Job {
   id: string;
+  /** What the job does: the proposal's operation (tenant.create, committee.reshare, ...). */
+  operation?: string;
+  /** Attempts made so far (retries after failures). */
+  attemptsMade?: number;
   /** BullMQ's states: waiting, active, delayed, completed, failed, ... */
   state: string;
   progress: JobProgress;
@@ -135,6 +139,8 @@ export interface RewrapStream extends EnvelopeStream {
 
 const jobSchema = z.object({
   id: z.union([z.string(), z.number()]),
+  operation: z.string().optional(),
+  attemptsMade: z.number().int().nonnegative().optional(),
   state: z.string(),
   progress: z.unknown().optional(),
   result: z.unknown().optional(),
@@ -322,6 +328,8 @@ export class KmaasClient {
     const j = parseMessage(jobSchema, raw, 'job');
     return {
       id: String(j.id),
+      ...(j.operation === undefined ? {} : { operation: j.operation }),
+      ...(j.attemptsMade === undefined ? {} : { attemptsMade: j.attemptsMade }),
       state: j.state,
       progress: normalizeProgress(j.progress),
       ...(j.result === undefined ? {} : { result: j.result }),

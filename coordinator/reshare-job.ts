@@ -102,6 +102,11 @@ export interface ReshareJobResult {
   dealers?: number[];
   /** Dealers a receiver named (ERR_RESHARE_DEALER) and the ceremony went on without. */
   excludedDealers?: number[];
+  /**
+   * Nodes that missed the commit or the finish (down, or cut off): they get it from the
+   * coordinator when they reconnect, or finish on their own timer.
+   */
+  lagging?: number[];
 }
 
 export interface ReshareWorkerDeps extends DkgWorkerDeps {
@@ -342,7 +347,7 @@ function idsOf(c: readonly CommitteeMember[]): number[] {
 function resultOf(
   plan: ResharePlan,
   keys: number,
-  who?: { dealers: number[]; excluded: number[] },
+  who?: { dealers: number[]; excluded: number[]; lagging: number[] },
 ): ReshareJobResult {
   return {
     epoch: plan.epoch,
@@ -350,6 +355,7 @@ function resultOf(
     committee: idsOf(plan.committee),
     keys,
     ...(who ? { dealers: who.dealers, excludedDealers: who.excluded } : {}),
+    ...(who && who.lagging.length > 0 ? { lagging: who.lagging } : {}),
   };
 }
 
@@ -775,8 +781,14 @@ async function complete(
     },
     'reshare finished',
   );
-  await progress({ phase: 'finish', done: nodes.length, total: nodes.length });
-  return resultOf(plan, keys, { dealers: decided.dealers, excluded: job.data.excluded ?? [] });
+  const lagging = [...new Set([...commit.failures, ...finish.failures].map((f) => f.node))].sort(
+    (a, b) => a - b,
+  );
+  return resultOf(plan, keys, {
+    dealers: decided.dealers,
+    excluded: job.data.excluded ?? [],
+    lagging,
+  });
 }
 
 /**

@@ -89,6 +89,7 @@ describe('cli/committee: reshare proposals from the status', () => {
     ['add a member', { reason: 'add', nodes: [5, 6] }, 'ERR_VALIDATION'],
     ['add a node the coordinator does not know', { reason: 'add', nodes: [9] }, 'ERR_VALIDATION'],
     ['remove a spare', { reason: 'remove', nodes: [6] }, 'ERR_VALIDATION'],
+    ['remove every member', { reason: 'remove', nodes: [1, 2, 3, 4, 5] }, 'ERR_VALIDATION'],
     // 4 of 4: every node needed is allowed; 3 of 3 too; but 4 > 3 nodes is not.
     ['remove to fewer nodes than t', { reason: 'remove', nodes: [1, 2, 3] }, 'ERR_BAD_THRESHOLD'],
     ['threshold 1', { reason: 'threshold', threshold: 1 }, 'ERR_BAD_THRESHOLD'],
@@ -333,6 +334,74 @@ describe('cli: kmaas committee and status against the fake coordinator', functio
     expect(r.code).to.equal(1);
     expect(r.stderr).to.match(/^error ERR_BAD_THRESHOLD: .*use 4\.\.7/m);
     expect(fake.proposals).to.have.length(0);
+  });
+
+  it('--no-wait names kmaas job <id>, which follows the job to its end', async () => {
+    fake.epoch = { epoch: 1, threshold: 3, committee: keysOf([1, 2, 3, 4, 5]) };
+    fake.reshareScript = (p) => [
+      { state: 'waiting' },
+      { state: 'active', progress: { phase: 'prepare', done: 1, total: 7 } },
+      { state: 'completed', result: { epoch: p.epoch, lagging: [7] } },
+    ];
+    const queued = await kmaas('committee', 'add', '6', '7', '--threshold', '4', '--no-wait');
+    expect(queued.code, queued.stderr).to.equal(0);
+    const id = queued.stdout.trim();
+    expect(queued.stderr).to.include(`follow it with kmaas job ${id}`);
+    const followed = await kmaas('job', id);
+    expect(followed.code, followed.stderr).to.equal(0);
+    const progress = followed.stderr.split('\n').filter((l) => l.startsWith('['));
+    expect(progress.some((l) => / 3\/7 prepare 1\/7$/.test(l))).to.equal(true);
+    expect(progress.at(-1)).to.equal(`[${'#'.repeat(20)}] done`);
+    expect(followed.stdout.trim().split('\n')).to.deep.equal([
+      `job ${id}: committee.reshare, completed`,
+      'node(s) 7 missed the commit or the finish: each gets it when it reconnects, or erases its old shares on its own timer',
+    ]);
+    const unknown = await kmaas('job', 'no-such-job');
+    expect(unknown.code).to.equal(1);
+    expect(unknown.stderr).to.match(/^error ERR_UNKNOWN_JOB: /m);
+  });
+
+  it('job --no-follow says where a job stands; a failed job exits 1 with its error', async () => {
+    fake.epoch = { epoch: 1, threshold: 3, committee: keysOf([1, 2, 3, 4, 5]) };
+    fake.reshareScript = () => [
+      { state: 'active', progress: { phase: 'vote', done: 3, total: 5 } },
+      { state: 'failed', error: { code: 'ERR_RESHARE_VOTE', message: 'node 4 voted otherwise' } },
+    ];
+    const id = (await kmaas('committee', 'refresh', '--no-wait')).stdout.trim();
+    const running = await kmaas('job', id, '--no-follow');
+    expect(running.code, running.stderr).to.equal(0);
+    expect(running.stderr).to.include(`job ${id}: committee.reshare, active`);
+    expect(running.stderr).to.match(/ 4\/7 vote 3\/5$/m);
+    const failed = await kmaas('job', id, '--no-follow');
+    expect(failed.code).to.equal(1);
+    expect(failed.stderr.trimEnd().split('\n').at(-1)).to.equal(
+      'error ERR_RESHARE_VOTE: node 4 voted otherwise',
+    );
+  });
+
+  it('a node named twice is refused; t of t nodes is signed with a warning', async () => {
+    fake.epoch = { epoch: 1, threshold: 3, committee: keysOf([1, 2, 3, 4, 5]) };
+    const twice = await kmaas('committee', 'remove', '1', '1');
+    expect(twice.code).to.equal(1);
+    expect(twice.stderr).to.match(/^error ERR_VALIDATION: .*node 1 is named twice/m);
+    expect(fake.proposals).to.have.length(0);
+    const all = await kmaas('committee', 'remove', '5', '--threshold', '4');
+    expect(all.code, all.stderr).to.equal(0);
+    expect(all.stderr).to.include('warning: threshold 4 of 4 nodes: every member must be up');
+    expect(fake.proposals).to.have.length(1);
+  });
+
+  it('--expires sets how long the proposal is valid', async () => {
+    fake.epoch = { epoch: 1, threshold: 3, committee: keysOf([1, 2, 3, 4, 5]) };
+    const before = Date.now();
+    const r = await kmaas('committee', 'refresh', '--out', 'r.json', '--expires', '2h');
+    expect(r.code, r.stderr).to.equal(0);
+    const p = parseProposal(JSON.parse(await readFile(join(dir, 'r.json'), 'utf8')));
+    const left = Date.parse(p.expiresAt) - before;
+    expect(left).to.be.within(2 * 3_600_000 - 60_000, 2 * 3_600_000 + 60_000);
+    const bad = await kmaas('committee', 'refresh', '--out', 's.json', '--expires', 'soon');
+    expect(bad.code).to.equal(1);
+    expect(bad.stderr).to.match(/^error ERR_VALIDATION: .*expected a duration/m);
   });
 
   it('--out writes the proposal unsigned and submits nothing', async () => {

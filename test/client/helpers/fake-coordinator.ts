@@ -47,6 +47,7 @@ export interface WirePartial {
 
 export interface FakeJob {
   id: string;
+  operation: string;
   tenant: string;
   version: number;
   /** States served on successive polls; the last one repeats. */
@@ -236,7 +237,14 @@ export class FakeCoordinator {
           })),
           { state: 'completed', result: { epoch: proposal.epoch } },
         ];
-        this.jobs.set(id, { id, tenant: '', version: 0, script, polls: 0 });
+        this.jobs.set(id, {
+          id,
+          operation: proposal.operation,
+          tenant: '',
+          version: 0,
+          script,
+          polls: 0,
+        });
         return this.send(res, { jobId: id }, 202);
       }
       const body = asKeyProposal(proposal);
@@ -271,7 +279,14 @@ export class FakeCoordinator {
           result: { tenant: key.tenant, version: key.version, groupKey: key.keyPackage.groupKey },
         },
       ];
-      this.jobs.set(id, { id, tenant: key.tenant, version: key.version, script, polls: 0 });
+      this.jobs.set(id, {
+        id,
+        operation: body.operation,
+        tenant: key.tenant,
+        version: key.version,
+        script,
+        polls: 0,
+      });
       return this.send(
         res,
         {
@@ -293,6 +308,7 @@ export class FakeCoordinator {
       const progress = { phase: 'round1', done: 0, total: this.nodeIds.length };
       return this.send(res, {
         id: job.id,
+        operation: job.operation,
         tenant: job.tenant,
         version: job.version,
         progress,
