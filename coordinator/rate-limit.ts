@@ -7,7 +7,9 @@
  * When Redis fails, is not connected, or takes longer than `timeoutMs` to answer, the limit falls
  * back to an in-memory limiter of the same budget on this replica (the library's insurance
  * limiter, behind its timeout wrapper), with a warning at most once a second: evaluations go on
- * and are still limited, and nothing waits on a dead Redis. While Redis is out each replica
+ * and are still limited, and nothing waits on a dead Redis. A circuit breaker on Redis itself
+ * (coordinator/circuit-breaker.ts) then sends requests straight to memory for a while, so that a
+ * hung Redis costs one timeout per cool-down rather than one per request. While Redis is out each replica
  * counts on its own, so m replicas let up to m budgets through; the nodes still limit each on
  * their own.
  */
@@ -20,10 +22,20 @@ import {
   type RateLimiterAbstract,
 } from 'rate-limiter-flexible';
 import { KmaasError } from '../shared/errors.ts';
+import { CircuitBreaker } from './circuit-breaker.ts';
 import type { Logger } from './logger.ts';
 
 /** At most one fallback warning per this many milliseconds. */
 const WARN_EVERY_MS = 1000;
+/** After Redis failed, it is skipped for 1 s, doubling while it keeps failing, up to 10 s. */
+const REDIS_BREAKER = {
+  failures: 1,
+  failureRate: 1,
+  openMs: 1000,
+  maxOpenMs: 10_000,
+  liarOpenMs: 10_000,
+  probeTimeoutMs: 10_000,
+};
 
 export interface RateLimitOptions {
   redis: Redis;
@@ -57,6 +69,7 @@ export class RateLimit {
   readonly #limiter: RateLimiterAbstract | null;
   readonly #fallback: FallbackLimiter | null;
   readonly #onFallback: (() => void) | undefined;
+  readonly #redisBreaker = new CircuitBreaker(REDIS_BREAKER);
   #warnedAt = -Infinity;
   #suppressed = 0;
 
@@ -97,16 +110,25 @@ export class RateLimit {
   async take(tenant: string, subject: string, elements: number, log: Logger): Promise<void> {
     if (!this.#limiter || !this.#fallback) return;
     const before = this.#fallback.used;
+    // Redis failed a moment ago: straight to memory, but for one probe once the cool-down ends.
+    const breaker = this.#redisBreaker;
+    const skip = breaker.routable() === 'no' || (breaker.state !== 'closed' && !breaker.tryProbe());
+    const limiter = skip ? this.#fallback : this.#limiter;
     try {
       // Tenants never contain ':', so the key is unambiguous whatever the subject.
-      await this.#limiter.consume(`${tenant}:${subject}`, elements);
+      await limiter.consume(`${tenant}:${subject}`, elements);
+      if (!skip && this.#fallback.used === before) breaker.success();
     } catch (err) {
+      if (err instanceof RateLimiterRes && !skip && this.#fallback.used === before) {
+        breaker.success();
+      }
       if (err instanceof RateLimiterRes) throw rateLimited(err.msBeforeNext);
       // Both Redis and memory failed: let the request through, the nodes still limit it.
       this.#warn(tenant, log, err);
       return;
     } finally {
       if (this.#fallback.used !== before) {
+        if (!skip) breaker.failure();
         this.#onFallback?.();
         this.#warn(tenant, log);
       }
