@@ -25,7 +25,12 @@ import {
 } from './circuit-breaker.ts';
 import { NodeReplyError } from './node-reply-error.ts';
 
-/** Weight of the newest sample in the latency averages. */
+/**
+ * Weight of the newest sample in the latency averages.
+ * Shortcoming: the evaluation average mixes batch sizes (1 element or 256), so a full batch to a
+ * node used to small ones looks slow and may be hedged needlessly (bounded by admission and the
+ * retry budget); a per-element model would fix it.
+ */
 export const EWMA_ALPHA = 0.2;
 /** Failures lower a node's rank for this long after the last one; then it gets a fresh chance. */
 export const FAILURE_MEMORY_MS = 30_000;

@@ -11,6 +11,11 @@
  * the coordinator itself sets up (`restore`: the ceremony queue's global concurrency, the proactive
  * refresh schedule). Checks run one at a time; a Redis that does not answer is tried again later.
  * Not on the hot path: evaluations never wait for it.
+ *
+ * Shortcoming: what only Redis held is not rebuilt: a ceremony job queued or running when Redis
+ * was flushed is lost (the nodes keep their state; the operator submits it again), and a rebuilt
+ * epoch record has no reshare proposal or votes, so a node that missed that reshare's commit
+ * cannot be caught up from it.
  */
 import type { Redis } from 'ioredis';
 import { toKmaasError } from '../shared/errors.ts';
