@@ -30,6 +30,7 @@ import type { Redacted } from '../shared/redacted.ts';
 import type { Registry } from './registry.ts';
 import { clusterStatus, type EpochSource } from './cluster-status.ts';
 import { submitProposal, type ProposalDeps } from './proposals.ts';
+import type { CoordinatorMetrics } from './metrics.ts';
 
 /** Far above any legitimate body (256 blinded elements are about 12 KiB). */
 export const BODY_LIMIT_BYTES = 256 * 1024;
@@ -47,6 +48,8 @@ export interface ApiDeps {
   logger: Logger;
   /** The coordinator's epoch record (coordinator/epoch.ts); without it status asks the nodes. */
   epochs?: EpochSource;
+  /** GET /metrics serves these; absent: no such route. */
+  metrics?: CoordinatorMetrics;
 }
 
 interface Locals {
@@ -151,6 +154,16 @@ export function createApi(deps: ApiDeps): express.Express {
       }),
     );
   });
+
+  // Open like /v1/status: node health and counts, nothing secret (coordinator/metrics.ts).
+  const metrics = deps.metrics;
+  if (metrics) {
+    app.get('/metrics', async (_req, res) => {
+      const { contentType, body } = await metrics.render();
+      res.setHeader('content-type', contentType);
+      res.send(body);
+    });
+  }
 
   // An outer gate only: what makes a proposal lawful is the operators' signatures, which every
   // node checks itself.

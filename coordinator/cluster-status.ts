@@ -58,9 +58,14 @@ interface NodeView extends NodeLinkState {
 }
 
 export async function clusterStatus(deps: StatusDeps) {
+  // Without Redis the nodes still answer: status says so rather than failing.
+  let registry: 'ok' | 'unavailable' = 'ok';
   const [answers, names, recorded] = await Promise.all([
     askNodes(deps),
-    deps.registry.tenantNames(),
+    deps.registry.tenantNames().catch((): string[] => {
+      registry = 'unavailable';
+      return [];
+    }),
     deps.epochs ? deps.epochs.current().catch(() => null) : Promise.resolve(null),
   ]);
   // Only what operators need: a record may carry more (the reshare's transcript and votes).
@@ -86,7 +91,7 @@ export async function clusterStatus(deps: StatusDeps) {
       })),
     })),
   );
-  return { cluster, epoch, nodes, tenants: names, keys };
+  return { cluster, epoch, nodes, tenants: names, keys, registry };
 }
 
 interface Answer {

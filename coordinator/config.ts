@@ -74,6 +74,22 @@ const configSchema = z.object({
   // A node that has not answered after this long, and after three times its usual latency, gets
   // a backup node asked in parallel (never while the coordinator is at its admission limit).
   hedgeDelayMs: ms(1, 120_000).default(1000),
+  // "Slower than usual" is this many times the node's average evaluation round trip.
+  hedgeFactor: z.coerce.number().min(1).max(100).default(3),
+  // Node attempts an evaluation may make beyond its first t (failovers and hedges together).
+  retryBudget: ms(0, 64).default(4),
+  // Circuit breaker per node (coordinator/circuit-breaker.ts): failures in a row that open it,
+  // the first cool-down (doubling up to the maximum), and the cool-down after an invalid proof.
+  breakerFailures: ms(1, 1000).default(3),
+  breakerOpenMs: ms(1, 600_000).default(1000),
+  breakerMaxOpenMs: ms(1, 3_600_000).default(30_000),
+  breakerLiarOpenMs: ms(1, 86_400_000).default(300_000),
+  // Every Redis command of the main connection fails after this long instead of hanging on a
+  // Redis that stopped answering; also the rate limit's wait before it falls back to memory.
+  redisCommandTimeoutMs: ms(10, 60_000).default(500),
+  // How often the coordinator checks that its registry is still in Redis (a flush or an empty
+  // restarted Redis is then rebuilt from the nodes).
+  registryCheckMs: ms(100, 600_000).default(5000),
   // Worker threads that check node proofs off the event loop; 0 checks them inline.
   verifyWorkers: ms(0, 64).default(1),
   // Blinded elements under evaluation at once; a request beyond it is refused with ERR_OVERLOADED.
@@ -123,6 +139,14 @@ export const CONFIG_ENV = {
   perElementMs: 'KMAAS_NODE_TIMEOUT_PER_ELEMENT_MS',
   evaluateDeadlineMs: 'KMAAS_EVALUATE_DEADLINE_MS',
   hedgeDelayMs: 'KMAAS_HEDGE_DELAY_MS',
+  hedgeFactor: 'KMAAS_HEDGE_LATENCY_FACTOR',
+  retryBudget: 'KMAAS_EVALUATE_RETRY_BUDGET',
+  breakerFailures: 'KMAAS_BREAKER_FAILURES',
+  breakerOpenMs: 'KMAAS_BREAKER_OPEN_MS',
+  breakerMaxOpenMs: 'KMAAS_BREAKER_MAX_OPEN_MS',
+  breakerLiarOpenMs: 'KMAAS_BREAKER_LIAR_OPEN_MS',
+  redisCommandTimeoutMs: 'KMAAS_REDIS_COMMAND_TIMEOUT_MS',
+  registryCheckMs: 'KMAAS_REGISTRY_CHECK_MS',
   verifyWorkers: 'KMAAS_VERIFY_WORKERS',
   maxInflightElements: 'KMAAS_MAX_INFLIGHT_ELEMENTS',
   rateElementsPerMin: 'KMAAS_RATE_ELEMENTS_PER_MIN',

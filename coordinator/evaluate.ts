@@ -12,11 +12,20 @@
  * the key package anyway (shared/voprf-client.ts verifyPartial) so that a lying node is caught
  * here, named, and replaced, instead of failing the client's derivation. The client checks again.
  *
- * Routing: ask the t healthiest, least busy share holders; when one fails (error, timeout, bad
- * proof, drop) ask the next untried one; when one is slow, compared with the hedge delay and with
- * its own usual latency, ask a backup in parallel; the first t valid answers win. Everything ends
- * by the overall deadline, except that answers which arrived in time are still checked (when
- * they can still make t). No Redis except on a key-package cache miss and the rate limit.
+ * Routing (coordinator/node-pool.ts, node-health.ts): ask the t healthiest, least busy share
+ * holders whose circuit breaker is closed; when one fails (error, timeout, bad proof, drop) ask
+ * the next untried one, down to nodes whose breaker is open when nothing else is left; when one
+ * is slow by its own standard, ask a backup in parallel (coordinator/hedge.ts); the first t valid
+ * answers win. A node whose breaker is half-open gets the request as well, as an extra probe when
+ * t others are routable: its answer is checked even when it comes after the decision, and closes
+ * or reopens its breaker. Every outcome (a late answer or timeout included) goes into the node's
+ * health, so a node hedged around is still found out.
+ *
+ * Bounds: the whole request, key package and rate limit included, ends by one deadline (the
+ * evaluate deadline plus twice the per-element allowance), except that answers which arrived in
+ * time are still checked (when they can still make t). Beyond the t first attempts a request may
+ * make at most `retryBudget` more (failovers and hedges, the epoch retry's included). No Redis
+ * except on a key-package cache miss and the rate limit.
  *
  * Epochs (a reshare gives every key new shares under the same group key): the coordinator asks
  * for the shares of its cached package's epoch and takes only answers of that epoch, since K_j
@@ -58,6 +67,8 @@ import type { NodePool } from './node-pool.ts';
 import type { RateLimit } from './rate-limit.ts';
 import type { VerifyTask } from './verify-answer.ts';
 import type { VerifyPool } from './verify-pool.ts';
+import { classifyWrongAnswer } from './node-health.ts';
+import { decideHedge, hedgeAfter, type HedgeRule } from './hedge.ts';
 
 export interface EvaluateDeps {
   pool: NodePool;
@@ -73,6 +84,12 @@ export interface EvaluateDeps {
    */
   perElementMs: number;
   hedgeDelayMs: number;
+  /** A node is hedged once it has taken this many times its usual latency (hedge.ts). */
+  hedgeFactor: number;
+  /** Node attempts a request may make beyond its first t: failovers and hedges. */
+  retryBudget: number;
+  /** Counts outcomes, hedges and probes for GET /metrics; absent: not counted. */
+  metrics?: EvaluateMetrics;
   /** Checks node answers, in worker threads or inline. */
   verifier: VerifyPool;
   /** The bound on blinded elements in flight. */
@@ -80,6 +97,14 @@ export interface EvaluateDeps {
   refusals: RefusalLog;
   /** Blinded elements per (tenant, subject), shared by the replicas; absent means no limit. */
   rateLimit?: RateLimit;
+}
+
+/** What the evaluation path reports to the metrics (coordinator/metrics.ts). */
+export interface EvaluateMetrics {
+  /** One evaluation ended: 'ok' or its error code, after `seconds`. */
+  evaluated(outcome: string, seconds: number): void;
+  hedged(): void;
+  probed(): void;
 }
 
 export interface EvaluateCall {
@@ -119,9 +144,6 @@ const evaluateBodyShape = z.object({ blinded: z.array(z.string().max(1024)) }).s
 
 /** Long node messages are cut: they end up in a client-facing error. */
 const MAX_NODE_MESSAGE = 300;
-
-/** A node is hedged only once it has taken this many times its usual latency. */
-const HEDGE_LATENCY_FACTOR = 3;
 
 /**
  * A node's own timeout never ends before the overall deadline it is cut to: when the deadline is
@@ -197,7 +219,26 @@ export async function evaluate(
   call: EvaluateCall,
   log: Logger,
 ): Promise<EvaluateResponse> {
+  const started = performance.now();
+  try {
+    const response = await evaluateOnce(deps, call, log, started);
+    deps.metrics?.evaluated('ok', (performance.now() - started) / 1000);
+    return response;
+  } catch (err) {
+    deps.metrics?.evaluated(toKmaasError(err).code, (performance.now() - started) / 1000);
+    throw err;
+  }
+}
+
+async function evaluateOnce(
+  deps: EvaluateDeps,
+  call: EvaluateCall,
+  log: Logger,
+  started: number,
+): Promise<EvaluateResponse> {
   const encoded = parseBatch(call.body);
+  const deadlineMs = deps.deadlineMs + 2 * encoded.length * deps.perElementMs;
+  const deadlineAt = started + deadlineMs;
   const credential = { token: call.token, dpop: call.dpop };
   await deps.auth.verifyProof(credential, call.verified, {
     tenant: call.tenant,
@@ -218,11 +259,11 @@ export async function evaluate(
   try {
     await deps.rateLimit?.take(call.tenant, call.verified.subject, encoded.length, log);
     const blinded = decodeBlinded(encoded);
-    let pkg = await deps.keys.get(call.tenant, call.version);
-    const started = performance.now();
+    let pkg = await packageBy(deps, call, deadlineAt);
     // Nodes that were sent the request: they have seen its DPoP proof and refuse it again
     // (ERR_DPOP_REPLAY), so a retry can only go to others.
     const asked = new Set<number>();
+    const budget = { left: deps.retryBudget };
     const ask = (p: ParsedKeyPackage): Promise<NodePartial[]> =>
       gatherPartials(
         deps,
@@ -238,6 +279,7 @@ export async function evaluate(
         lease,
         log,
         asked,
+        { deadlineAt, deadlineMs, budget },
       );
     let partials: NodePartial[];
     try {
@@ -249,7 +291,7 @@ export async function evaluate(
       // epoch that have not seen the proof. When they are too few, the client is told to ask
       // again (with a new proof): by then this replica has the new package.
       deps.keys.invalidate(call.tenant, call.version);
-      const reloaded = await deps.keys.get(call.tenant, call.version);
+      const reloaded = await packageBy(deps, call, deadlineAt);
       if (reloaded.epoch === pkg.epoch) throw err;
       const moved = new KmaasError(
         'ERR_EPOCH_MISMATCH',
@@ -293,6 +335,46 @@ export async function evaluate(
   }
 }
 
+/**
+ * The key package, from the cache or (on a miss) Redis or the nodes, within the request's
+ * deadline: a registry that cannot answer in time is ERR_REGISTRY_UNAVAILABLE.
+ */
+async function packageBy(
+  deps: EvaluateDeps,
+  call: EvaluateCall,
+  deadlineAt: number,
+): Promise<ParsedKeyPackage> {
+  const load = deps.keys.get(call.tenant, call.version);
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new KmaasError(
+            'ERR_REGISTRY_UNAVAILABLE',
+            `the key package of ${call.tenant} v${call.version} could not be loaded before the deadline`,
+            { tenant: call.tenant, version: call.version },
+          ),
+        ),
+      Math.max(0, deadlineAt - performance.now()),
+    );
+  });
+  try {
+    return await Promise.race([load, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** What one request may still spend, shared by its first round and its epoch retry. */
+interface Bounds {
+  deadlineAt: number;
+  /** The whole deadline, as the client's errors name it. */
+  deadlineMs: number;
+  /** Node attempts left beyond each round's first t. */
+  budget: { left: number };
+}
+
 interface NodeEvaluateRequest {
   tenant: string;
   version: number;
@@ -308,6 +390,12 @@ interface Attempt {
   phase: 'asked' | 'checking';
   /** The request went on the wire; until then it waits for room at a busy node. */
   sent: boolean;
+  /** When it went on the wire (performance.now()). */
+  sentAt: number;
+  /** It holds the node's half-open probe slot: its answer is checked even if it comes late. */
+  probe: boolean;
+  /** Sent beside the t it needs (a probe), so not counted among them. */
+  extra: boolean;
   hedge: NodeJS.Timeout | null;
   /** Drops the request if it has not been sent yet. */
   cancel: AbortController;
@@ -321,15 +409,25 @@ function gatherPartials(
   lease: Lease,
   log: Logger,
   asked: Set<number>,
+  bounds: Bounds,
 ): Promise<NodePartial[]> {
   const t = pkg.threshold;
   const batch = blinded.bytes.length;
   const nodeTimeoutMs = deps.nodeTimeoutMs + batch * deps.perElementMs;
-  const deadlineMs = deps.deadlineMs + 2 * batch * deps.perElementMs;
+  const { deadlineAt, deadlineMs, budget } = bounds;
+  const rule: HedgeRule = { hedgeDelayMs: deps.hedgeDelayMs, factor: deps.hedgeFactor };
   const context = { tenant: request.tenant, version: request.version, epoch: request.epoch };
-  const candidates = deps.pool
-    .healthy()
-    .filter((l) => pkg.verificationShares.has(l.id) && !asked.has(l.id));
+  const route = deps.pool.route((l) => pkg.verificationShares.has(l.id) && !asked.has(l.id));
+  // A half-open node gets this request as an extra probe when t others can carry it and the
+  // admission limit has room, so that its recovery costs the client nothing; otherwise it is
+  // just a candidate after the others.
+  const extraProbe =
+    route.ready.length >= t && route.probes.length > 0 && lease.extend(batch)
+      ? route.probes.shift()!
+      : undefined;
+  const candidates = [...route.ready, ...route.probes, ...route.held];
+  // Open breakers are asked only when the others cannot make t: not as hedges.
+  const routable = route.ready.length + route.probes.length;
   const failures: Failure[] = [];
   for (const id of pkg.verificationShares.keys()) {
     if (asked.has(id)) {
@@ -339,7 +437,7 @@ function gatherPartials(
         message: `node ${id} was asked already, with this very proof`,
         refused: false,
       });
-    } else if (!candidates.some((l) => l.id === id)) {
+    } else if (!candidates.some((l) => l.id === id) && extraProbe?.id !== id) {
       failures.push({
         node: id,
         code: 'ERR_NODE_UNAVAILABLE',
@@ -348,16 +446,19 @@ function gatherPartials(
       });
     }
   }
-  if (candidates.length < t) return Promise.reject(tooFewError(t, 0, failures));
+  if (candidates.length + (extraProbe ? 1 : 0) < t) {
+    return Promise.reject(tooFewError(t, 0, failures));
+  }
 
-  const deadlineAt = performance.now() + deadlineMs;
   const valid: NodePartial[] = [];
   // Open attempts by node: asked and not yet answered, or answered and being checked.
   const attempts = new Map<number, Attempt>();
   // Drops the checks still queued once the request is decided (and, per attempt, node requests
-  // still waiting to be sent).
+  // still waiting to be sent). A probe's check is not dropped: it decides the node's breaker.
   const decided = new AbortController();
   let next = 0;
+  let launched = 0;
+  let extras = 0;
   let done = false;
   let pastDeadline = false;
 
@@ -382,32 +483,37 @@ function gatherPartials(
     const close = (attempt: Attempt): void => {
       drop(attempt);
       attempts.delete(attempt.link.id);
+      if (attempt.extra) extras--;
       if (valid.length >= t) return finish();
       if (!pastDeadline) topUp();
       if (attempts.size === 0 || (pastDeadline && valid.length + attempts.size < t)) finish();
     };
 
-    const launch = (link: NodeLink, hedgeable: boolean): void => {
+    const launch = (link: NodeLink, hedgeable: boolean, extra = false): void => {
       const remaining = deadlineAt - performance.now();
       if (remaining <= 0) return;
+      // Beyond the first t, each attempt is a retry or a hedge, paid from the budget.
+      if (!extra && ++launched > t) budget.left--;
       const attempt: Attempt = {
         link,
         phase: 'asked',
         sent: false,
+        sentAt: 0,
+        probe: link.health.routable() === 'probe' && link.health.breaker.tryProbe(),
+        extra,
         hedge: null,
         cancel: new AbortController(),
       };
+      if (attempt.probe) deps.metrics?.probed();
+      if (extra) extras++;
       attempts.set(link.id, attempt);
       // The hedge clock starts when the node has the request, not while it waits its turn here.
       const onSent = (): void => {
         attempt.sent = true;
+        attempt.sentAt = performance.now();
         asked.add(link.id);
         if (!hedgeable || !isOpen(attempt)) return;
-        const delay = Math.max(
-          deps.hedgeDelayMs,
-          HEDGE_LATENCY_FACTOR * (link.usualLatency() ?? 0),
-        );
-        attempt.hedge = setTimeout(() => setImmediate(() => hedge(attempt)), delay);
+        scheduleHedge(attempt, hedgeAfter(rule, link.health));
       };
       const timeoutMs = Math.min(nodeTimeoutMs, Math.ceil(remaining) + DEADLINE_MARGIN_MS);
       const opts = { elements: batch, signal: attempt.cancel.signal, onSent };
@@ -418,10 +524,16 @@ function gatherPartials(
     };
 
     const onAnswer = (attempt: Attempt, body: unknown): void => {
-      if (!isOpen(attempt) || attempt.phase !== 'asked') return;
+      const { link } = attempt;
+      const latencyMs = performance.now() - attempt.sentAt;
+      if (!isOpen(attempt) || attempt.phase !== 'asked') {
+        // Decided without it. Its latency still counts; a probe's answer is still checked.
+        if (attempt.probe) checkLateProbe(link, body, latencyMs);
+        else link.record({ kind: 'answered', latencyMs });
+        return;
+      }
       stopHedge(attempt);
       attempt.phase = 'checking';
-      const { link } = attempt;
       let answer: { partial: NodePartial; task: VerifyTask };
       try {
         answer = readAnswer(pkg, blinded, link.id, body);
@@ -429,14 +541,19 @@ function gatherPartials(
         wrongAnswer(link, err);
         return close(attempt);
       }
-      deps.verifier.verify(answer.task, decided.signal).then(
+      deps.verifier.verify(answer.task, attempt.probe ? undefined : decided.signal).then(
         () => {
+          link.record({ kind: 'success', latencyMs });
           if (!isOpen(attempt)) return;
           valid.push(answer.partial);
           close(attempt);
         },
         (err: unknown) => {
-          if (!isOpen(attempt)) return;
+          if (!isOpen(attempt)) {
+            // Dropped once decided: says nothing of the node, unless it was a probe.
+            if (attempt.probe) link.record(classifyWrongAnswer(err));
+            return;
+          }
           if (toKmaasError(err).code === 'ERR_INTERNAL') uncheckable(link, err);
           else wrongAnswer(link, err);
           close(attempt);
@@ -444,6 +561,31 @@ function gatherPartials(
       );
     };
 
+    /** A probe answered after the request was decided: check it, for the breaker's sake. */
+    const checkLateProbe = (link: NodeLink, body: unknown, latencyMs: number): void => {
+      let task: VerifyTask;
+      try {
+        task = readAnswer(pkg, blinded, link.id, body).task;
+      } catch (err) {
+        link.record(classifyWrongAnswer(err));
+        return;
+      }
+      deps.verifier.verify(task).then(
+        () => link.record({ kind: 'success', latencyMs }),
+        (err: unknown) => {
+          const outcome = classifyWrongAnswer(err);
+          if (outcome.kind === 'lied') {
+            log.warn(
+              { ...context, node: link.id },
+              'node returned an evaluation with an invalid proof; excluded',
+            );
+          }
+          link.record(outcome);
+        },
+      );
+    };
+
+    // The link has recorded this in the node's health already (timeout, refusal, drop).
     const onError = (attempt: Attempt, err: unknown): void => {
       if (!isOpen(attempt) || attempt.phase !== 'asked') return;
       const e = toKmaasError(err);
@@ -461,10 +603,13 @@ function gatherPartials(
       close(attempt);
     };
 
-    /** The answer is wrong: the node is broken or lying. Named at warn, and ranked down. */
+    /**
+     * The answer is wrong: the node is broken or lying. Named at warn; its health records it
+     * (an invalid proof opens its breaker at once).
+     */
     const wrongAnswer = (link: NodeLink, err: unknown): void => {
       const e = toKmaasError(err);
-      link.recordFailure();
+      link.record(classifyWrongAnswer(err));
       failures.push({ node: link.id, code: e.code, message: e.message, refused: false });
       log.warn(
         { ...context, node: link.id, code: e.code },
@@ -487,28 +632,49 @@ function gatherPartials(
       log.error({ ...context, node: link.id, err }, 'could not check a node answer');
     };
 
-    /** Keep t requests going while untried holders remain. */
+    /** Keep t requests going while untried holders remain and the budget allows. */
     const topUp = (): void => {
-      while (!done && valid.length + attempts.size < t && next < candidates.length) {
+      while (!done && valid.length + attempts.size - extras < t && next < candidates.length) {
+        if (launched >= t && budget.left <= 0) {
+          log.debug({ ...context, launched }, 'retry budget spent: no more nodes asked');
+          return;
+        }
         launch(candidates[next++]!, true);
       }
     };
 
-    // The node is slow by its own standard: ask one backup, if a holder is left and the
-    // coordinator has room for the extra work. Backups are not hedged in turn.
+    const scheduleHedge = (attempt: Attempt, delayMs: number): void => {
+      attempt.hedge = setTimeout(() => setImmediate(() => hedge(attempt)), delayMs);
+    };
+
+    // The node is slow by its own standard: ask one backup, if a routable holder is left, the
+    // budget allows and the coordinator has room for the extra work. Backups are not hedged.
     const hedge = (attempt: Attempt): void => {
       attempt.hedge = null;
       if (!isOpen(attempt) || attempt.phase !== 'asked' || pastDeadline) return;
-      if (next >= candidates.length) return;
-      if (!lease.extend(batch)) {
-        log.debug(
-          { ...context, node: attempt.link.id, batch },
-          'node slow, but not hedging: the coordinator is at its admission limit',
-        );
+      const decision = decideHedge({
+        rule,
+        node: attempt.link.health,
+        elapsedMs: performance.now() - attempt.sentAt,
+        remainingMs: deadlineAt - performance.now(),
+        spare: next < routable,
+        budget: budget.left,
+        fits: deps.admission.fits(batch),
+      });
+      if (!decision.hedge) {
+        if ('wait' in decision) scheduleHedge(attempt, decision.wait);
+        else if (decision.reason === 'admission') {
+          log.debug(
+            { ...context, node: attempt.link.id, batch },
+            'node slow, but not hedging: the coordinator is at its admission limit',
+          );
+        }
         return;
       }
+      if (!lease.extend(batch)) return;
       const backup = candidates[next++]!;
       log.debug({ ...context, node: attempt.link.id, backup: backup.id }, 'node slow: hedging');
+      deps.metrics?.hedged();
       launch(backup, false);
     };
 
@@ -524,6 +690,7 @@ function gatherPartials(
             if (attempt.phase !== 'asked') continue;
             drop(attempt);
             attempts.delete(attempt.link.id);
+            if (attempt.extra) extras--;
             const node = attempt.link.id;
             failures.push({
               node,
@@ -536,9 +703,10 @@ function gatherPartials(
           }
           if (valid.length + attempts.size < t) finish();
         }),
-      deadlineMs,
+      Math.max(0, deadlineAt - performance.now()),
     );
 
+    if (extraProbe) launch(extraProbe, false, true);
     topUp();
   });
 }
@@ -548,10 +716,18 @@ function stopHedge(attempt: Attempt): void {
   attempt.hedge = null;
 }
 
-/** No hedge, and no sending if it has not been sent yet: the attempt is over. */
+/**
+ * No hedge, and no sending if it has not been sent yet: the attempt is over. A probe never sent
+ * frees its node's probe slot.
+ */
 function drop(attempt: Attempt): void {
   stopHedge(attempt);
-  if (!attempt.sent) attempt.cancel.abort();
+  if (attempt.sent) return;
+  attempt.cancel.abort();
+  if (attempt.probe) {
+    attempt.probe = false;
+    attempt.link.record({ kind: 'void' });
+  }
 }
 
 /**

@@ -3,19 +3,36 @@
  * a miss and never re-decodes points or re-checks commitments per request. Entries expire after a
  * while so that a package changed by a later lifecycle step (resharing gives new verification
  * shares under the same group key) is picked up; concurrent misses share one load.
+ *
+ * An expired entry whose reload fails (Redis down and the nodes not agreeing in time, say) is
+ * served for up to STALE_MS more, reloaded at most every STALE_RETRY_MS meanwhile, with a
+ * warning: the package is public and checked by the nodes' own epochs (a node asked for shares
+ * it no longer holds answers ERR_EPOCH_MISMATCH, which drops the entry), so an old copy harms
+ * nothing, while failing would fail every evaluation. invalidate() drops entries for good.
  */
 import { parseKeyPackage, type ParsedKeyPackage } from '../shared/key-package.ts';
+import { toKmaasError } from '../shared/errors.ts';
+import type { Logger } from './logger.ts';
 import type { Registry } from './registry.ts';
+
+/** How long past its TTL an entry may stand in for a reload that fails. */
+export const STALE_MS = 15 * 60_000;
+/** While an entry stands in, a reload is tried at most this often. */
+export const STALE_RETRY_MS = 1000;
 
 export interface KeyCacheOptions {
   ttlMs: number;
   maxEntries: number;
+  logger?: Logger;
 }
 
 export class KeyCache {
   readonly #registry: Registry;
   readonly #opts: KeyCacheOptions;
-  readonly #entries = new Map<string, { pkg: ParsedKeyPackage; expires: number }>();
+  readonly #entries = new Map<
+    string,
+    { pkg: ParsedKeyPackage; expires: number; loadedAt: number }
+  >();
   readonly #loading = new Map<string, Promise<ParsedKeyPackage>>();
   /** Bumped by invalidate(): a load that began before it does not fill the cache. */
   #generation = 0;
@@ -57,7 +74,21 @@ export class KeyCache {
 
   async #load(name: string, tenant: string, version: number): Promise<ParsedKeyPackage> {
     const generation = this.#generation;
-    const pkg = parseKeyPackage(await this.#registry.keyPackage(tenant, version));
+    let pkg: ParsedKeyPackage;
+    try {
+      pkg = parseKeyPackage(await this.#registry.keyPackage(tenant, version));
+    } catch (err) {
+      const stale = this.#entries.get(name);
+      const now = performance.now();
+      if (!stale || generation !== this.#generation) throw err;
+      if (now - stale.loadedAt > this.#opts.ttlMs + STALE_MS) throw err;
+      stale.expires = now + STALE_RETRY_MS;
+      this.#opts.logger?.warn(
+        { tenant, version, code: toKmaasError(err).code, ageMs: Math.round(now - stale.loadedAt) },
+        'key package could not be reloaded; serving the cached copy',
+      );
+      return stale.pkg;
+    }
     if (generation !== this.#generation) return pkg;
     this.#entries.delete(name);
     // Maps iterate in insertion order: the first key is the least recently loaded.
@@ -65,7 +96,8 @@ export class KeyCache {
       const oldest = this.#entries.keys().next();
       if (!oldest.done) this.#entries.delete(oldest.value);
     }
-    this.#entries.set(name, { pkg, expires: performance.now() + this.#opts.ttlMs });
+    const now = performance.now();
+    this.#entries.set(name, { pkg, expires: now + this.#opts.ttlMs, loadedAt: now });
     return pkg;
   }
 }

@@ -37,13 +37,14 @@ import {
 import { MAX_BATCH } from '../shared/suite.ts';
 import type { Logger } from './logger.ts';
 import type { Redacted } from '../shared/redacted.ts';
+import type { BreakerOptions, Transition } from './circuit-breaker.ts';
+import { classifyError, NodeHealth, type HealthView, type Outcome } from './node-health.ts';
+import { NodeReplyError } from './node-reply-error.ts';
+
+export { NodeReplyError };
 
 /** Replies are small (256 elements are ~12 KiB); anything far larger is a broken or hostile node. */
 const MAX_REPLY_BYTES = 1 << 20;
-/** Weight of the newest round trip in the latency average. */
-const EWMA_ALPHA = 0.2;
-/** A failure lowers a node's rank for this long; after it the node gets a fresh chance. */
-const FAILURE_MEMORY_MS = 30_000;
 /** Heartbeats in a row with nothing heard from a node before its socket is declared dead. */
 const MISSED_PONG_LIMIT = 2;
 /** A heartbeat this many periods after the previous one means our own event loop was stalled. */
@@ -63,6 +64,8 @@ export interface NodeLinkOptions {
   reconnectBaseMs: number;
   reconnectMaxMs: number;
   logger: Logger;
+  /** The node's circuit breaker settings (coordinator/circuit-breaker.ts). */
+  breaker?: BreakerOptions;
 }
 
 export interface NodeLinkState {
@@ -77,17 +80,8 @@ export interface NodeLinkState {
   pending: number;
   /** Failures (timeouts, drops, bad answers) since the last good answer, within the memory window. */
   recentFailures: number;
-}
-
-/** A node answered, and its answer was an error: the node is alive, and this is what it said. */
-export class NodeReplyError extends KmaasError {
-  readonly node: number;
-
-  constructor(node: number, body: ErrorBody) {
-    const e = KmaasError.fromBody(body);
-    super(e.code, e.message, e.details);
-    this.node = node;
-  }
+  /** Breaker, latency estimate and heartbeat state (coordinator/node-health.ts). */
+  health: HealthView;
 }
 
 export interface RequestOptions {
@@ -155,11 +149,13 @@ export class NodeLink {
   /** When the heartbeat timer last fired. */
   #lastTickAt = 0;
   #lastHeartbeat: number | null = null;
-  #latencyMs: number | null = null;
-  /** Exponentially weighted average of evaluate round trips that succeeded, in milliseconds. */
-  #evaluateMs: number | null = null;
-  #failures = 0;
-  #lastFailureAt = 0;
+  /**
+   * Heartbeats and evaluation outcomes. The link records what it sees of evaluations (timeouts,
+   * error replies, drops, cancellations); a good reply only the evaluation path can judge, once
+   * it has checked the proof (record()).
+   */
+  readonly health: NodeHealth;
+  readonly #transitionListeners = new Set<(t: Transition) => void>();
   // Logged once per outage, not once per reconnect attempt.
   #downLogged = false;
 
@@ -168,6 +164,7 @@ export class NodeLink {
     this.url = opts.url;
     this.#opts = opts;
     this.#log = opts.logger.child({ node: opts.id });
+    this.health = new NodeHealth(opts.breaker);
   }
 
   get connected(): boolean {
@@ -255,10 +252,13 @@ export class NodeLink {
       setImmediate(() => {
         if (this.#pending.get(id) !== entry) return;
         this.#forget(id, entry);
-        this.recordFailure();
-        entry.reject(
-          unavailable(this.id, 'timeout', `did not answer ${type} within ${timeoutMs} ms`),
+        const err = unavailable(
+          this.id,
+          'timeout',
+          `did not answer ${type} within ${timeoutMs} ms`,
         );
+        if (type === 'evaluate') this.record(classifyError(err));
+        entry.reject(err);
         this.#pump();
       });
     }, timeoutMs);
@@ -297,10 +297,34 @@ export class NodeLink {
     this.#wireElements -= entry.elements;
   }
 
-  /** Lower this node's rank for a while: it answered, but wrongly (bad proof, malformed reply). */
-  recordFailure(): void {
-    this.#failures++;
-    this.#lastFailureAt = performance.now();
+  /**
+   * Record an evaluation's outcome in the node's health, and log a breaker that opened or closed.
+   * @example link.record({ kind: 'success', latencyMs: 12 })
+   */
+  record(outcome: Outcome): Transition | null {
+    const t = this.health.record(outcome);
+    if (t) this.#transition(t);
+    return t;
+  }
+
+  /** Called with each breaker transition of this node. Returns an unsubscribe function. */
+  onTransition(listener: (t: Transition) => void): () => void {
+    this.#transitionListeners.add(listener);
+    return () => this.#transitionListeners.delete(listener);
+  }
+
+  #transition(t: Transition): void {
+    if (t.to === 'open') {
+      this.#log.warn(
+        { from: t.from, reason: t.reason, openMs: t.openMs },
+        t.reason === 'lied'
+          ? 'circuit breaker opened: the node answered with a wrong evaluation; excluded'
+          : 'circuit breaker opened',
+      );
+    } else {
+      this.#log.info({ from: t.from, reason: t.reason }, 'circuit breaker closed');
+    }
+    for (const listener of this.#transitionListeners) listener(t);
   }
 
   state(): NodeLinkState {
@@ -310,18 +334,20 @@ export class NodeLink {
       connected: this.#open,
       lastHeartbeat:
         this.#lastHeartbeat === null ? null : new Date(this.#lastHeartbeat).toISOString(),
-      latencyMs: this.#latencyMs === null ? null : Math.round(this.#latencyMs * 100) / 100,
+      latencyMs: this.health.pingLatency() === null ? null : this.health.view().pingMs,
       pending: this.#pending.size + this.#waiting.length,
-      recentFailures: this.recentFailures(),
+      recentFailures: this.health.recentFailures(),
+      health: this.health.view(),
     };
   }
 
   recentFailures(): number {
-    return performance.now() - this.#lastFailureAt < FAILURE_MEMORY_MS ? this.#failures : 0;
+    return this.health.recentFailures();
   }
 
+  /** The ping round trip average; infinite before the first pong. */
   latency(): number {
-    return this.#latencyMs ?? Number.POSITIVE_INFINITY;
+    return this.health.pingLatency() ?? Number.POSITIVE_INFINITY;
   }
 
   /**
@@ -340,7 +366,7 @@ export class NodeLink {
    * ping round trip before it has answered one; null when neither is known yet.
    */
   usualLatency(): number | null {
-    return this.#evaluateMs ?? this.#latencyMs;
+    return this.health.usualLatency();
   }
 
   /** Stop for good: no more reconnects, pending requests fail, the socket closes. Idempotent. */
@@ -405,9 +431,15 @@ export class NodeLink {
     this.#ws = null;
     this.#open = false;
     this.#stopHeartbeat();
+    // One failure for the drop, however many evaluations it cut (those are not counted again).
+    const cut = this.#pendingEvaluations();
     this.#failAll('disconnected', 'dropped the connection');
     if (this.#closing) return;
-    if (wasOpen) this.recordFailure();
+    if (wasOpen && cut > 0) {
+      this.record({ kind: 'failed', code: 'ERR_NODE_UNAVAILABLE', reason: 'dropped' });
+    } else if (wasOpen) {
+      this.health.dropped();
+    }
     if (wasOpen || !this.#downLogged) {
       this.#log.warn({ code, url: this.url }, 'node disconnected');
       this.#downLogged = true;
@@ -459,6 +491,7 @@ export class NodeLink {
       );
     } else {
       this.#missedPongs++;
+      this.health.missedPong();
     }
     if (this.#missedPongs >= MISSED_PONG_LIMIT) {
       this.#log.warn({ missed: this.#missedPongs }, 'node missed heartbeats, terminating link');
@@ -479,13 +512,12 @@ export class NodeLink {
     this.#missedPongs = 0;
     this.#heardAt = performance.now();
     this.#lastHeartbeat = Date.now();
-    const rtt = performance.now() - this.#pingSentAt;
-    this.#latencyMs =
-      this.#latencyMs === null ? rtt : this.#latencyMs + EWMA_ALPHA * (rtt - this.#latencyMs);
+    this.health.pong(performance.now() - this.#pingSentAt);
   }
 
   #onMessage(data: WebSocket.RawData, isBinary: boolean): void {
     this.#heardAt = performance.now();
+    this.health.heard();
     if (isBinary) {
       this.#log.warn('node sent a binary frame; ignored');
       return;
@@ -517,9 +549,13 @@ export class NodeLink {
       );
       return;
     }
-    this.#failures = 0;
-    if (reply.ok) this.#settle(reply.id, null, reply.body);
-    else this.#settle(reply.id, new NodeReplyError(this.id, reply.error as ErrorBody));
+    if (reply.ok) {
+      this.#settle(reply.id, null, reply.body);
+      return;
+    }
+    const err = new NodeReplyError(this.id, reply.error as ErrorBody);
+    if (this.#pending.get(reply.id)?.type === 'evaluate') this.record(classifyError(err));
+    this.#settle(reply.id, err);
   }
 
   #settle(id: string, err: KmaasError | null, body?: unknown): void {
@@ -529,16 +565,15 @@ export class NodeLink {
     if (err) {
       pending.reject(err);
     } else {
-      if (pending.type === 'evaluate') {
-        const rtt = performance.now() - pending.sentAt;
-        this.#evaluateMs =
-          this.#evaluateMs === null
-            ? rtt
-            : this.#evaluateMs + EWMA_ALPHA * (rtt - this.#evaluateMs);
-      }
       pending.resolve(body);
     }
     this.#pump();
+  }
+
+  #pendingEvaluations(): number {
+    let n = 0;
+    for (const entry of this.#pending.values()) if (entry.type === 'evaluate') n++;
+    return n;
   }
 
   #failAll(reason: string, message: string): void {

@@ -5,6 +5,8 @@
  *   <p>tenants                  SET   tenant names
  *   <p>tenant:<tenant>          HASH  key version -> key package (canonical JSON)
  *   <p>nodes                    HASH  node id -> what the node last reported (JSON)
+ *   <p>registry                 STR   written by each full rebuild from the nodes; its absence
+ *                                     means Redis lost the registry (registry-watch.ts)
  *   <p>lock:create:<tenant>     STR   job id of the creation in progress (SET NX PX)
  *   <p>epoch                    STR   the committee's current epoch (coordinator/epoch.ts, JSON)
  *   <p>keys:invalidate          pub/sub channel: a key package changed, drop cached copies
@@ -21,6 +23,8 @@ export interface RedisKeys {
   tenants: string;
   tenant(tenant: string): string;
   nodes: string;
+  /** The registry marker: present once a full rebuild from the nodes has run on this Redis. */
+  registry: string;
   createLock(tenant: string): string;
   epoch: string;
   /** Pub/sub channel on which a replica that changed key packages tells the others. */
@@ -36,6 +40,7 @@ export function redisKeys(prefix: string): RedisKeys {
     tenants: `${prefix}tenants`,
     tenant: (tenant) => `${prefix}tenant:${tenant}`,
     nodes: `${prefix}nodes`,
+    registry: `${prefix}registry`,
     createLock: (tenant) => `${prefix}lock:create:${tenant}`,
     epoch: `${prefix}epoch`,
     invalidateChannel: `${prefix}keys:invalidate`,

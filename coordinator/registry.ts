@@ -4,7 +4,12 @@
  * authoritative: the nodes are the source of truth (DESIGN.md section 5), so every entry can be
  * rebuilt from them. That happens when nodes connect (which covers a coordinator starting on an
  * empty Redis) and when a lookup misses; a package is restored only when a quorum of share
- * holders returns it identically (key-quorum.ts).
+ * holders returns it identically (key-quorum.ts). A full rebuild ends by writing the registry
+ * marker (redis-keys.ts), whose absence tells coordinator/registry-watch.ts that Redis lost it all.
+ *
+ * Redis failing is not the end of a lookup: every Redis error becomes ERR_REGISTRY_UNAVAILABLE,
+ * and a key package that cannot be read from Redis is asked of the nodes straight away (the same
+ * quorum rule), so evaluations keep working while Redis is down or restarting.
  */
 import type { Redis } from 'ioredis';
 import { KmaasError } from '../shared/errors.ts';
@@ -20,6 +25,29 @@ const MISS_RETRY_MS = 2000;
 const MAX_MISS_ENTRIES = 10_000;
 /** Connections tend to arrive in bursts; one rebuild covers the burst. */
 const REBUILD_DEBOUNCE_MS = 250;
+
+/** Anything Redis (or ioredis) throws, as the coded error a caller can tell apart. */
+export function registryUnavailable(err: unknown): KmaasError {
+  if (err instanceof KmaasError) return err;
+  const why = err instanceof Error ? err.message : String(err);
+  return new KmaasError(
+    'ERR_REGISTRY_UNAVAILABLE',
+    `the registry (Redis) cannot be reached: ${why.slice(0, 200)}`,
+  );
+}
+
+/** Await a Redis command, turning its failure into ERR_REGISTRY_UNAVAILABLE. */
+async function viaRedis<T>(command: Promise<T>): Promise<T> {
+  try {
+    return await command;
+  } catch (err) {
+    throw registryUnavailable(err);
+  }
+}
+
+function isUnavailable(err: unknown): boolean {
+  return err instanceof KmaasError && err.code === 'ERR_REGISTRY_UNAVAILABLE';
+}
 
 export type StoreOutcome = 'stored' | 'same' | 'replaced' | 'stale';
 
@@ -82,20 +110,20 @@ export class Registry {
   // --- Redis only ---
 
   async readKeyPackage(tenant: string, version: number): Promise<KeyPackage | null> {
-    const json = await this.#d.redis.hget(this.#d.keys.tenant(tenant), String(version));
+    const json = await viaRedis(this.#d.redis.hget(this.#d.keys.tenant(tenant), String(version)));
     return json === null ? null : this.#decode(json, tenant);
   }
 
   /** Every stored version of `tenant`, ascending; empty when there is none. */
   async readTenant(tenant: string): Promise<KeyPackage[]> {
-    const all = await this.#d.redis.hgetall(this.#d.keys.tenant(tenant));
+    const all = await viaRedis(this.#d.redis.hgetall(this.#d.keys.tenant(tenant)));
     return Object.values(all)
       .map((json) => this.#decode(json, tenant))
       .sort((a, b) => a.version - b.version);
   }
 
   async tenantNames(): Promise<string[]> {
-    return (await this.#d.redis.smembers(this.#d.keys.tenants)).sort();
+    return (await viaRedis(this.#d.redis.smembers(this.#d.keys.tenants))).sort();
   }
 
   /**
@@ -107,14 +135,16 @@ export class Registry {
    */
   async store(pkg: KeyPackage): Promise<StoreOutcome> {
     const { redis, keys } = this.#d;
-    const outcome = await redis.eval(
-      STORE_PACKAGE,
-      2,
-      keys.tenant(pkg.tenant),
-      keys.tenants,
-      String(pkg.version),
-      canonicalKeyPackage(pkg),
-      pkg.tenant,
+    const outcome = await viaRedis(
+      redis.eval(
+        STORE_PACKAGE,
+        2,
+        keys.tenant(pkg.tenant),
+        keys.tenants,
+        String(pkg.version),
+        canonicalKeyPackage(pkg),
+        pkg.tenant,
+      ),
     );
     if (outcome === 'conflict') {
       throw new KmaasError(
@@ -129,15 +159,24 @@ export class Registry {
 
   // --- Lookups that fall back to the nodes ---
 
-  /** The package of (tenant, version); ERR_UNKNOWN_TENANT or ERR_UNKNOWN_KEY_VERSION otherwise. */
+  /**
+   * The package of (tenant, version); ERR_UNKNOWN_TENANT or ERR_UNKNOWN_KEY_VERSION otherwise.
+   * When Redis cannot be read, the package t share holders agree on, or ERR_REGISTRY_UNAVAILABLE.
+   */
   async keyPackage(tenant: string, version: number): Promise<KeyPackage> {
-    const stored = await this.readKeyPackage(tenant, version);
+    let stored: KeyPackage | null;
+    try {
+      stored = await this.readKeyPackage(tenant, version);
+    } catch (err) {
+      if (!isUnavailable(err)) throw err;
+      return this.#withoutRedis(tenant, version, err as KmaasError);
+    }
     if (stored) return stored;
     const restored = await this.#onMiss(`${tenant}/${version}`, () =>
       this.restoreKeyPackage(tenant, version),
     );
     if (restored) return restored;
-    if ((await this.#d.redis.exists(this.#d.keys.tenant(tenant))) === 1) {
+    if ((await viaRedis(this.#d.redis.exists(this.#d.keys.tenant(tenant)))) === 1) {
       throw new KmaasError('ERR_UNKNOWN_KEY_VERSION', `tenant ${tenant} has no key v${version}`, {
         tenant,
         version,
@@ -201,9 +240,47 @@ export class Registry {
       );
       return null;
     }
-    await this.store(result.keyPackage);
+    try {
+      await this.store(result.keyPackage);
+    } catch (err) {
+      // Served all the same: the nodes agree on it. Redis gets it on a later miss or rebuild.
+      if (!isUnavailable(err)) throw err;
+      this.#log.debug(
+        { tenant, version },
+        'key package from the nodes not stored: redis unavailable',
+      );
+      return result.keyPackage;
+    }
     this.#log.info({ tenant, version, nodes: result.nodes }, 'key package restored from nodes');
     return result.keyPackage;
+  }
+
+  /**
+   * Redis cannot be read: ask the nodes, one request at a time per package. A name the nodes
+   * had no quorum for is not asked again for MISS_RETRY_MS.
+   */
+  async #withoutRedis(tenant: string, version: number, cause: KmaasError): Promise<KeyPackage> {
+    const name = `direct:${tenant}/${version}`;
+    const unavailable = () =>
+      new KmaasError(
+        'ERR_REGISTRY_UNAVAILABLE',
+        `${cause.message}; and the nodes gave no key package of ${tenant} v${version} that t of them agree on`,
+        { tenant, version },
+      );
+    const failedAt = this.#missAt.get(name);
+    if (this.#stopped || (failedAt !== undefined && performance.now() - failedAt < MISS_RETRY_MS)) {
+      throw unavailable();
+    }
+    let running = this.#inflight.get(name) as Promise<KeyPackage | null> | undefined;
+    if (!running) {
+      running = this.restoreKeyPackage(tenant, version).finally(() => this.#inflight.delete(name));
+      this.#inflight.set(name, running);
+    }
+    const pkg = await running;
+    if (pkg) return pkg;
+    if (this.#missAt.size >= MAX_MISS_ENTRIES) this.#missAt.clear();
+    this.#missAt.set(name, performance.now());
+    throw unavailable();
   }
 
   /**
@@ -241,7 +318,9 @@ export class Registry {
         }
       }
     }
-    if (nodeEntries.length > 0) await this.#d.redis.hset(this.#d.keys.nodes, ...nodeEntries);
+    if (nodeEntries.length > 0) {
+      await viaRedis(this.#d.redis.hset(this.#d.keys.nodes, ...nodeEntries));
+    }
     const restored: string[] = [];
     // One entry at a time: a rebuild is background work and must not flood the nodes.
     for (const [name, entry] of wanted) {
@@ -249,7 +328,22 @@ export class Registry {
       if (await this.readKeyPackage(entry.tenant, entry.version)) continue;
       if (await this.restoreKeyPackage(entry.tenant, entry.version)) restored.push(name);
     }
+    // Everything the answering nodes hold is in Redis now: a later check that finds the marker
+    // gone knows that Redis lost the registry (coordinator/registry-watch.ts).
+    if (tenant === undefined && nodeEntries.length > 0 && !this.#stopped) {
+      await viaRedis(
+        this.#d.redis.set(
+          this.#d.keys.registry,
+          JSON.stringify({ rebuiltAt: seenAt, nodes: nodeEntries.length / 2 }),
+        ),
+      );
+    }
     return restored;
+  }
+
+  /** Whether Redis still holds the registry marker a full rebuild writes. */
+  async hasMarker(): Promise<boolean> {
+    return (await viaRedis(this.#d.redis.exists(this.#d.keys.registry))) === 1;
   }
 
   /** Rebuild everything soon (debounced); errors are logged, never thrown. */

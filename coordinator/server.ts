@@ -23,6 +23,9 @@ import { publishInvalidation, subscribeInvalidations } from './key-invalidation.
 import { createLogger, type Logger } from './logger.ts';
 import { NodePool } from './node-pool.ts';
 import { RateLimit } from './rate-limit.ts';
+import { CoordinatorMetrics } from './metrics.ts';
+import { RegistryWatch } from './registry-watch.ts';
+import { MAX_BATCH } from '../shared/suite.ts';
 import { EvaluationAuth } from '../shared/evaluation-auth.ts';
 import { oidcSettings } from '../shared/oidc-config.ts';
 import { KmaasError, toKmaasError } from '../shared/errors.ts';
@@ -60,8 +63,20 @@ export async function startCoordinator(
   const close = memo(() => runSteps([...teardown].reverse(), log));
   try {
     const keys = redisKeys(config.redisPrefix);
-    // The hot path must not stall on Redis: a command fails rather than waiting out an outage.
-    const redis = connectRedis(config.redisUrl, { maxRetriesPerRequest: 1 }, log, 'main');
+    // The hot path must not stall on Redis: with Redis down a command fails at once (no offline
+    // queue) and with Redis hung it fails after the command timeout, rather than waiting out an
+    // outage. The callers fall back: the rate limit to memory, key packages to the cache or the
+    // nodes. (BullMQ's worker and the subscriber keep their own connections, which wait.)
+    const redis = connectRedis(
+      config.redisUrl,
+      {
+        maxRetriesPerRequest: 1,
+        enableOfflineQueue: false,
+        commandTimeout: config.redisCommandTimeoutMs,
+      },
+      log,
+      'main',
+    );
     teardown.push(['redis', () => quitRedis(redis)]);
     const workerRedis = connectRedis(
       config.redisUrl,
@@ -78,7 +93,7 @@ export async function startCoordinator(
       'subscriber',
     );
     teardown.push(['subscriber redis', () => quitRedis(subscriber)]);
-    await withTimeout(redis.ping(), REDIS_READY_TIMEOUT_MS, 'redis did not answer');
+    await withTimeout(ready(redis), REDIS_READY_TIMEOUT_MS, 'redis did not answer');
     const refresh = config.refreshProposalFile
       ? readRefreshProposal(config.refreshProposalFile)
       : null;
@@ -90,9 +105,19 @@ export async function startCoordinator(
         heartbeatMs: config.heartbeatMs,
         reconnectBaseMs: config.reconnectBaseMs,
         reconnectMaxMs: config.reconnectMaxMs,
+        breaker: {
+          failures: config.breakerFailures,
+          failureRate: 0.5,
+          openMs: config.breakerOpenMs,
+          maxOpenMs: config.breakerMaxOpenMs,
+          liarOpenMs: config.breakerLiarOpenMs,
+          // Longer than any evaluation may take, so a probe's slot is freed only when lost.
+          probeTimeoutMs: config.nodeTimeoutMs + MAX_BATCH * config.perElementMs + 1000,
+        },
       },
       log,
     );
+    const metrics = new CoordinatorMetrics(pool);
     teardown.push(['node links', () => pool.close()]);
     const registry = new Registry({
       redis,
@@ -110,7 +135,7 @@ export async function startCoordinator(
       logger: log,
     });
     // Every replica drops its cached key packages when a reshare switches epochs.
-    const keyCache = new KeyCache(registry);
+    const keyCache = new KeyCache(registry, { ttlMs: 60_000, maxEntries: 10_000, logger: log });
     await withTimeout(
       subscribeInvalidations(
         subscriber,
@@ -179,6 +204,7 @@ export async function startCoordinator(
       registry,
       queue,
       epochs,
+      metrics,
       logger: log,
       evaluate: {
         pool,
@@ -188,6 +214,9 @@ export async function startCoordinator(
         deadlineMs: config.evaluateDeadlineMs,
         perElementMs: config.perElementMs,
         hedgeDelayMs: config.hedgeDelayMs,
+        hedgeFactor: config.hedgeFactor,
+        retryBudget: config.retryBudget,
+        metrics,
         verifier,
         admission: new Admission(config.maxInflightElements),
         refusals: new RefusalLog(),
@@ -196,6 +225,8 @@ export async function startCoordinator(
           prefix: config.redisPrefix,
           points: config.rateElementsPerMin,
           durationSeconds: 60,
+          timeoutMs: config.redisCommandTimeoutMs,
+          onFallback: () => metrics.rateLimitFallback(),
         }),
       },
       proposals: {
@@ -226,6 +257,23 @@ export async function startCoordinator(
       void catchUp({ epochs, timeoutMs: config.nodeTimeoutMs, logger: log }, link);
     });
     pool.start();
+    // Redis flushed or restarted empty while running: rebuilt from the nodes, and the queue's
+    // own settings set up again.
+    const watch = new RegistryWatch({
+      redis,
+      registry,
+      epochs,
+      pool,
+      everyMs: config.registryCheckMs,
+      logger: log,
+      restore: async () => {
+        await queue.setGlobalConcurrency(1);
+        if (refresh) await scheduleRefresh(queue, refresh, jobOptions);
+      },
+      onRebuilt: () => metrics.registryRebuilt(),
+    });
+    teardown.push(['registry watch', () => watch.stop()]);
+    watch.start();
 
     server.listen(config.port, config.host);
     await once(server, 'listening');
@@ -268,6 +316,23 @@ function connectRedis(url: string, options: RedisOptions, log: Logger, role: str
     lastError = '';
   });
   return redis;
+}
+
+/** Resolves once the connection is ready for commands (none are queued before that). */
+function ready(redis: Redis): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const onReady = () => {
+      redis.off('end', onEnd);
+      resolve();
+    };
+    const onEnd = () => {
+      redis.off('ready', onReady);
+      reject(new Error('redis connection ended'));
+    };
+    redis.once('ready', onReady);
+    redis.once('end', onEnd);
+  });
 }
 
 async function quitRedis(redis: Redis): Promise<void> {

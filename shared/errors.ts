@@ -166,6 +166,10 @@ export const ERROR_CODES = {
     doc: 'Too many requests for this subject and tenant; retry after the Retry-After header.',
   },
   ERR_NODE_UNAVAILABLE: { status: 503, doc: 'A node is not connected or did not answer in time.' },
+  ERR_REGISTRY_UNAVAILABLE: {
+    status: 503,
+    doc: "The coordinator's registry (Redis) cannot be reached and the nodes did not give it what it needed in time; retry.",
+  },
   ERR_UNSUPPORTED_VERSION: {
     status: 400,
     doc: 'A message names a protocol version this side does not speak.',

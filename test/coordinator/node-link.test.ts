@@ -294,7 +294,7 @@ describe('coordinator: node pool', function () {
     );
     await waitFor('node 3 to rank first', () => pool!.healthy()[0]?.id === 3);
 
-    pool.get(3)!.recordFailure();
+    pool.get(3)!.record({ kind: 'failed', code: 'ERR_NODE_UNAVAILABLE', reason: 'timeout' });
     expect(
       pool
         .healthy()

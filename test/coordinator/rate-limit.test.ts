@@ -2,7 +2,8 @@
  * The coordinator's rate limit (coordinator/rate-limit.ts, DESIGN.md section 4) with a real Redis
  * under a prefix of its own: a burst past the budget of one (tenant, subject) is a 429 with
  * Retry-After before any node is asked, two replicas on the same prefix draw on one budget, nodes
- * that refuse with ERR_RATE_LIMITED make a 429 too, and a Redis that fails lets requests through.
+ * that refuse with ERR_RATE_LIMITED make a 429 too, and a Redis that fails hands the count to an
+ * in-memory limiter of the same budget (a hung Redis: test/integration/redis-loss.test.ts).
  */
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
@@ -121,16 +122,32 @@ describe('coordinator: rate limit', function () {
     expect(res.headers.get('retry-after')).to.equal('7');
   });
 
-  it('lets requests through, with a warning, when Redis fails', async () => {
+  it('counts in memory, with a warning, when Redis fails: requests go on, the budget holds', async () => {
     // Never connected: every command fails at once, as with Redis down.
     const redis = new Redis(REDIS_URL, { lazyConnect: true });
     const logs = new LogCapture();
+    let fallbacks = 0;
     try {
-      const limit = new RateLimit({ redis, prefix: testPrefix(), points: 1, durationSeconds: 60 });
-      for (let i = 0; i < 3; i++) await limit.take(TENANT, 'client-user', 100, logs.logger);
-      const warnings = logs.find(/rate limit unavailable/);
+      const limit = new RateLimit({
+        redis,
+        prefix: testPrefix(),
+        points: BUDGET,
+        durationSeconds: 60,
+        onFallback: () => fallbacks++,
+      });
+      await limit.take(TENANT, 'client-user', 100, logs.logger);
+      await limit.take(TENANT, 'client-user', 100, logs.logger);
+      let refused: unknown;
+      await limit.take(TENANT, 'client-user', 100, logs.logger).catch((e: unknown) => {
+        refused = e;
+      });
+      expect((refused as { code?: string }).code).to.equal('ERR_RATE_LIMITED');
+      // Another subject has a budget of its own.
+      await limit.take(TENANT, 'someone-else', 100, logs.logger);
+      expect(fallbacks).to.equal(4);
+      const warnings = logs.find(/rate limit unavailable in Redis/);
       expect(warnings).to.have.length(1);
-      expect(warnings[0]).to.include({ level: 40 });
+      expect(warnings[0]).to.include({ level: 40, tenant: TENANT });
     } finally {
       redis.disconnect();
     }
