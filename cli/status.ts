@@ -59,6 +59,7 @@ export function tenantLine(t: TenantStatus): string {
   }
   if (t.versions.length === 0) return `tenant ${t.tenant}  no key versions`;
   const versions = t.versions.map((v) => {
+    if (v.retired === true) return `${v.version} (retired)`;
     const threshold = `threshold ${v.threshold === undefined ? '?' : v.threshold}`;
     return `${v.version} (${threshold}${v.epoch === undefined ? '' : `, epoch ${v.epoch}`})`;
   });

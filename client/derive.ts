@@ -310,6 +310,8 @@ const tenantInfoSchema = z.object({
       version: z.number().int().min(1).max(0xffffffff),
       threshold: z.number().int().optional(),
       groupKey: z.string().optional(),
+      /** Retired by an operator proposal: it no longer derives keys. */
+      retired: z.boolean().optional(),
     }),
   ),
 });
@@ -335,11 +337,13 @@ export async function tenantInfo(http: CoordinatorHttp, tenant: string): Promise
   return info;
 }
 
-/** The highest key version the tenant has. */
+/** The highest key version the tenant has that is not retired. */
 export async function latestVersion(http: CoordinatorHttp, tenant: string): Promise<number> {
   const info = await tenantInfo(http, tenant);
-  if (info.versions.length === 0) {
-    throw new KmaasError('ERR_UNKNOWN_KEY_VERSION', `tenant ${tenant} has no key yet`, { tenant });
+  const live = info.versions.filter((v) => v.retired !== true);
+  if (live.length === 0) {
+    const why = info.versions.length === 0 ? 'has no key yet' : 'has only retired key versions';
+    throw new KmaasError('ERR_UNKNOWN_KEY_VERSION', `tenant ${tenant} ${why}`, { tenant });
   }
-  return Math.max(...info.versions.map((v) => v.version));
+  return Math.max(...live.map((v) => v.version));
 }

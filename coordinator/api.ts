@@ -209,12 +209,14 @@ export function createApi(deps: ApiDeps): express.Express {
   app.get('/v1/tenants/:tenant', async (req, res) => {
     const tenant = checkTenant(req.params.tenant);
     const versions = await deps.registry.tenant(tenant);
+    const retired = new Set(await deps.registry.retiredVersions(tenant));
     res.json({
       tenant,
       versions: versions.map(({ version, threshold, groupKey }) => ({
         version,
         threshold,
         groupKey,
+        ...(retired.has(version) ? { retired: true } : {}),
       })),
     });
   });

@@ -82,14 +82,21 @@ export async function clusterStatus(deps: StatusDeps) {
   const clusters = new Set(nodes.flatMap((n) => (n.cluster === undefined ? [] : [n.cluster])));
   const cluster = clusters.size === 1 ? [...clusters][0]! : null;
   const keys = await Promise.all(
-    names.slice(0, MAX_TENANT_DETAILS).map(async (tenant) => ({
-      tenant,
-      versions: (await deps.registry.readTenant(tenant).catch(() => [])).map((p) => ({
-        version: p.version,
-        epoch: p.epoch ?? 1,
-        threshold: p.threshold,
-      })),
-    })),
+    names.slice(0, MAX_TENANT_DETAILS).map(async (tenant) => {
+      const [packages, retired] = await Promise.all([
+        deps.registry.readTenant(tenant).catch(() => []),
+        deps.registry.retiredVersions(tenant).catch((): number[] => []),
+      ]);
+      return {
+        tenant,
+        versions: packages.map((p) => ({
+          version: p.version,
+          epoch: p.epoch ?? 1,
+          threshold: p.threshold,
+          ...(retired.includes(p.version) ? { retired: true } : {}),
+        })),
+      };
+    }),
   );
   return { cluster, epoch, nodes, tenants: names, keys, registry };
 }

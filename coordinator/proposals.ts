@@ -284,6 +284,9 @@ async function applyRetire(
       nodes: failed.map((f) => f.node),
     });
   }
+  // The operators' decision stands once any node acted on it: listed as retired from now on (a
+  // node that missed it applies it when the proposal is submitted again).
+  await deps.registry.markRetired(p.tenant, p.version);
   const result: ProposalApplied = {
     proposal: id,
     operation: p.operation,

@@ -4,6 +4,7 @@
  *
  *   <p>tenants                  SET   tenant names
  *   <p>tenant:<tenant>          HASH  key version -> key package (canonical JSON)
+ *   <p>retired:<tenant>         SET   key versions retired by a key.retire proposal
  *   <p>nodes                    HASH  node id -> what the node last reported (JSON)
  *   <p>registry                 STR   written by each full rebuild from the nodes; its absence
  *                                     means Redis lost the registry (registry-watch.ts)
@@ -22,6 +23,8 @@ export interface RedisKeys {
   prefix: string;
   tenants: string;
   tenant(tenant: string): string;
+  /** The key versions of `tenant` that operators retired (their packages stay, for numbering). */
+  retired(tenant: string): string;
   nodes: string;
   /** The registry marker: present once a full rebuild from the nodes has run on this Redis. */
   registry: string;
@@ -39,6 +42,7 @@ export function redisKeys(prefix: string): RedisKeys {
     prefix,
     tenants: `${prefix}tenants`,
     tenant: (tenant) => `${prefix}tenant:${tenant}`,
+    retired: (tenant) => `${prefix}retired:${tenant}`,
     nodes: `${prefix}nodes`,
     registry: `${prefix}registry`,
     createLock: (tenant) => `${prefix}lock:create:${tenant}`,

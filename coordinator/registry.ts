@@ -122,6 +122,21 @@ export class Registry {
       .sort((a, b) => a.version - b.version);
   }
 
+  /** The versions of `tenant` retired by an operator proposal, ascending. */
+  async retiredVersions(tenant: string): Promise<number[]> {
+    const members = await viaRedis(this.#d.redis.smembers(this.#d.keys.retired(tenant)));
+    return members.map(Number).sort((a, b) => a - b);
+  }
+
+  /**
+   * Record that (tenant, version) was retired. Its package stays in the registry, so that the
+   * next key.rotate never reuses its number and old envelopes still name a known version; it is
+   * listed as retired and its key package is refused with ERR_KEY_RETIRED.
+   */
+  async markRetired(tenant: string, version: number): Promise<void> {
+    await viaRedis(this.#d.redis.sadd(this.#d.keys.retired(tenant), String(version)));
+  }
+
   async tenantNames(): Promise<string[]> {
     return (await viaRedis(this.#d.redis.smembers(this.#d.keys.tenants))).sort();
   }
@@ -167,6 +182,13 @@ export class Registry {
     let stored: KeyPackage | null;
     try {
       stored = await this.readKeyPackage(tenant, version);
+      if ((await this.retiredVersions(tenant)).includes(version)) {
+        throw new KmaasError(
+          'ERR_KEY_RETIRED',
+          `${tenant} v${version} was retired by an operator proposal`,
+          { tenant, version },
+        );
+      }
     } catch (err) {
       if (!isUnavailable(err)) throw err;
       return this.#withoutRedis(tenant, version, err as KmaasError);

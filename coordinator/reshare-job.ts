@@ -475,13 +475,19 @@ async function keyList(
       keys.set(`${k.tenant}/${k.version}`, { tenant: k.tenant, version: k.version });
     }
   }
-  let unheld = 0;
+  // Retired versions are held by no one, by design; any other registry key that no old member
+  // holds is worth a line (its shares are gone, so it cannot be dealt).
+  const unheld: string[] = [];
   for (const tenant of await deps.registry.tenantNames()) {
+    const retired = new Set(await deps.registry.retiredVersions(tenant));
     for (const pkg of await deps.registry.readTenant(tenant)) {
-      if (!keys.has(`${pkg.tenant}/${pkg.version}`)) unheld++;
+      const name = `${pkg.tenant}/${pkg.version}`;
+      if (!keys.has(name) && !retired.has(pkg.version)) unheld.push(name);
     }
   }
-  if (unheld > 0) log.info({ unheld }, 'registry keys that no old member holds are not reshared');
+  if (unheld.length > 0) {
+    log.warn({ unheld }, 'registry keys that no old member holds are not reshared');
+  }
   return [...keys.values()].sort((a, b) =>
     a.tenant < b.tenant ? -1 : a.tenant > b.tenant ? 1 : a.version - b.version,
   );

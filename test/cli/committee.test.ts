@@ -227,6 +227,13 @@ describe('cli/status: lines', () => {
         ],
       },
       { tenant: 'beta', error: { code: 'ERR_UNKNOWN_TENANT', message: 'gone' } },
+      {
+        tenant: 'gamma',
+        versions: [
+          { version: 1, threshold: 3, epoch: 1, retired: true },
+          { version: 2, threshold: 3, epoch: 3 },
+        ],
+      },
     ]);
     expect(lines).to.deep.equal([
       `cluster ${TEST_CLUSTER_ID}`,
@@ -240,6 +247,7 @@ describe('cli/status: lines', () => {
       'node 7  spare  up  epoch -',
       'tenant acme  key versions 1 (threshold 3, epoch 3), 2 (threshold 3, epoch 3)',
       'tenant beta  key versions unknown (ERR_UNKNOWN_TENANT: gone)',
+      'tenant gamma  key versions 1 (retired), 2 (threshold 3, epoch 3)',
     ]);
     expect(statusLines(view({ epoch: null }), [])).to.deep.equal([
       `cluster ${TEST_CLUSTER_ID}`,

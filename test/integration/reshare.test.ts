@@ -213,5 +213,26 @@ describe('resharing: the committee changes, the keys do not (real processes)', f
     const err = await client.deriveKeys(TENANT, 1, DOCS.slice(0, 1)).catch((e: unknown) => e);
     expect(err).to.be.instanceOf(KmaasError);
     expect((err as KmaasError).code).to.be.oneOf(['ERR_KEY_RETIRED', 'ERR_TOO_FEW_NODES']);
+    // The coordinator lists version 1 as retired, refuses its package, and the newest live
+    // version is 2; the status says so too.
+    const info = await client.tenant(TENANT);
+    expect(info.versions.map((v) => [v.version, v.retired === true])).to.deep.equal([
+      [1, true],
+      [2, false],
+    ]);
+    const pkg = await fetch(`${cluster.url}/v1/tenants/${TENANT}/keys/1`);
+    expect(pkg.status).to.equal(410);
+    expect(((await pkg.json()) as { error: { code: string } }).error.code).to.equal(
+      'ERR_KEY_RETIRED',
+    );
+    expect(await client.latestVersion(TENANT)).to.equal(2);
+    const status = (await client.status()) as unknown as {
+      keys: { tenant: string; versions: { version: number; retired?: boolean }[] }[];
+    };
+    const listed = status.keys.find((k) => k.tenant === TENANT)!.versions;
+    expect(listed.map((v) => [v.version, v.retired === true])).to.deep.equal([
+      [1, true],
+      [2, false],
+    ]);
   });
 });
