@@ -50,6 +50,9 @@ export function nodeLine(n: NodeEntry, hasEpoch: boolean): string {
   const r = n.reshare as { id?: unknown; state?: unknown } | null | undefined;
   if (r && typeof r.id === 'string') parts.push(`reshare ${r.id} ${String(r.state)}`);
   if (typeof n.url === 'string') parts.push(n.url);
+  if (n.lostData === true) {
+    parts.push(`LOST ITS DATA (new identity keys, no shares): kmaas committee repair ${n.id}`);
+  }
   return parts.join('  ');
 }
 

@@ -54,6 +54,11 @@ interface NodeView extends NodeLinkState {
   epoch: number | null;
   /** In the current epoch's committee. */
   member: boolean;
+  /**
+   * A member that reports other identity keys than the recorded committee has for it: it lost
+   * its data and made new ones, so it holds no share (`kmaas committee repair <id>`).
+   */
+  lostData?: true;
   reshare: { id: string; state: string } | null;
 }
 
@@ -73,11 +78,21 @@ export async function clusterStatus(deps: StatusDeps) {
     ? { epoch: recorded.epoch, threshold: recorded.threshold, committee: recorded.committee }
     : epochFromNodes(answers);
   const members = new Set(epoch?.members ?? epoch?.committee.map((m) => m.node) ?? []);
-  const nodes: NodeView[] = answers.map(({ view, reported }) => ({
-    ...view,
-    epoch: reported?.epoch ?? null,
-    member: members.has(view.id),
-  }));
+  // Only the record knows a member's keys from before it lost its data (see the module header).
+  const recordedKeys = new Map((recorded?.committee ?? []).map((m) => [m.node, m]));
+  const nodes: NodeView[] = answers.map(({ view, reported }) => {
+    const was = recordedKeys.get(view.id);
+    const lost =
+      was !== undefined &&
+      view.identity !== null &&
+      (view.identity.signing !== was.signing || view.identity.encryption !== was.encryption);
+    return {
+      ...view,
+      epoch: reported?.epoch ?? null,
+      member: members.has(view.id),
+      ...(lost ? { lostData: true as const } : {}),
+    };
+  });
   // The cluster id the nodes check proposals against, when the connected nodes agree on one.
   const clusters = new Set(nodes.flatMap((n) => (n.cluster === undefined ? [] : [n.cluster])));
   const cluster = clusters.size === 1 ? [...clusters][0]! : null;

@@ -51,8 +51,18 @@ export type Outcome =
   /** Nothing learned: never sent, or the check itself failed. */
   | { kind: 'void' };
 
-/** 4xx answers that do say something is wrong with the node: it speaks another protocol. */
-const NODE_FAULT_4XX = new Set<ErrorCode>(['ERR_UNSUPPORTED_VERSION', 'ERR_UNKNOWN_MESSAGE']);
+/**
+ * 4xx answers that do say something is wrong with the node: it speaks another protocol, or it
+ * does not know a key that the key package says it holds a share of (evaluations go only to the
+ * package's share holders, and an unknown tenant or version is refused before any node is
+ * asked): it lost its data, and is routed around until it is repaired.
+ */
+const NODE_FAULT_4XX = new Set<ErrorCode>([
+  'ERR_UNSUPPORTED_VERSION',
+  'ERR_UNKNOWN_MESSAGE',
+  'ERR_UNKNOWN_TENANT',
+  'ERR_UNKNOWN_KEY_VERSION',
+]);
 
 /** What a rejected node request tells of the node (the link's errors, or the node's reply). */
 export function classifyError(err: unknown): Outcome {

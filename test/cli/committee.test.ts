@@ -218,6 +218,7 @@ describe('cli/status: lines', () => {
   it('shows the epoch, members and spares with their epochs, and key epochs', () => {
     const v = view();
     v.nodes[3] = { ...v.nodes[3]!, connected: false, identity: null, epoch: null };
+    v.nodes[4] = { ...v.nodes[4]!, epoch: null, lostData: true };
     const lines = statusLines(v, [
       {
         tenant: 'acme',
@@ -242,7 +243,7 @@ describe('cli/status: lines', () => {
       'node 2  member  up  epoch 3',
       'node 3  member  up  epoch 3',
       'node 4  member  DOWN  epoch -',
-      'node 5  member  up  epoch 3',
+      'node 5  member  up  epoch -  LOST ITS DATA (new identity keys, no shares): kmaas committee repair 5',
       'node 6  spare  up  epoch -',
       'node 7  spare  up  epoch -',
       'tenant acme  key versions 1 (threshold 3, epoch 3), 2 (threshold 3, epoch 3)',

@@ -40,9 +40,14 @@ describe('coordinator: node health tracker (fake clock)', function () {
         { kind: 'refused', code: 'ERR_RATE_LIMITED' },
       ],
       [
-        'an unknown tenant is the client’s fault',
+        'a share holder that does not know the tenant lost its data: the node’s fault',
         reply('ERR_UNKNOWN_TENANT'),
-        { kind: 'refused', code: 'ERR_UNKNOWN_TENANT' },
+        { kind: 'failed', code: 'ERR_UNKNOWN_TENANT', reason: 'error' },
+      ],
+      [
+        'a share holder that does not know the key version lost its data: the node’s fault',
+        reply('ERR_UNKNOWN_KEY_VERSION'),
+        { kind: 'failed', code: 'ERR_UNKNOWN_KEY_VERSION', reason: 'error' },
       ],
       [
         'a replayed DPoP proof is not the node’s fault',

@@ -111,4 +111,39 @@ describe('coordinator: status with epochs', function () {
     });
     expect(s.epoch).to.deep.equal({ epoch: 5, threshold: 2, committee });
   });
+
+  it('marks a member that reports other identity keys than the record: it lost its data', async () => {
+    const committee = [1, 2, 3].map((id) => strangerIdentity(id));
+    const record = { epoch: 5, threshold: 2, committee, reshareId: 'rX', transcript: 'ab' };
+    // Node 2 came back with an empty data folder: new identity keys, no epoch, no keys.
+    const reports = new Map([
+      [1, { identity: committee[0]!, epoch: 5 }],
+      [2, { identity: strangerIdentity(2), epoch: null }],
+      [3, { identity: committee[2]!, epoch: 5 }],
+    ]);
+    const links = [1, 2, 3].map((id) => ({
+      id,
+      state: () => ({ id, connected: true }),
+      request: () => {
+        const r = reports.get(id)!;
+        return Promise.resolve({
+          node: id,
+          keys: [],
+          identity: { signing: r.identity.signing, encryption: r.identity.encryption },
+          epoch: r.epoch === null ? null : { epoch: 5, threshold: 2, members: [1, 2, 3] },
+        });
+      },
+    }));
+    const s = await clusterStatus({
+      pool: { all: () => links } as unknown as NodePool,
+      registry: { tenantNames: () => Promise.resolve([]) } as unknown as Registry,
+      nodeTimeoutMs: 100,
+      epochs: { current: () => Promise.resolve(record) },
+    });
+    expect(s.nodes.map((n) => [n.id, n.member, n.lostData === true])).to.deep.equal([
+      [1, true, false],
+      [2, true, true],
+      [3, true, false],
+    ]);
+  });
 });

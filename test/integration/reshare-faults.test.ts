@@ -202,11 +202,20 @@ describe('resharing under crashes and lies (real processes, real SIGKILL)', func
       const now = view.identities.get(3);
       return now !== undefined && now.signing !== recorded.signing;
     });
+    // Status names it as a member that lost its data, and says how to repair it.
+    const before = (await client.status()) as unknown as {
+      nodes: { id: number; lostData?: boolean }[];
+    };
+    expect(before.nodes.filter((n) => n.lostData === true).map((n) => n.id)).to.deep.equal([3]);
     const p = await reshareProposal(client, cluster, { reason: 'repair', renew: [3] });
     const submitted = await client.submitProposal(p);
     if (submitted.kind !== 'job') throw new Error('expected a job');
     await client.waitForJob(submitted.jobId, { pollIntervalMs: 200, timeoutMs: 300_000 });
     expect(shareEpochs(nodeDb(dir, 3)).length).to.be.greaterThan(0);
+    const after = (await client.status()) as unknown as {
+      nodes: { id: number; lostData?: boolean }[];
+    };
+    expect(after.nodes.filter((n) => n.lostData === true)).to.deep.equal([]);
     // With nodes 1 and 2 down, t = 3 answers must include node 3's.
     await cluster.killNode(1, 'SIGTERM');
     await cluster.killNode(2, 'SIGTERM');
