@@ -200,15 +200,29 @@ export function faultSchedule(o: ScheduleOptions): Schedule {
     return false;
   };
 
-  // Forced episodes, so that every run spends time at exactly n - t faulty nodes.
-  if (budget > 0) {
-    const first = durationMs * rng.between(0.25, 0.35);
-    for (let i = 0; i < budget; i++) tryPlace('kill', first + rng.between(0, 500));
-    const second = durationMs * rng.between(0.55, 0.65);
-    tryPlace('byzantine', second);
-    for (let i = 1; i < budget; i++) {
-      tryPlace(rng.pick(['freeze', 'cut', 'drop'] as const), second + rng.between(500, 1500));
+  // Forced episodes, so that every run spends time at exactly n - t faulty nodes: each tried at
+  // a few times in its stretch of the run until it fits whole.
+  const episode = (from: number, to: number, place: (at: number) => boolean): void => {
+    for (let attempt = 0; attempt < 12; attempt++) {
+      const before = placed.length;
+      if (place(durationMs * rng.between(from, to))) return;
+      placed.length = before;
     }
+  };
+  if (budget > 0) {
+    episode(0.2, 0.4, (at) => {
+      for (let i = 0; i < budget; i++)
+        if (!tryPlace('kill', at + rng.between(0, 500))) return false;
+      return true;
+    });
+    episode(0.45, 0.7, (at) => {
+      if (!tryPlace('byzantine', at)) return false;
+      for (let i = 1; i < budget; i++) {
+        const kind = rng.pick(['freeze', 'cut', 'drop'] as const);
+        if (!tryPlace(kind, at + rng.between(500, 1500))) return false;
+      }
+      return true;
+    });
   }
   // Then as many more as fit, at random times.
   for (let at = WARMUP_MS; at < durationMs; at += rng.between(GAP[0], GAP[1])) {

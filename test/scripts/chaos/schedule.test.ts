@@ -70,6 +70,7 @@ describe('chaos fault schedule', () => {
           const s = faultSchedule({ seed, minutes, n, t });
           const ws = windows(s.events);
           expect(peak(ws)).to.equal(n - t);
+          if (n > t) expect(s.events.map((e) => e.kind)).to.include('byzantine');
           for (const w of ws) {
             expect(w.node).to.be.within(1, n);
             expect(w.from).to.be.at.least(0);
