@@ -128,6 +128,8 @@ export class Load {
         const e = toKmaasError(err);
         record.code = e.code;
         record.cause = causeOf(e.code, e.message, e.details);
+        const failedNodes = nodesOf(e.details);
+        if (failedNodes) record.failedNodes = failedNodes;
         record.message = e.message.slice(0, 300);
       }
       record.end = tl.now();
@@ -192,4 +194,14 @@ function nodeReason(code: string, message: string): string {
   if (/deadline/.test(message)) return 'node past the deadline';
   if (/did not answer/.test(message)) return 'node timeout';
   return 'node unavailable';
+}
+
+/** ERR_TOO_FEW_NODES: each node it names and why, e.g. "1: node not connected". */
+export function nodesOf(details: Record<string, unknown> | undefined): string[] | undefined {
+  const failed = details?.failed;
+  if (!Array.isArray(failed)) return undefined;
+  return (failed as { node?: unknown; code?: unknown; message?: unknown }[]).map(
+    (f) =>
+      `${String(f.node)}: ${nodeReason(String(f.code), typeof f.message === 'string' ? f.message : '')}`,
+  );
 }

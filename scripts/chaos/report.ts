@@ -77,7 +77,12 @@ export interface ChaosReport {
   wrongKeys: number;
   failuresByCode: Record<string, number>;
   failuresByCause: Record<string, number>;
-  whileHealthy: { requests: number; failed: number; share: number };
+  whileHealthy: {
+    requests: number;
+    failed: number;
+    share: number;
+    byCause: Record<string, number>;
+  };
   latency: { all: PhaseStats; byPhase: Record<string, PhaseStats> };
   ceremonies: {
     kind: string;
@@ -110,6 +115,7 @@ export interface ChaosReport {
     code: string;
     cause: string;
     message: string;
+    failedNodes?: string[];
     healthy: number;
     threshold: number;
     phases: string[];
@@ -202,7 +208,8 @@ export function buildReport(tl: Timeline, meta: ReportMeta): ChaosReport {
     health: healthOver(tl, r.at, r.end, end),
   }));
   const healthy = phased.filter((p) => p.health.margin >= 0);
-  const healthyFailed = healthy.filter((p) => !p.r.ok).length;
+  const healthyFailures = healthy.filter((p) => !p.r.ok).map((p) => p.r);
+  const healthyFailed = healthyFailures.length;
   const byPhase: Record<string, RequestRecord[]> = {};
   for (const p of phased) for (const ph of p.phases) (byPhase[ph] ??= []).push(p.r);
   const budget = meta.n - meta.t;
@@ -243,6 +250,7 @@ export function buildReport(tl: Timeline, meta: ReportMeta): ChaosReport {
       requests: healthy.length,
       failed: healthyFailed,
       share: healthy.length === 0 ? 0 : Math.round((healthyFailed / healthy.length) * 1e6) / 1e6,
+      byCause: count(healthyFailures.map((r) => r.cause ?? r.code ?? 'unknown')),
     },
     latency: {
       all: stats(requests),
@@ -286,6 +294,7 @@ export function buildReport(tl: Timeline, meta: ReportMeta): ChaosReport {
         code: r.code ?? 'WRONG_KEY',
         cause: r.cause ?? r.code ?? 'unknown',
         message: r.message ?? '',
+        ...(r.failedNodes ? { failedNodes: r.failedNodes } : {}),
         healthy: health.healthy,
         threshold: health.threshold,
         phases,

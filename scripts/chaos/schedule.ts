@@ -129,9 +129,9 @@ const DURATION: Record<NodeKind, readonly [number, number]> = {
 };
 
 /** Pause between two node faults the schedule tries to place. */
-const GAP: readonly [number, number] = [800, 6000];
+const GAP: readonly [number, number] = [3000, 12_000];
 /** Chance that a second fault on another node starts together with one just placed. */
-const PAIR_CHANCE = 0.3;
+const PAIR_CHANCE = 0.2;
 /** System faults keep this far apart from each other. */
 const SYSTEM_SPACING_MS = 8000;
 
@@ -172,9 +172,15 @@ export function faultSchedule(o: ScheduleOptions): Schedule {
     return peak + 1 <= budget;
   };
 
-  const make = (kind: NodeKind, node: number, at: number): NodeFault | LatencyFault => {
+  /** A fault of `kind` on `node` from `at`; `short`: its shortest duration. */
+  const make = (
+    kind: NodeKind,
+    node: number,
+    at: number,
+    short = false,
+  ): NodeFault | LatencyFault => {
     const [lo, hi] = DURATION[kind];
-    const until = Math.round(at + rng.between(lo, hi));
+    const until = Math.round(at + (short ? lo : rng.between(lo, hi)));
     if (kind !== 'latency') return { kind, node, at: Math.round(at), until };
     const ms = rng.int(40, 250);
     return {
@@ -187,11 +193,16 @@ export function faultSchedule(o: ScheduleOptions): Schedule {
     };
   };
 
-  const tryPlace = (kind: NodeKind, at: number, exclude: readonly number[] = []): boolean => {
+  const tryPlace = (
+    kind: NodeKind,
+    at: number,
+    exclude: readonly number[] = [],
+    short = false,
+  ): boolean => {
     const candidates = kind === 'byzantine' ? [byzantine] : rng.shuffle(nodes);
     for (const node of candidates) {
       if (exclude.includes(node)) continue;
-      const f = make(kind, node, at);
+      const f = make(kind, node, at, short);
       if (fits(f)) {
         placed.push(f);
         return true;
@@ -201,25 +212,37 @@ export function faultSchedule(o: ScheduleOptions): Schedule {
   };
 
   // Forced episodes, so that every run spends time at exactly n - t faulty nodes: each tried at
-  // a few times in its stretch of the run until it fits whole.
-  const episode = (from: number, to: number, place: (at: number) => boolean): void => {
-    for (let attempt = 0; attempt < 12; attempt++) {
+  // a few random times in its stretch of the run until it fits whole, then, shortened, at the
+  // first second of the run where it fits.
+  const episode = (from: number, to: number, place: (at: number, short: boolean) => boolean) => {
+    const tries = [
+      ...Array.from({ length: 8 }, () => ({
+        at: durationMs * rng.between(from, to),
+        short: false,
+      })),
+      ...Array.from({ length: Math.floor(durationMs / 1000) }, (_, i) => ({
+        at: i * 1000,
+        short: true,
+      })),
+    ];
+    for (const { at, short } of tries) {
       const before = placed.length;
-      if (place(durationMs * rng.between(from, to))) return;
+      if (place(at, short)) return;
       placed.length = before;
     }
   };
   if (budget > 0) {
-    episode(0.2, 0.4, (at) => {
-      for (let i = 0; i < budget; i++)
-        if (!tryPlace('kill', at + rng.between(0, 500))) return false;
+    episode(0.2, 0.4, (at, short) => {
+      for (let i = 0; i < budget; i++) {
+        if (!tryPlace('kill', at + rng.between(0, 500), [], short)) return false;
+      }
       return true;
     });
-    episode(0.45, 0.7, (at) => {
-      if (!tryPlace('byzantine', at)) return false;
+    episode(0.45, 0.7, (at, short) => {
+      if (!tryPlace('byzantine', at, [], short)) return false;
       for (let i = 1; i < budget; i++) {
         const kind = rng.pick(['freeze', 'cut', 'drop'] as const);
-        if (!tryPlace(kind, at + rng.between(500, 1500))) return false;
+        if (!tryPlace(kind, at + rng.between(500, 1500), [], short)) return false;
       }
       return true;
     });

@@ -68,6 +68,8 @@ export interface RequestRecord {
   code?: string;
   cause?: string;
   message?: string;
+  /** ERR_TOO_FEW_NODES: the nodes the coordinator names, and why each failed. */
+  failedNodes?: string[];
   /** The nodes whose partials made the keys. */
   nodes?: number[];
 }

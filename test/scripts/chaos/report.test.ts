@@ -74,7 +74,12 @@ describe('chaos report', () => {
     });
     expect(report.wrongKeys).to.equal(1);
     expect(report.failuresByCode).to.deep.equal({ ERR_TOO_FEW_NODES: 2, WRONG_KEY: 1 });
-    expect(report.whileHealthy).to.deep.equal({ requests: 4, failed: 2, share: 0.5 });
+    expect(report.whileHealthy).to.deep.equal({
+      requests: 4,
+      failed: 2,
+      share: 0.5,
+      byCause: { 'ERR_TOO_FEW_NODES (3x node not connected)': 1, WRONG_KEY: 1 },
+    });
     expect(report.invariant).to.include({ maxFaultyAtOnce: 3, budget: 2, secondsAtBudget: 0.9 });
   });
 
