@@ -118,6 +118,8 @@ export class Load {
       try {
         const derived = await this.#derive(endpoints, first, user, picks, record);
         record.nodes = derived.nodes;
+        // Partials the coordinator passed on but the SDK refused: a lie it should have caught.
+        if (derived.rejected.length > 0) record.rejectedByClient = derived.rejected.length;
         derived.keys.forEach((key, j) => {
           if (bytesToHex(key) !== user.keys[picks[j]!]) record.wrong++;
           key.fill(0);

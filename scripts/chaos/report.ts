@@ -73,6 +73,8 @@ export interface ChaosReport {
     failed: number;
     retriedOnOtherCoordinator: number;
     keysChecked: number;
+    /** Partials the SDK refused although the coordinator passed them on (should be 0). */
+    partialsRejectedByClient: number;
   };
   wrongKeys: number;
   failuresByCode: Record<string, number>;
@@ -241,6 +243,7 @@ export function buildReport(tl: Timeline, meta: ReportMeta): ChaosReport {
       ok: requests.length - failed.length,
       failed: failed.length,
       retriedOnOtherCoordinator: requests.filter((r) => r.retried).length,
+      partialsRejectedByClient: requests.reduce((n, r) => n + (r.rejectedByClient ?? 0), 0),
       keysChecked: requests.filter((r) => r.code === undefined).reduce((n, r) => n + r.docs, 0),
     },
     wrongKeys: requests.reduce((n, r) => n + r.wrong, 0),
@@ -308,7 +311,7 @@ export function summaryLines(r: ChaosReport): string[] {
   const lines = [
     `seed ${r.seed}, ${r.minutes} min (${r.durationSeconds} s of load), n = ${r.cluster.n}, t = ${r.cluster.t}, ${r.cluster.clients} clients, Byzantine node ${r.cluster.byzantine}`,
     `requests ${r.requests.total}: ok ${r.requests.ok}, failed ${r.requests.failed}, retried on the other coordinator ${r.requests.retriedOnOtherCoordinator}`,
-    `wrong keys ${r.wrongKeys} (of ${r.requests.keysChecked} checked)`,
+    `wrong keys ${r.wrongKeys} (of ${r.requests.keysChecked} checked); partials the SDK refused ${r.requests.partialsRejectedByClient}`,
     `failed while >= t healthy: ${r.whileHealthy.failed} of ${r.whileHealthy.requests} (${pct(r.whileHealthy.share)})`,
     `most nodes faulty at once ${r.invariant.maxFaultyAtOnce} (n - t = ${r.invariant.budget}; ${r.invariant.secondsAtBudget} s at n - t; ${r.invariant.postponed} postponed, ${r.invariant.skipped} skipped)`,
     `ceremonies completed ${r.ceremoniesCompleted} of ${r.ceremonies.length}: ${r.ceremonies

@@ -72,6 +72,8 @@ export interface RequestRecord {
   failedNodes?: string[];
   /** The nodes whose partials made the keys. */
   nodes?: number[];
+  /** Partials the SDK refused (bad proof) although the coordinator passed them on. */
+  rejectedByClient?: number;
 }
 
 export interface CommitteeRecord {
