@@ -86,10 +86,28 @@ export class CeremonyRunner {
 
   async #perform(e: CeremonyEvent, record: CeremonyRecord, deadline: () => number): Promise<void> {
     const tl = this.#d.timeline;
+    // The epoch when the last job was submitted: a job lost with Redis may still have committed.
+    let submittedAt: number | undefined;
     while (record.submissions < MAX_SUBMISSIONS && tl.now() < deadline()) {
       let proposal: Proposal | 'skip';
       try {
-        proposal = this.#propose(e, parseStatusView(await this.#any((c) => c.status())));
+        const view = parseStatusView(await this.#any((c) => c.status()));
+        if (submittedAt !== undefined && this.#achieved(e, view, submittedAt)) {
+          const epoch = currentEpoch(view);
+          record.outcome = 'completed';
+          record.doneAt = tl.now();
+          record.epoch = epoch.epoch;
+          record.problems.push(`the nodes committed epoch ${epoch.epoch} all the same`);
+          tl.committees.push({
+            at: record.doneAt,
+            committee: epoch.committee.map((m) => m.node).sort((a, b) => a - b),
+            threshold: epoch.threshold,
+            epoch: epoch.epoch,
+          });
+          return;
+        }
+        submittedAt = currentEpoch(view).epoch;
+        proposal = this.#propose(e, view);
       } catch (err) {
         // No coordinator answered, or too few dealers are up right now: try again shortly.
         record.problems.push(`proposal: ${brief(err)}`);
@@ -134,6 +152,16 @@ export class CeremonyRunner {
     }
     if (record.outcome === 'unfinished' && record.submissions >= MAX_SUBMISSIONS)
       record.outcome = 'failed';
+  }
+
+  /** Whether the committee the nodes report shows `e` done since epoch `since`. */
+  #achieved(e: CeremonyEvent, view: StatusView, since: number): boolean {
+    const epoch = currentEpoch(view);
+    if (epoch.epoch <= since) return false;
+    const members = epoch.committee.map((m) => m.node);
+    if (e.kind === 'add-node') return members.includes(e.node!);
+    if (e.kind === 'remove-node') return !members.includes(e.node!);
+    return true;
   }
 
   /** The signed proposal for `e` from the committee the nodes report, or 'skip'. */
