@@ -9,6 +9,10 @@
  * or that no coordinator knows any more (a Redis flush takes BullMQ's jobs with it), is proposed
  * anew from the committee the nodes report now, as an operator would; every such problem is
  * recorded. A ceremony still running at the run's deadline is recorded as unfinished.
+ *
+ * The committee in force (for counting healthy members) changes on the timeline when the job
+ * is seen completed, a little after the coordinators switched to the new epoch: an
+ * approximation of at most one poll plus the finish delay, in which either epoch serves.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KmaasClient, MemoryPinStore } from '../../client/index.ts';
@@ -120,6 +124,8 @@ export class CeremonyRunner {
       }
       let jobId: string;
       try {
+        // Shortcoming: a submission whose answer was lost with a killed coordinator is sent to
+        // the other one too; the nodes then see the proposal twice (one job fails on it).
         const submitted = await this.#any((c) => c.submitProposal(proposal));
         if (submitted.kind !== 'job') throw new Error('no job');
         jobId = submitted.jobId;

@@ -12,6 +12,10 @@
  * a JSON report and an HTML chart in the out folder, a summary on stdout, and exit status 1 when
  * a key was wrong or a request failed while at least t nodes were healthy (2 when the run itself
  * could not be made).
+ *
+ * Shortcoming: only the coordinator-to-node links go through fault proxies; the clients reach
+ * the coordinators directly, so a client-side network fault is played only as a coordinator
+ * that is down.
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { randomInt } from 'node:crypto';
