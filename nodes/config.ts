@@ -46,9 +46,12 @@ export const DEFAULT_RATE_ELEMENTS_PER_MIN = 60_000;
 export const DEFAULT_RESHARE_FINISH_AFTER_MS = 600_000;
 
 /**
- * Test-only failpoints (KMAAS_FAILPOINTS, comma-separated) for the resharing fault tests: the
+ * Test-only failpoints (KMAAS_FAILPOINTS, comma-separated) for the fault tests: the
  * `:before`/`:after` points SIGKILL the node there, once per process start; `reshare.deal:corrupt-piece`
- * makes a dealer add 1 to every piece it seals for the lowest-id receiver.
+ * makes a dealer add 1 to every piece it seals for the lowest-id receiver; `evaluate.lie` makes
+ * the node a Byzantine one, switched at run time: while the file `failpoint-evaluate.lie`
+ * (LIE_FILE, nodes/evaluate.ts) exists in its data folder it evaluates with k_j + 1 instead of
+ * its share.
  */
 export const FAILPOINTS = [
   'reshare.deal:before',
@@ -57,6 +60,7 @@ export const FAILPOINTS = [
   'reshare.commit:before',
   'reshare.commit:after',
   'reshare.deal:corrupt-piece',
+  'evaluate.lie',
 ] as const;
 export type Failpoint = (typeof FAILPOINTS)[number];
 

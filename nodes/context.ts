@@ -40,6 +40,11 @@ export interface NodeContext {
   reshareStatus?: () => { id: string; state: string } | null;
   /** Test-only failpoints (KMAAS_FAILPOINTS, nodes/reshare.ts FAILPOINTS); absent means none. */
   failpoints?: ReadonlySet<string>;
+  /**
+   * Test-only (failpoint `evaluate.lie`): whether this node lies in its evaluations right now.
+   * Absent, as in production, means never.
+   */
+  lying?: () => boolean;
 }
 
 /**

@@ -13,13 +13,23 @@
  * proof (shared/evaluation-auth.ts; first, so that an unauthenticated caller learns nothing),
  * the node's rate limit for the token's subject, the key (in memory: no database on this path), the batch size, then each
  * element's encoding (RFC 9496 section 4.3.1 decode, RFC 9497 section 3.3 identity check).
+ *
+ * Test only: with the failpoint `evaluate.lie` set (KMAAS_FAILPOINTS) and the file LIE_FILE in
+ * its data folder, the node evaluates with k_j + 1 instead of k_j, so that a chaos run has a
+ * Byzantine node: its points are valid encodings and its proof is well-formed, but the proof
+ * fails against K_j and the points are not k_j*B. A file rather than a signal, so that the lie
+ * can be switched on and off at run time and survives a restart of the node, as the chaos
+ * schedule expects.
  */
 import type { z } from 'zod';
-import { decodeElementB64, toB64 } from '../shared/encoding.ts';
+import { decodeElementB64, Fn, toB64 } from '../shared/encoding.ts';
 import type { evaluateReply, evaluateRequest } from '../shared/messages.ts';
 import { evaluateBatch } from '../shared/voprf-node.ts';
 import { checkBatchSize, MAX_BATCH } from '../shared/suite.ts';
 import type { LogFields, NodeContext } from './context.ts';
+
+/** The file in a node's data folder that makes it lie, when the `evaluate.lie` failpoint is set. */
+export const LIE_FILE = 'failpoint-evaluate.lie';
 
 export async function handleEvaluate(
   ctx: NodeContext,
@@ -51,8 +61,10 @@ export async function handleEvaluate(
   log.epoch = key.epoch;
   checkBatchSize(count);
   const blinded = body.blinded.map((b, i) => decodeElementB64(b, `blinded[${i}]`));
+  const lying = ctx.lying?.() ?? false;
+  if (lying) log.failpoint = 'evaluate.lie';
   const { evaluated, proof } = evaluateBatch(
-    key.share.reveal(),
+    lying ? Fn.add(key.share.reveal(), 1n) : key.share.reveal(),
     key.verificationShare,
     blinded,
     ctx.rng,

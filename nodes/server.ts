@@ -13,7 +13,9 @@
  * opens the audit log (audit-log.ts; every evaluation and DKG message is recorded), then
  * listens. close() is idempotent and runs every cleanup step even when one fails.
  */
+import { existsSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -32,6 +34,7 @@ import {
 } from './config.ts';
 import type { NodeContext } from './context.ts';
 import { startCeremonyExpiry } from './dkg-expiry.ts';
+import { LIE_FILE } from './evaluate.ts';
 import { NodeIdentity } from './identity.ts';
 import { Keyring } from './keyring.ts';
 import { createLogger } from './logger.ts';
@@ -189,6 +192,9 @@ export async function startNode(
       ElementRateLimit.perMinute(config.rateElementsPerMin ?? DEFAULT_RATE_ELEMENTS_PER_MIN),
     ...(options.rng ? { rng: options.rng } : {}),
     ...(config.failpoints?.length ? { failpoints: new Set(config.failpoints) } : {}),
+    ...(config.failpoints?.includes('evaluate.lie')
+      ? { lying: () => existsSync(join(config.dataDir, LIE_FILE)) }
+      : {}),
   };
   // Resharing (reshare.ts): DKG waits while a reshare is open; status reports it.
   ctx.ceremonyGate = reshareGate(ctx);
@@ -196,7 +202,7 @@ export async function startNode(
   if (config.failpoints?.length) {
     log.warn(
       { failpoints: config.failpoints },
-      'test failpoints are set: this node kills itself on purpose',
+      'test failpoints are set: this node fails on purpose (kills itself or lies)',
     );
   }
   // Committed reshares finish on their own after a while: now, and periodically.

@@ -17,6 +17,10 @@
  * has them until an operator adds them (`kmaas committee add`). cluster.json names the first
  * committee (`committee`) and the spares, and secrets.json keeps every node, so a restart without
  * --spare keeps them (a spare may hold shares by then).
+ *
+ * The chaos run (scripts/chaos) asks for more: `coordinators` replicas on the same Redis prefix
+ * (each with its own port and log), and `nodeUrl` to point a coordinator's link to a node at a
+ * proxy in between instead of at the node itself.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -44,6 +48,14 @@ export interface ClusterOptions {
   coordinatorEnv?: Record<string, string>;
   /** Redirect URIs of the IdP's `kmaas-dev` client (a browser demo adds its own). */
   idpRedirectUris?: string[];
+  /** Coordinator replicas, sharing Redis and its prefix (default 1). */
+  coordinators?: number;
+  /**
+   * The WebSocket URL coordinator `coordinator` (0-based) uses for a node listening on `port`;
+   * default `ws://127.0.0.1:<port>/v1/ws`. Called once per coordinator and node, after the nodes
+   * have started.
+   */
+  nodeUrl?: (coordinator: number, node: { id: number; port: number }) => string | Promise<string>;
 }
 
 interface Secrets {
@@ -93,7 +105,10 @@ const newNode = (id: number) => ({ id, secret: hex(32), port: 0 });
 export class LocalCluster {
   readonly nodes = new Map<number, ServiceProcess>();
   idp!: ServiceProcess;
+  /** The first coordinator: `url`, cluster.json and restartCoordinator() mean this one. */
   coordinator!: ServiceProcess;
+  /** Every coordinator replica, the first one first. */
+  readonly coordinators: ServiceProcess[] = [];
   redis!: RedisHandle;
   secrets!: Secrets;
   /** The dev operator set and cluster id every node checks proposals against. */
@@ -106,7 +121,14 @@ export class LocalCluster {
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.coordinator.port}`;
+    return this.coordinatorUrl(0);
+  }
+
+  /** Base URL of coordinator replica `index`. */
+  coordinatorUrl(index: number): string {
+    const c = this.coordinators[index];
+    if (!c) throw new Error(`no coordinator ${index}`);
+    return `http://127.0.0.1:${c.port}`;
   }
 
   /** OIDC issuer identifier of the development identity provider. */
@@ -245,27 +267,40 @@ export class LocalCluster {
       );
     }
     await Promise.all(this.secrets.nodes.map((n) => this.startNode(n.id, true)));
-    this.coordinator = new ServiceProcess({
-      name: 'coordinator',
-      entry: join(ROOT, 'coordinator', 'main.ts'),
-      logFile: join(this.dir, 'logs', 'coordinator.log'),
-      env: {
-        KMAAS_COORDINATOR_HOST: '127.0.0.1',
-        KMAAS_COORDINATOR_PORT: '0',
-        REDIS_URL: this.redis.url,
-        KMAAS_REDIS_PREFIX: this.secrets.redisPrefix,
-        KMAAS_NODES: JSON.stringify(
-          this.secrets.nodes.map((n) => ({ id: n.id, url: `ws://127.0.0.1:${n.port}/v1/ws` })),
-        ),
-        KMAAS_CLUSTER_TOKEN: this.secrets.clusterToken,
-        KMAAS_ADMIN_TOKEN: this.secrets.adminToken,
-        KMAAS_NODE_TIMEOUT_MS: String(this.opts.nodeTimeoutMs ?? 2000),
-        ...this.oidcEnv,
-        LOG_LEVEL: this.opts.logLevel ?? 'info',
-        ...this.opts.coordinatorEnv,
-      },
-    });
-    await this.coordinator.start();
+    this.coordinators.length = 0;
+    for (let i = 0; i < (this.opts.coordinators ?? 1); i++) {
+      const nodes = await Promise.all(
+        this.secrets.nodes.map(async (n) => ({
+          id: n.id,
+          url: this.opts.nodeUrl
+            ? await this.opts.nodeUrl(i, { id: n.id, port: n.port })
+            : `ws://127.0.0.1:${n.port}/v1/ws`,
+        })),
+      );
+      const name = i === 0 ? 'coordinator' : `coordinator-${i + 1}`;
+      this.coordinators.push(
+        new ServiceProcess({
+          name,
+          entry: join(ROOT, 'coordinator', 'main.ts'),
+          logFile: join(this.dir, 'logs', `${name}.log`),
+          env: {
+            KMAAS_COORDINATOR_HOST: '127.0.0.1',
+            KMAAS_COORDINATOR_PORT: '0',
+            REDIS_URL: this.redis.url,
+            KMAAS_REDIS_PREFIX: this.secrets.redisPrefix,
+            KMAAS_NODES: JSON.stringify(nodes),
+            KMAAS_CLUSTER_TOKEN: this.secrets.clusterToken,
+            KMAAS_ADMIN_TOKEN: this.secrets.adminToken,
+            KMAAS_NODE_TIMEOUT_MS: String(this.opts.nodeTimeoutMs ?? 2000),
+            ...this.oidcEnv,
+            LOG_LEVEL: this.opts.logLevel ?? 'info',
+            ...this.opts.coordinatorEnv,
+          },
+        }),
+      );
+    }
+    this.coordinator = this.coordinators[0]!;
+    await Promise.all(this.coordinators.map((c) => c.start()));
     const file: ClusterFile = {
       url: this.url,
       adminToken: this.secrets.adminToken,
@@ -282,20 +317,28 @@ export class LocalCluster {
   }
 
   /**
-   * Until the coordinator is connected to every node (or 30 s have passed): the cluster is ready
+   * Until every coordinator is connected to every node (or 30 s have passed): the cluster is ready
    * for proposals, whose committee and cluster id come from the nodes' status, only then.
    */
   async waitForNodes(timeoutMs = 30_000): Promise<void> {
     const until = Date.now() + timeoutMs;
-    while (Date.now() < until) {
-      try {
-        const res = await fetch(`${this.url}/v1/status`);
-        const status = (await res.json()) as { nodes?: { connected?: boolean }[] };
-        if (status.nodes?.length && status.nodes.every((n) => n.connected === true)) return;
-      } catch {
-        // Not answering yet.
+    const ready = new Set<number>();
+    while (Date.now() < until && ready.size < this.coordinators.length) {
+      for (let i = 0; i < this.coordinators.length; i++) {
+        if (ready.has(i)) continue;
+        try {
+          const res = await fetch(`${this.coordinatorUrl(i)}/v1/status`);
+          const status = (await res.json()) as { nodes?: { connected?: boolean }[] };
+          if (status.nodes?.length && status.nodes.every((n) => n.connected === true)) {
+            ready.add(i);
+          }
+        } catch {
+          // Not answering yet.
+        }
       }
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      if (ready.size < this.coordinators.length) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
     }
   }
 
@@ -366,10 +409,13 @@ export class LocalCluster {
   async restartCoordinator(
     signal: NodeJS.Signals = 'SIGTERM',
     env: NodeJS.ProcessEnv = {},
+    index = 0,
   ): Promise<void> {
-    const port = this.coordinator.port;
-    await this.coordinator.kill(signal);
-    await this.coordinator.start({ ...env, KMAAS_COORDINATOR_PORT: String(port) });
+    const c = this.coordinators[index];
+    if (!c) throw new Error(`no coordinator ${index}`);
+    const port = c.port;
+    await c.kill(signal);
+    await c.start({ ...env, KMAAS_COORDINATOR_PORT: String(port) });
   }
 
   async killNode(id: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
@@ -394,7 +440,7 @@ export class LocalCluster {
 
   async stop(): Promise<void> {
     const steps: Promise<unknown>[] = [
-      this.coordinator?.stop(),
+      ...this.coordinators.map((c) => c.stop()),
       ...[...this.nodes.values()].map((n) => n.stop()),
       this.idp?.stop(),
     ];

@@ -56,13 +56,37 @@ export async function ensureRedis(url = process.env.REDIS_URL): Promise<RedisHan
   return startRedisServer();
 }
 
-export async function startRedisServer(): Promise<RedisHandle> {
-  const port = await freePort();
+export interface RedisServerOptions {
+  /** The port to listen on (a restart on the same one); default a free port. */
+  port?: number;
+  /** More redis-server arguments, after the defaults (a later one wins): persistence, say. */
+  args?: string[];
+}
+
+/** A redis-server of our own: what `stop` does, and a crash on purpose (the chaos run). */
+export interface RedisServer extends RedisHandle {
+  port: number;
+  /** Send `signal` (default SIGKILL) and wait until the process is gone. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export async function startRedisServer(opts: RedisServerOptions = {}): Promise<RedisServer> {
+  const port = opts.port ?? (await freePort());
   let proc: ChildProcess;
   try {
     proc = spawn(
       'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        ...(opts.args ?? []),
+      ],
       { stdio: 'ignore' },
     );
     await new Promise<void>((resolve, reject) => {
@@ -75,18 +99,18 @@ export async function startRedisServer(): Promise<RedisHandle> {
     );
   }
   const local = `redis://127.0.0.1:${port}`;
-  for (let i = 0; i < 50 && !(await redisAnswers(local)); i++)
+  for (let i = 0; i < 50 && proc.exitCode === null && !(await redisAnswers(local)); i++)
     await new Promise((r) => setTimeout(r, 100));
-  if (!(await redisAnswers(local))) throw new Error(`redis-server on port ${port} did not answer`);
-  return {
-    url: local,
-    stop: async () => {
-      if (proc.exitCode !== null) return;
-      const gone = new Promise((r) => proc.once('exit', r));
-      proc.kill('SIGTERM');
-      await gone;
-    },
+  if (proc.exitCode !== null || !(await redisAnswers(local))) {
+    throw new Error(`redis-server on port ${port} did not answer (port taken?)`);
+  }
+  const kill = async (signal: NodeJS.Signals = 'SIGKILL') => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return;
+    const gone = new Promise((r) => proc.once('exit', r));
+    proc.kill(signal);
+    await gone;
   };
+  return { url: local, port, kill, stop: () => kill('SIGTERM') };
 }
 
 /** Delete every key under a prefix (each test run and each dev cluster owns one). */

@@ -17,6 +17,7 @@ import { devLogin } from '../../idp/dev-login.ts';
 import { KmaasError } from '../../shared/errors.ts';
 import { ROOT } from '../../scripts/lib/child.ts';
 import { LocalCluster } from '../../scripts/lib/cluster.ts';
+import { LIE_FILE } from '../../nodes/evaluate.ts';
 
 const DOCS = Array.from({ length: 50 }, (_, i) => `invoices/2026/${i}.pdf`);
 
@@ -177,4 +178,52 @@ describe('end to end through real node and coordinator processes', function () {
     expect(r.stderr).to.match(/ERR_DECRYPT_FAILED/);
     expect(existsSync(badOut)).to.equal(false);
   });
+
+  it('a Byzantine node (failpoint evaluate.lie) is named and excluded by the coordinator; the keys stay right', async () => {
+    // Node 1 restarted as a liar: valid points and a well-formed proof, of k_1 + 1 (nodes/evaluate.ts).
+    await cluster.stopNode(1);
+    await cluster.startNode(1, false, { KMAAS_FAILPOINTS: 'evaluate.lie' });
+    const lie = join(cluster.nodeDataDir(1), LIE_FILE);
+    writeFileSync(lie, '');
+    // Only nodes 1-3 up: the coordinator must ask the liar, and names it rather than pass it on.
+    await cluster.killNode(4);
+    await cluster.killNode(5);
+    await connectedNodes([1, 2, 3]);
+    const refused = await derive().then(
+      () => expect.fail('derived with a lying node among only t'),
+      (err: unknown) => err as KmaasError,
+    );
+    expect(refused.code).to.equal('ERR_TOO_FEW_NODES');
+    const failed = (refused.details?.failed ?? []) as { node: number; code: string }[];
+    expect(failed.filter((f) => f.code === 'ERR_PROOF_INVALID').map((f) => f.node)).to.deep.equal([
+      1,
+    ]);
+    // With a fourth honest node, the liar is left out and every key is the right one.
+    await cluster.startNode(4);
+    await connectedNodes([1, 2, 3, 4]);
+    const { keys, nodes } = await client.deriveKeys('acme', 1, DOCS);
+    expect(keys.map(bytesToHex)).to.deep.equal(baseline);
+    expect(nodes).to.not.include(1);
+    // The lie is switched off at run time: with node 4 gone, node 1 is needed and honest again.
+    rmSync(lie);
+    await cluster.killNode(4);
+    await connectedNodes([1, 2, 3]);
+    const again = await client.deriveKeys('acme', 1, DOCS);
+    expect(again.keys.map(bytesToHex)).to.deep.equal(baseline);
+    expect(again.nodes).to.deep.equal([1, 2, 3]);
+  });
+
+  /** Until the coordinator is connected to exactly `ids` (it reconnects with backoff). */
+  async function connectedNodes(ids: number[]): Promise<void> {
+    let seen: number[] = [];
+    for (let i = 0; i < 120; i++) {
+      const status = (await (await fetch(`${cluster.url}/v1/status`)).json()) as {
+        nodes: { id: number; connected: boolean }[];
+      };
+      seen = status.nodes.filter((n) => n.connected).map((n) => n.id);
+      if (seen.join() === ids.join()) return;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect.fail(`connected nodes ${seen.join(', ')}, expected ${ids.join(', ')}`);
+  }
 });
