@@ -118,7 +118,7 @@ const configSchema = z.object({
   refreshProposalFile: z.string().min(1).optional(),
   heartbeatMs: ms(10, 60_000).default(3000),
   reconnectBaseMs: ms(1, 60_000).default(200),
-  reconnectMaxMs: ms(1, 600_000).default(10_000),
+  reconnectMaxMs: ms(1, 600_000).default(1_000),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 

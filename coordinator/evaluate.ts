@@ -13,10 +13,11 @@
  * here, named, and replaced, instead of failing the client's derivation. The client checks again.
  *
  * Routing (coordinator/node-pool.ts, node-health.ts): ask the t healthiest, least busy share
- * holders whose circuit breaker is closed; when one fails (error, timeout, bad proof, drop) ask
- * the next untried one, down to nodes whose breaker is open when nothing else is left; when one
- * is slow by its own standard, ask a backup in parallel (coordinator/hedge.ts); the first t valid
- * answers win. A node whose breaker is half-open gets the request as well, as an extra probe when
+ * holders whose circuit breaker is closed; when one fails (error, bad proof, drop) ask the next
+ * untried one, down to nodes whose breaker is open when nothing else is left; when one is slow by
+ * its own standard, ask a backup in parallel (coordinator/hedge.ts); the first t valid answers
+ * win. A node past its own timeout is replaced but still waited for beside its replacement, and
+ * one that nobody can replace is waited for until the overall deadline: slow is not dead. A node whose breaker is half-open gets the request as well, as an extra probe when
  * t others are routable: its answer is checked even when it comes after the decision, and closes
  * or reopens its breaker. Every outcome (a late answer or timeout included) goes into the node's
  * health, so a node hedged around is still found out.
@@ -397,6 +398,8 @@ interface Attempt {
   /** Sent beside the t it needs (a probe), so not counted among them. */
   extra: boolean;
   hedge: NodeJS.Timeout | null;
+  /** The node's own timeout, counted from the send (see `overdue` in gatherPartials). */
+  overdue: NodeJS.Timeout | null;
   /** Drops the request if it has not been sent yet. */
   cancel: AbortController;
 }
@@ -502,6 +505,7 @@ function gatherPartials(
         probe: link.health.routable() === 'probe' && link.health.breaker.tryProbe(),
         extra,
         hedge: null,
+        overdue: null,
         cancel: new AbortController(),
       };
       if (attempt.probe) deps.metrics?.probed();
@@ -512,10 +516,16 @@ function gatherPartials(
         attempt.sent = true;
         attempt.sentAt = performance.now();
         asked.add(link.id);
-        if (!hedgeable || !isOpen(attempt)) return;
-        scheduleHedge(attempt, hedgeAfter(rule, link.health));
+        if (!isOpen(attempt)) return;
+        const left = deadlineAt - attempt.sentAt;
+        if (nodeTimeoutMs < left) {
+          attempt.overdue = setTimeout(() => setImmediate(() => overdue(attempt)), nodeTimeoutMs);
+        }
+        if (hedgeable) scheduleHedge(attempt, hedgeAfter(rule, link.health));
       };
-      const timeoutMs = Math.min(nodeTimeoutMs, Math.ceil(remaining) + DEADLINE_MARGIN_MS);
+      // The link waits until the overall deadline; the node's own timeout is `overdue` below, so
+      // that a slow node nobody can replace is waited for rather than given up on.
+      const timeoutMs = Math.ceil(remaining) + DEADLINE_MARGIN_MS;
       const opts = { elements: batch, signal: attempt.cancel.signal, onSent };
       link.request('evaluate', request, timeoutMs, opts).then(
         (body) => onAnswer(attempt, body),
@@ -632,6 +642,41 @@ function gatherPartials(
       log.error({ ...context, node: link.id, err }, 'could not check a node answer');
     };
 
+    /**
+     * The node took its whole timeout. When another holder can be asked, it is (the timeout is
+     * recorded in the node's health), and the slow one is kept waiting beside it as an extra, so
+     * that whichever answers first counts; when none can, the slow one is the last hope and is
+     * waited for until the deadline.
+     */
+    const overdue = (attempt: Attempt): void => {
+      attempt.overdue = null;
+      if (!isOpen(attempt) || attempt.phase !== 'asked' || pastDeadline) return;
+      const node = attempt.link.id;
+      const replaceable = next < candidates.length && (launched < t || budget.left > 0);
+      if (!replaceable) {
+        log.debug({ ...context, node }, 'node slow and no one left to ask: waiting for it');
+        return;
+      }
+      attempt.link.record({ kind: 'failed', code: 'ERR_NODE_UNAVAILABLE', reason: 'timeout' });
+      log.warn(
+        { ...context, node, code: 'ERR_NODE_UNAVAILABLE', timeoutMs: nodeTimeoutMs },
+        'node failed to evaluate',
+      );
+      if (!attempt.extra && lease.extend(batch)) {
+        attempt.extra = true;
+        extras++;
+        topUp();
+        return;
+      }
+      failures.push({
+        node,
+        code: 'ERR_NODE_UNAVAILABLE',
+        message: `node ${node} did not answer evaluate within ${nodeTimeoutMs} ms`,
+        refused: false,
+      });
+      close(attempt);
+    };
+
     /** Keep t requests going while untried holders remain and the budget allows. */
     const topUp = (): void => {
       while (!done && valid.length + attempts.size - extras < t && next < candidates.length) {
@@ -714,6 +759,8 @@ function gatherPartials(
 function stopHedge(attempt: Attempt): void {
   if (attempt.hedge) clearTimeout(attempt.hedge);
   attempt.hedge = null;
+  if (attempt.overdue) clearTimeout(attempt.overdue);
+  attempt.overdue = null;
 }
 
 /**

@@ -166,6 +166,44 @@ describe('coordinator: evaluate', function () {
     expect(failed.map((l) => [l.node, l.code])).to.deep.equal([[1, 'ERR_NODE_UNAVAILABLE']]);
   });
 
+  it('waits past its timeout for a slow node nobody can replace, asking the others meanwhile', async () => {
+    cluster = await Cluster.start({
+      nodes: 3,
+      config: {
+        nodeTimeoutMs: 300,
+        evaluateDeadlineMs: 5000,
+        perElementMs: 0,
+        hedgeDelayMs: 60_000,
+      },
+    });
+    const key = installKey(cluster, 2);
+    // Ranked 2, 1, 3: the first pair asked is {2, 1}. Node 2 answers only after three times its
+    // timeout, and node 3, the one left to ask in its place, never does.
+    const pong = new Map([
+      [2, 0],
+      [1, 30],
+      [3, 60],
+    ]);
+    for (const n of cluster.nodes) n.pongDelayMs = pong.get(n.id)!;
+    await waitFor('node ranking', async () => {
+      const nodes = (await http<StatusReply>(cluster!.port, 'GET', '/v1/status')).body.nodes;
+      const ms = (id: number) => nodes.find((n) => n.id === id)!.latencyMs;
+      const [a, b, c] = [ms(2), ms(1), ms(3)];
+      return a !== null && b !== null && c !== null && a + 10 < b && b + 10 < c;
+    });
+    cluster.node(2).evaluateDelayMs = 900;
+    cluster.node(3).behaviour = 'silent';
+    const state = blindDocs('slow');
+
+    const res = await post(cluster, state);
+
+    expect(res.status, JSON.stringify(res.body)).to.equal(200);
+    expect((res.body as EvaluateResponse).partials.map((p) => p.node)).to.deep.equal([1, 2]);
+    expect(finish(key.keyPackage, state, res.body)).to.deep.equal(expected(key.secret, state));
+    // Node 3 was asked in node 2's place when node 2 ran past its timeout.
+    expect(evaluations(cluster, 3)).to.equal(1);
+  });
+
   it('hedges: a backup node is asked when one is slow, long before its timeout', async () => {
     cluster = await Cluster.start({
       nodes: 3,
