@@ -119,6 +119,7 @@ const configSchema = z.object({
   heartbeatMs: ms(10, 60_000).default(3000),
   reconnectBaseMs: ms(1, 60_000).default(200),
   reconnectMaxMs: ms(1, 600_000).default(1_000),
+  catchUpCheckMs: ms(100, 3_600_000).default(10_000),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -161,6 +162,7 @@ export const CONFIG_ENV = {
   heartbeatMs: 'KMAAS_HEARTBEAT_MS',
   reconnectBaseMs: 'KMAAS_RECONNECT_BASE_MS',
   reconnectMaxMs: 'KMAAS_RECONNECT_MAX_MS',
+  catchUpCheckMs: 'KMAAS_CATCHUP_CHECK_MS',
   logLevel: 'LOG_LEVEL',
 } as const satisfies Record<keyof z.input<typeof configSchema>, string>;
 

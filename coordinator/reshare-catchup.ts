@@ -70,3 +70,48 @@ export async function catchUp(deps: CatchUpDeps, link: NodeLink): Promise<boolea
     return false;
   }
 }
+
+export interface CatchUpSweepDeps extends CatchUpDeps {
+  /** The links to look at each time (the connected ones). */
+  links: () => readonly NodeLink[];
+  everyMs: number;
+}
+
+/**
+ * Catch-up again, every `everyMs`, for each connected node: one attempt at connection time is not
+ * enough when it fails (Redis down at that moment, the node busy, the link cut mid-way), and a
+ * node left behind makes every later reshare refuse (its previous epoch is not the current one).
+ * A node that is not behind costs one status request per sweep; one already being caught up is
+ * skipped.
+ */
+export class CatchUpSweep {
+  readonly #deps: CatchUpSweepDeps;
+  readonly #running = new Set<number>();
+  #timer: NodeJS.Timeout | null = null;
+
+  constructor(deps: CatchUpSweepDeps) {
+    this.#deps = deps;
+  }
+
+  start(): void {
+    if (this.#timer) return;
+    this.#timer = setInterval(() => this.sweep(), this.#deps.everyMs);
+    this.#timer.unref();
+  }
+
+  /** Try every connected node once (also what a node's reconnection triggers for that node). */
+  sweep(): void {
+    for (const link of this.#deps.links()) this.one(link);
+  }
+
+  one(link: NodeLink): void {
+    if (this.#running.has(link.id)) return;
+    this.#running.add(link.id);
+    void catchUp(this.#deps, link).finally(() => this.#running.delete(link.id));
+  }
+
+  stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+  }
+}

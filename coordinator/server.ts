@@ -31,7 +31,7 @@ import { oidcSettings } from '../shared/oidc-config.ts';
 import { KmaasError, toKmaasError } from '../shared/errors.ts';
 import { parseProposal, type Proposal } from '../shared/proposal.ts';
 import { queueReshare, scheduleRefresh } from './reshare-job.ts';
-import { catchUp } from './reshare-catchup.ts';
+import { CatchUpSweep } from './reshare-catchup.ts';
 import { redisKeys } from './redis-keys.ts';
 import { Registry } from './registry.ts';
 import { VerifyPool } from './verify-pool.ts';
@@ -252,11 +252,20 @@ export async function startCoordinator(
 
     // Restore whatever Redis lacks each time a node (re)connects, which includes startup, and
     // bring a node that missed a reshare's commit to the current epoch.
+    const catchUps = new CatchUpSweep({
+      epochs,
+      timeoutMs: config.nodeTimeoutMs,
+      logger: log,
+      links: () => pool.connected(),
+      everyMs: config.catchUpCheckMs,
+    });
     pool.onUp((link) => {
       registry.scheduleRebuild();
-      void catchUp({ epochs, timeoutMs: config.nodeTimeoutMs, logger: log }, link);
+      catchUps.one(link);
     });
     pool.start();
+    catchUps.start();
+    teardown.push(['catch-up sweep', () => Promise.resolve(catchUps.stop())]);
     // Redis flushed or restarted empty while running: rebuilt from the nodes, and the queue's
     // own settings set up again.
     const watch = new RegistryWatch({
