@@ -27,7 +27,7 @@ import { authenticateClient, evaluate, type EvaluateDeps } from './evaluate.ts';
 import type { Logger } from './logger.ts';
 import type { NodePool } from './node-pool.ts';
 import type { Redacted } from '../shared/redacted.ts';
-import type { Registry } from './registry.ts';
+import { registryUnavailable, type Registry } from './registry.ts';
 import { clusterStatus, type EpochSource } from './cluster-status.ts';
 import { submitProposal, type ProposalDeps } from './proposals.ts';
 import type { CoordinatorMetrics } from './metrics.ts';
@@ -203,7 +203,12 @@ export function createApi(deps: ApiDeps): express.Express {
   });
 
   app.get('/v1/jobs/:id', async (req, res) => {
-    res.json(await describeJob(deps.queue, req.params.id));
+    // Jobs live in Redis alone: while it cannot be reached, a retryable 503, not a 500.
+    res.json(
+      await describeJob(deps.queue, req.params.id).catch((err: unknown) => {
+        throw registryUnavailable(err);
+      }),
+    );
   });
 
   app.get('/v1/tenants/:tenant', async (req, res) => {

@@ -228,6 +228,12 @@ describe('Redis lost while the coordinator runs (real processes, a private redis
       };
       expect(status.registry).to.equal('unavailable');
       expect(status.nodes.every((n) => n.connected)).to.equal(true);
+      // Jobs live in Redis alone: asked for one now, a retryable 503 with its code.
+      const job = await fetch(`${cluster.url}/v1/jobs/1`);
+      expect(job.status).to.equal(503);
+      expect(((await job.json()) as { error: { code: string } }).error.code).to.equal(
+        'ERR_REGISTRY_UNAVAILABLE',
+      );
 
       await redis.start();
       await rebuilt();
