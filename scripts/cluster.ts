@@ -8,6 +8,7 @@ import { Command } from 'commander';
 import { resolve } from 'node:path';
 import { LocalCluster } from './lib/cluster.ts';
 import { stopOnSignal } from './lib/signals.ts';
+import { Supervisor } from './lib/supervisor.ts';
 
 const program = new Command()
   .name('cluster')
@@ -44,6 +45,18 @@ console.log(`identity     ${cluster.issuer} (users ${users}; passwords in secret
 console.log(`redis        ${cluster.redis.url} (prefix ${cluster.secrets.redisPrefix})`);
 console.log(`cluster file ${cluster.clusterFile} (the CLI reads it)`);
 console.log(`logs         ${resolve(opts.data, 'logs')}`);
-console.log('ready. Ctrl-C (or SIGTERM to this process) stops the cluster.');
+const pids = cluster.supervised().map((p) => `${p.name} ${p.pid() ?? '?'}`);
+console.log(`pids         ${pids.join(', ')}`);
+console.log(
+  'ready. A process that dies is started again; Ctrl-C (or SIGTERM to this process) stops the cluster.',
+);
 
-stopOnSignal(() => cluster.stop());
+const supervisor = new Supervisor(
+  () => cluster.supervised(),
+  (line) => console.log(`${new Date().toISOString()} ${line}`),
+);
+supervisor.start();
+stopOnSignal(() => {
+  supervisor.stop();
+  return cluster.stop();
+});

@@ -30,6 +30,7 @@ import type { DevUser } from '../../idp/users.ts';
 import { ServiceProcess, ROOT } from './child.ts';
 import { ensureDevOperators, type DevOperators } from './operators.ts';
 import { ensureRedis, deletePrefix, type RedisHandle } from './redis.ts';
+import type { Supervised } from './supervisor.ts';
 
 export interface ClusterOptions {
   dataDir: string;
@@ -395,6 +396,39 @@ export class LocalCluster {
       entry.port = port;
       this.saveSecrets();
     }
+  }
+
+  /** Start the identity provider again on its port (after it died), so the issuer stays put. */
+  async restartIdp(): Promise<void> {
+    await this.idp.kill('SIGKILL');
+    await this.idp.start({ KMAAS_IDP_PORT: String(this.secrets.idp.port) });
+  }
+
+  /** Every process of the cluster, as the launchers' supervisor restarts them (supervisor.ts). */
+  supervised(): Supervised[] {
+    const nodes = [...this.nodes.entries()].map(([id, p]) => ({
+      name: `node ${id}`,
+      running: () => p.running,
+      pid: () => p.pid,
+      restart: () => this.startNode(id),
+    }));
+    const coordinators = this.coordinators.map((c, i) => ({
+      name: this.coordinators.length > 1 ? `coordinator ${i + 1}` : 'coordinator',
+      running: () => c.running,
+      pid: () => c.pid,
+      restart: () => this.restartCoordinator('SIGKILL', {}, i),
+    }));
+    const idp = this.idp;
+    return [
+      {
+        name: 'identity provider',
+        running: () => idp.running,
+        pid: () => idp.pid,
+        restart: () => this.restartIdp(),
+      },
+      ...nodes,
+      ...coordinators,
+    ];
   }
 
   nodeRunning(id: number): boolean {

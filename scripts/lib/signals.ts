@@ -5,7 +5,9 @@ export function stopOnSignal(stop: () => Promise<void>): void {
     if (stopping) process.exit(1);
     stopping = true;
     console.error(`${signal}: stopping the cluster...`);
-    void stop().finally(() => process.exit(130));
+    void stop()
+      .then(() => console.error('stopped.'))
+      .finally(() => process.exit(130));
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../../cli/program.ts';
 import { LocalCluster, type ClusterFile } from '../../scripts/lib/cluster.ts';
+import { Supervisor } from '../../scripts/lib/supervisor.ts';
 
 interface Status {
   nodes: { id: number; connected: boolean; identity: { signing: string } | null }[];
@@ -83,6 +84,40 @@ describe('integration: spare nodes of the local cluster', function () {
     expect(cluster.spareIds).to.deep.equal([4]);
     expect([...cluster.nodes.keys()]).to.deep.equal([1, 2, 3, 4]);
     expect(existsSync(cluster.nodeDataDir(4))).to.equal(true);
+  });
+
+  it('the launchers supervisor starts a killed node and a killed coordinator again, on their ports', async () => {
+    const c = cluster!;
+    const said: string[] = [];
+    const supervisor = new Supervisor(
+      () => c.supervised(),
+      (line) => said.push(line),
+      { everyMs: 100 },
+    );
+    supervisor.start();
+    try {
+      const node = c.nodes.get(2)!;
+      const port = node.port;
+      const pid = node.pid!;
+      // Killed from outside, as a user or the OOM killer would: the cluster object is not told.
+      process.kill(pid, 'SIGKILL');
+      await waitUntil(() => Promise.resolve(said.includes(`node 2 is back (pid ${node.pid})`)));
+      expect(node.pid).to.not.equal(pid);
+      expect(node.port).to.equal(port);
+      await waitUntil(async () => (await status()).nodes.find((n) => n.id === 2)!.connected);
+
+      const url = c.url;
+      process.kill(c.coordinator.pid!, 'SIGKILL');
+      await waitUntil(() => Promise.resolve(said.some((l) => /^coordinator is back/.test(l))));
+      expect(c.url).to.equal(url);
+      await waitUntil(async () => (await status()).nodes.every((n) => n.connected));
+      expect(said.filter((l) => / is not running: starting it again$/.test(l))).to.deep.equal([
+        'node 2 is not running: starting it again',
+        'coordinator is not running: starting it again',
+      ]);
+    } finally {
+      supervisor.stop();
+    }
   });
 });
 
