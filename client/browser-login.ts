@@ -210,6 +210,7 @@ export async function completeLogin(o: LoginOptions): Promise<BrowserSession | n
     pending.clientId !== o.clientId ||
     pending.redirectUri !== o.redirectUri
   ) {
+    if (pending) await deleteDpopKey(pending.keyId).catch(() => undefined);
     throw new KmaasError('ERR_IDP_PROTOCOL', 'no sign-in was started in this tab for this answer');
   }
   const dpopKey = await loadDpopKey(pending.keyId);

@@ -53,7 +53,7 @@ try {
         expiresAt: session.expiresAt, extractable: session.dpopKey.privateKey.extractable }
     : { subject: null };
 } catch (err) {
-  state = { error: err.code ?? String(err) };
+  state = { error: err.code ?? String(err), ...(err.details?.error ? { oauthError: err.details.error } : {}) };
 }
 window.kmaas = { sdk, config, login };
 window.kmaasState = state;
@@ -68,6 +68,7 @@ interface PageState {
   expiresAt?: number;
   extractable?: boolean;
   error?: string;
+  oauthError?: string;
 }
 
 interface TestWindow {
@@ -90,9 +91,9 @@ describe('browser login (PKCE + DPoP) and key derivation in Chromium against a L
   let groupKey: string;
   const routes: Record<string, StaticEntry> = { '/': { body: PAGE } };
 
-  async function ready(): Promise<PageState> {
-    await page.waitForSelector('body[data-ready="yes"]');
-    return page.evaluate(() => (window as unknown as TestWindow).kmaasState);
+  async function ready(on: Page = page): Promise<PageState> {
+    await on.waitForSelector('body[data-ready="yes"]');
+    return on.evaluate(() => (window as unknown as TestWindow).kmaasState);
   }
 
   /** Derive the document's key in the page with the page's session; hex and the nodes. */
@@ -298,6 +299,30 @@ describe('browser login (PKCE + DPoP) and key derivation in Chromium against a L
       `${server.origin}/?code=forged&state=forged&iss=${encodeURIComponent(cluster.issuer)}`,
     );
     expect(await ready()).to.deep.equal({ error: 'ERR_IDP_PROTOCOL' });
+  });
+
+  it('a refusal by the provider comes back as ERR_IDP_PROTOCOL with its OAuth error', async function () {
+    // A browser of its own: the provider's login cookie of the tab above would sign in at once.
+    const context = await browser.newContext();
+    try {
+      const other = await newPage(context);
+      await other.goto(`${server.origin}/`);
+      await ready(other);
+      // Start a sign-in, note its state on the way to the provider, and come back as a provider
+      // that refused would (RFC 6749 section 4.1.2.1).
+      const authorize = other.waitForRequest((r) => r.url().startsWith(`${cluster.issuer}/auth`));
+      await other.click('#login');
+      const state = new URL((await authorize).url()).searchParams.get('state')!;
+      await other.waitForURL((url) => url.origin === cluster.issuer);
+      const answer = new URLSearchParams({ error: 'access_denied', state, iss: cluster.issuer });
+      await other.goto(`${server.origin}/?${answer.toString()}`);
+      expect(await ready(other)).to.deep.equal({
+        error: 'ERR_IDP_PROTOCOL',
+        oauthError: 'access_denied',
+      });
+    } finally {
+      await context.close();
+    }
   });
 
   it('logout forgets the session: after a reload there is none', async function () {
