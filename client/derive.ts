@@ -151,7 +151,7 @@ async function deriveBatch(
     for (let attempt = 1; ; attempt++) {
       let res: EvaluateResponse;
       try {
-        res = await requestBatch(ctx, auth, tenant, version, blinded);
+        res = await requestBatch(ctx, auth, tenant, version, blinded, pkg.epoch);
       } catch (err) {
         if (attempt > 1 || toKmaasError(err).code !== 'ERR_EPOCH_MISMATCH') throw err;
         pkg = await ctx.packages.refresh(pkg);
@@ -181,6 +181,7 @@ async function requestBatch(
   tenant: string,
   version: number,
   blinded: string[],
+  epoch: number,
 ): Promise<EvaluateResponse> {
   const path = `/v1/tenants/${seg(tenant)}/keys/${seg(version)}/evaluate`;
   const token = await accessToken(auth);
@@ -192,7 +193,9 @@ async function requestBatch(
     version,
     blinded,
   });
-  const raw = await ctx.http.post(path, { blinded }, { dpop: { token, proof } });
+  // The package's epoch tells a coordinator whose cached package is older to reload it: during
+  // a reshare's switch the registry may already serve this client the new epoch's package.
+  const raw = await ctx.http.post(path, { blinded, epoch }, { dpop: { token, proof } });
   const res = parseMessage(evaluateResponse, raw, 'evaluate response');
   if (res.tenant !== tenant || res.version !== version) {
     throw new KmaasError(

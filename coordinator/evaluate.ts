@@ -141,7 +141,14 @@ export interface Blinded {
  * The body's shape only; every element is then decoded on its own so that bad base64, wrong
  * lengths, invalid and identity points each get their own code (shared/encoding.ts).
  */
-const evaluateBodyShape = z.object({ blinded: z.array(z.string().max(1024)) }).strict();
+const evaluateBodyShape = z
+  .object({
+    blinded: z.array(z.string().max(1024)),
+    // The epoch of the client's key package: a hint, outside the DPoP binding, that this
+    // replica's cached package may be older (see KeyCache.getAtLeast). Ignoring it is safe.
+    epoch: z.number().int().min(1).max(0xffffffff).optional(),
+  })
+  .strict();
 
 /** Long node messages are cut: they end up in a client-facing error. */
 const MAX_NODE_MESSAGE = 300;
@@ -154,6 +161,11 @@ const DEADLINE_MARGIN_MS = 10;
 
 /** The body's shape and batch size: all that admission needs to know, and cheap to learn. */
 export function parseBatch(body: unknown): string[] {
+  return parseEvaluateBody(body).blinded;
+}
+
+/** The client's body: its blinded elements and the epoch of its key package, if it sent one. */
+export function parseEvaluateBody(body: unknown): { blinded: string[]; epoch?: number } {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw new KmaasError(
       'ERR_VALIDATION',
@@ -161,9 +173,9 @@ export function parseBatch(body: unknown): string[] {
       { field: 'body' },
     );
   }
-  const { blinded } = parseMessage(evaluateBodyShape, body, 'body');
-  checkBatchSize(blinded.length);
-  return blinded;
+  const parsed = parseMessage(evaluateBodyShape, body, 'body');
+  checkBatchSize(parsed.blinded.length);
+  return parsed;
 }
 
 /** Decode and check the client's blinded elements before any node is bothered. */
@@ -237,7 +249,7 @@ async function evaluateOnce(
   log: Logger,
   started: number,
 ): Promise<EvaluateResponse> {
-  const encoded = parseBatch(call.body);
+  const { blinded: encoded, epoch: clientEpoch } = parseEvaluateBody(call.body);
   const deadlineMs = deps.deadlineMs + 2 * encoded.length * deps.perElementMs;
   const deadlineAt = started + deadlineMs;
   const credential = { token: call.token, dpop: call.dpop };
@@ -260,7 +272,7 @@ async function evaluateOnce(
   try {
     await deps.rateLimit?.take(call.tenant, call.verified.subject, encoded.length, log);
     const blinded = decodeBlinded(encoded);
-    let pkg = await packageBy(deps, call, deadlineAt);
+    let pkg = await packageBy(deps, call, deadlineAt, clientEpoch);
     // Nodes that were sent the request: they have seen its DPoP proof and refuse it again
     // (ERR_DPOP_REPLAY), so a retry can only go to others.
     const asked = new Set<number>();
@@ -344,8 +356,12 @@ async function packageBy(
   deps: EvaluateDeps,
   call: EvaluateCall,
   deadlineAt: number,
+  atLeastEpoch?: number,
 ): Promise<ParsedKeyPackage> {
-  const load = deps.keys.get(call.tenant, call.version);
+  const load =
+    atLeastEpoch === undefined
+      ? deps.keys.get(call.tenant, call.version)
+      : deps.keys.getAtLeast(call.tenant, call.version, atLeastEpoch);
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
     timer = setTimeout(

@@ -19,6 +19,8 @@ import type { Registry } from './registry.ts';
 export const STALE_MS = 15 * 60_000;
 /** While an entry stands in, a reload is tried at most this often. */
 export const STALE_RETRY_MS = 1000;
+/** getAtLeast forces a reload of one package at most this often. */
+export const FORCED_RELOAD_MS = 1000;
 
 export interface KeyCacheOptions {
   ttlMs: number;
@@ -34,6 +36,8 @@ export class KeyCache {
     { pkg: ParsedKeyPackage; expires: number; loadedAt: number }
   >();
   readonly #loading = new Map<string, Promise<ParsedKeyPackage>>();
+  /** When getAtLeast last forced a reload of a package. */
+  readonly #forced = new Map<string, number>();
   /** Bumped by invalidate(): a load that began before it does not fill the cache. */
   #generation = 0;
 
@@ -54,6 +58,26 @@ export class KeyCache {
     });
     this.#loading.set(name, load);
     return load;
+  }
+
+  /**
+   * The package, reloaded first when the cached one is of an epoch older than `epoch`: a client
+   * that already fetched the package of a new epoch (the registry's packages switch one by one
+   * before the epoch record and the invalidation) says so, and is not answered with the old one.
+   * At most one forced reload per package per FORCED_RELOAD_MS, so a client naming epochs that
+   * do not exist cannot turn every request into a Redis read.
+   */
+  async getAtLeast(tenant: string, version: number, epoch: number): Promise<ParsedKeyPackage> {
+    const pkg = await this.get(tenant, version);
+    if (pkg.epoch >= epoch) return pkg;
+    const name = `${tenant}/${version}`;
+    const now = performance.now();
+    const last = this.#forced.get(name);
+    if (last !== undefined && now - last < FORCED_RELOAD_MS) return pkg;
+    if (this.#forced.size >= this.#opts.maxEntries) this.#forced.clear();
+    this.#forced.set(name, now);
+    this.invalidate(tenant, version);
+    return this.get(tenant, version);
   }
 
   /**

@@ -336,7 +336,11 @@ export type NodeReply =
 
 // --- HTTP API (client/operator -> coordinator) ---
 
-export const evaluateBody = z.object({ blinded: blindedBatch }).strict();
+/**
+ * The client's evaluate body. `epoch`, the epoch of the client's key package, is a hint outside
+ * the DPoP binding: a coordinator whose cached package is older reloads it (KeyCache.getAtLeast).
+ */
+export const evaluateBody = z.object({ blinded: blindedBatch, epoch: epoch.optional() }).strict();
 
 /** Partial evaluations as the coordinator returns them to the client, who verifies each one. */
 export const evaluateResponse = z.object({

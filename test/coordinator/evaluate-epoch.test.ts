@@ -25,9 +25,10 @@ const PATH = `/v1/tenants/${TENANT}/keys/1/evaluate`;
 function post(
   cluster: Cluster,
   state: BlindState,
+  epoch?: number,
 ): Promise<HttpResult<EvaluateResponse & ErrorReply>> {
   return http<EvaluateResponse & ErrorReply>(cluster.port, 'POST', PATH, {
-    json: { blinded: state.blinded.map((b) => toB64(b.toBytes())) },
+    json: { blinded: state.blinded.map((b) => toB64(b.toBytes())), ...(epoch ? { epoch } : {}) },
     token: TOKENS.client,
   });
 }
@@ -120,6 +121,26 @@ describe('coordinator: evaluate with epochs', function () {
     expect(third.status, JSON.stringify(third.body)).to.equal(200);
     expect(third.body.epoch).to.equal(2);
     expect(outputs(next.keyPackage, state, third.body)).to.deep.equal(expected(key.secret, state));
+  });
+
+  it('a client naming the newer epoch of its package: the stale replica reloads and asks for it at once', async () => {
+    // The same committee as above, where a request without the hint fails once: the client got
+    // the epoch-2 package from the registry while this replica still had epoch 1 cached.
+    const { key, state } = await epochOne(4);
+    const next = await reshareTo(key, [2, 3, 4]);
+    const second = await post(cluster!, state, 2);
+    expect(second.status, JSON.stringify(second.body)).to.equal(200);
+    expect(second.body.epoch).to.equal(2);
+    expect(outputs(next.keyPackage, state, second.body)).to.deep.equal(expected(key.secret, state));
+    expect(cluster!.nodes.flatMap((n) => n.epochsAsked)).to.deep.equal([2, 2]);
+  });
+
+  it('a client naming an epoch that does not exist: served from the package there is', async () => {
+    const { key, state } = await epochOne(3);
+    const again = await post(cluster!, state, 99);
+    expect(again.status, JSON.stringify(again.body)).to.equal(200);
+    expect(again.body.epoch).to.equal(1);
+    expect(outputs(key.keyPackage, state, again.body)).to.deep.equal(expected(key.secret, state));
   });
 
   it('never asks a node that has no verification share in the package', async () => {
