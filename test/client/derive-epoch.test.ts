@@ -77,6 +77,10 @@ describe('client/derive: epochs', () => {
     expect(after.nodes.every((n) => n >= 2 && n <= 7)).to.equal(true);
     expect(packageFetches()).to.have.length(2);
     expect((await ctx.packages.get('acme', 1)).epoch).to.equal(2);
+    // Each request names the epoch of the package the client holds when it sends it.
+    expect(fake.evaluateEpochs[0]).to.equal(1);
+    await deriveKeys(ctx, 'acme', 1, DOCS.slice(0, 1));
+    expect(fake.evaluateEpochs.at(-1)).to.equal(2);
   });
 
   it('refuses a new-epoch package that does not carry the pinned group key', async () => {

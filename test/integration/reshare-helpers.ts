@@ -119,15 +119,19 @@ export class DerivationLoad {
     docs: readonly string[],
     expected: readonly string[],
     batch = 8,
+    fresh?: () => KmaasClient,
   ) {
     this.#loop = (async () => {
       let i = 0;
       while (this.#running) {
         const start = (i * batch) % docs.length;
         const ids = docs.slice(start, start + batch);
+        // Every other round a client with nothing cached, as each CLI run is: it fetches the key
+        // package from the registry, which switches to the new epoch package by package.
+        const by = fresh && i % 2 === 1 ? fresh() : client;
         i++;
         try {
-          const { keys } = await client.deriveKeys(tenant, version, ids);
+          const { keys } = await by.deriveKeys(tenant, version, ids);
           keys.forEach((k, j) => {
             if (bytesToHex(k) !== expected[start + j]) this.mismatches++;
           });
@@ -155,8 +159,9 @@ export async function underLoad<T>(
   docs: readonly string[],
   expected: readonly string[],
   work: () => Promise<T>,
+  fresh?: () => KmaasClient,
 ): Promise<T> {
-  const load = new DerivationLoad(client, tenant, 1, docs, expected);
+  const load = new DerivationLoad(client, tenant, 1, docs, expected, 8, fresh);
   let result: T;
   try {
     result = await work();
@@ -218,7 +223,13 @@ export async function startReshareCluster(
   dir: string,
   tenant: string,
   options: { spareNodes?: number; finishDelayMs: number },
-): Promise<{ cluster: LocalCluster; login: Login; client: KmaasClient }> {
+): Promise<{
+  cluster: LocalCluster;
+  login: Login;
+  client: KmaasClient;
+  /** A new client of the same user and pins, with no key package cached. */
+  fresh: () => KmaasClient;
+}> {
   const cluster = new LocalCluster({
     dataDir: dir,
     nodes: 5,
@@ -232,13 +243,16 @@ export async function startReshareCluster(
   await cluster.start();
   const alice = cluster.devUsers.find((u) => u.tenant === tenant)!;
   const login = await devLogin({ issuer: cluster.issuer, ...alice });
-  const client = new KmaasClient({
-    baseUrl: cluster.url,
-    auth: { accessToken: login.accessToken, dpopKey: login.dpopKey },
-    adminToken: cluster.secrets.adminToken,
-    pins: new MemoryPinStore(),
-    trustOnFirstUse: true,
-  });
+  const pins = new MemoryPinStore();
+  const fresh = () =>
+    new KmaasClient({
+      baseUrl: cluster.url,
+      auth: { accessToken: login.accessToken, dpopKey: login.dpopKey },
+      adminToken: cluster.secrets.adminToken,
+      pins,
+      trustOnFirstUse: true,
+    });
+  const client = fresh();
   const { cluster: id, committee } = await client.committee([1, 2, 3, 4, 5]);
   const create = draftProposal({
     cluster: id,
@@ -250,7 +264,7 @@ export async function startReshareCluster(
     expiresAt: new Date(Date.now() + 600_000),
   });
   await runProposal(client, signWithDevKeys(create, cluster.operators.keyFiles, 2));
-  return { cluster, login, client };
+  return { cluster, login, client, fresh };
 }
 
 /**

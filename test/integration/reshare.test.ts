@@ -55,6 +55,7 @@ describe('resharing: the committee changes, the keys do not (real processes)', f
   let dir: string;
   let cluster: LocalCluster;
   let client: KmaasClient;
+  let fresh: () => KmaasClient;
   let login: Login;
   let baseline: string[];
   /** Sealed share blobs seen in each node's database before each step. */
@@ -100,7 +101,7 @@ describe('resharing: the committee changes, the keys do not (real processes)', f
   async function reshare(change: Change): Promise<void> {
     rememberBlobs();
     const p = await reshareProposal(client, cluster, change);
-    await underLoad(client, TENANT, DOCS, baseline, () => runProposal(client, p));
+    await underLoad(client, TENANT, DOCS, baseline, () => runProposal(client, p), fresh);
     expect(await deriveAll()).to.deep.equal(baseline);
   }
 
@@ -109,7 +110,7 @@ describe('resharing: the committee changes, the keys do not (real processes)', f
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'kmaas-reshare-'));
-    ({ cluster, login, client } = await startReshareCluster(dir, TENANT, {
+    ({ cluster, login, client, fresh } = await startReshareCluster(dir, TENANT, {
       spareNodes: 2,
       finishDelayMs: 500,
     }));

@@ -74,6 +74,8 @@ export class FakeCoordinator {
   readonly jobs = new Map<string, FakeJob>();
   /** Batch size of every evaluate request received, in order. */
   readonly evaluateSizes: number[] = [];
+  /** The `epoch` each evaluate body named (the client's package epoch). */
+  readonly evaluateEpochs: (number | undefined)[] = [];
   /** Every request as "METHOD path". */
   readonly requests: string[] = [];
   /** Nodes that answer evaluate requests; default a random t-subset each time. */
@@ -353,6 +355,7 @@ export class FakeCoordinator {
       await this.verifier.verify({ token, dpop }, { tenant, version, blinded: body.blinded });
       checkBatchSize(body.blinded.length);
       this.evaluateSizes.push(body.blinded.length);
+      this.evaluateEpochs.push(body.epoch);
       const blinded = body.blinded.map((b, i) => decodeElementB64(b, `blinded[${i}]`));
       // Only holders of a share of the served epoch answer (spares and removed nodes have none).
       const ids = this.answering ?? shuffle(key.shares.map((s) => s.id)).slice(0, key.threshold);
