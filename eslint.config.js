@@ -2,7 +2,16 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'data/', 'test-artifacts/', 'bench-results/', 'chaos-results/'] },
+  {
+    ignores: [
+      'node_modules/',
+      'data/',
+      'test-artifacts/',
+      'bench-results/',
+      'chaos-results/',
+      'demo/public/build/',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

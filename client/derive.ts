@@ -240,7 +240,12 @@ function combineBatch(
   return { keys, used, rejected: [...undecodable, ...rejected] };
 }
 
-function decodePartial(p: { node: number; evaluated: string[]; proof: string }) {
+/** One node's answer as the coordinator relays it (base64url), decoded for deriveOutputs. */
+export function decodePartial(p: {
+  node: number;
+  evaluated: string[];
+  proof: string;
+}): PartialEvaluation {
   const field = `partials[node ${p.node}]`;
   return {
     node: p.node,

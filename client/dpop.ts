@@ -93,3 +93,43 @@ export async function createEvaluateProof(req: EvaluateProofRequest): Promise<st
     .setIssuedAt(req.iat ?? Math.floor(Date.now() / 1000))
     .sign(req.dpopKey.privateKey);
 }
+
+export interface DpopProofRequest {
+  /** The HTTP method of the request, e.g. 'GET'. */
+  htm: string;
+  /** The URL the request goes to; query and fragment are dropped (section 4.2). */
+  htu: string;
+  /** The access token the request carries: adds `ath` (section 4.2). */
+  accessToken?: string;
+  /** A nonce the server handed out in a DPoP-Nonce header (section 8). */
+  nonce?: string;
+}
+
+/**
+ * A DPoP proof for any request (RFC 9449 section 4.2), so that an app can call its own
+ * DPoP-protected API with the key its access token is bound to. The KMaaS evaluate requests use
+ * createEvaluateProof instead, which also covers the blinded elements.
+ *
+ * @example
+ *   const proof = await createDpopProof(session.dpopKey, { htm: 'GET', htu, accessToken });
+ *   fetch(htu, { headers: { authorization: `DPoP ${accessToken}`, dpop: proof } });
+ */
+export async function createDpopProof(
+  dpopKey: CryptoKeyPair,
+  req: DpopProofRequest,
+): Promise<string> {
+  const alg = algorithmOf(dpopKey.privateKey);
+  const htu = new URL(req.htu);
+  htu.search = '';
+  htu.hash = '';
+  return new SignJWT({
+    htm: req.htm,
+    htu: htu.href,
+    ...(req.accessToken === undefined ? {} : { ath: accessTokenHash(req.accessToken) }),
+    ...(req.nonce === undefined ? {} : { nonce: req.nonce }),
+  })
+    .setProtectedHeader({ alg, typ: 'dpop+jwt', jwk: await publicJwk(dpopKey) })
+    .setJti(toB64(randomBytes(16)))
+    .setIssuedAt(Math.floor(Date.now() / 1000))
+    .sign(dpopKey.privateKey);
+}

@@ -20,6 +20,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { checkTenant } from '../shared/document.ts';
 import { KmaasError, type ErrorCode } from '../shared/errors.ts';
 import { RETRY_AFTER_SECONDS } from './admission.ts';
+import { corsMiddleware } from './cors.ts';
 import { requireBearer } from '../shared/bearer.ts';
 import { describeJob, type DkgQueue } from './dkg-job.ts';
 import type { VerifiedToken } from '../shared/access-token.ts';
@@ -50,6 +51,8 @@ export interface ApiDeps {
   epochs?: EpochSource;
   /** GET /metrics serves these; absent: no such route. */
   metrics?: CoordinatorMetrics;
+  /** Web origins whose pages may call the API (coordinator/cors.ts); default none. */
+  corsOrigins?: readonly string[];
 }
 
 interface Locals {
@@ -98,6 +101,9 @@ export function createApi(deps: ApiDeps): express.Express {
     });
     next();
   });
+
+  // Before the body limit: a preflight carries no body and is answered here.
+  app.use(corsMiddleware(deps.corsOrigins ?? []));
 
   // Every route has an explicit body limit: BODY_LIMIT_BYTES for those that take JSON, none
   // for the others. A declared length over the limit is refused before anything is read.

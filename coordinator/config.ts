@@ -49,6 +49,24 @@ const nodes = z.preprocess(
     .refine((list) => new Set(list.map((n) => n.id)).size === list.length, 'node ids must differ'),
 );
 
+/** One web origin exactly as a browser sends it in Origin: scheme://host[:port], nothing more. */
+const webOrigin = z
+  .string()
+  .refine((o) => /^https?:$/.test(URL.parse(o)?.protocol ?? '') && URL.parse(o)?.origin === o, {
+    message: 'expected an origin such as https://app.example.com (no path, no trailing slash)',
+  });
+
+const corsOrigins = z.preprocess(
+  (v) =>
+    typeof v === 'string'
+      ? v
+          .split(',')
+          .map((o) => o.trim())
+          .filter((o) => o !== '')
+      : v,
+  z.array(webOrigin).max(100),
+);
+
 const configSchema = z.object({
   host: z.string().min(1).default('127.0.0.1'),
   port: ms(0, 65535).default(8080),
@@ -120,6 +138,8 @@ const configSchema = z.object({
   reconnectBaseMs: ms(1, 60_000).default(200),
   reconnectMaxMs: ms(1, 600_000).default(1_000),
   catchUpCheckMs: ms(100, 3_600_000).default(10_000),
+  // Web origins whose pages may call the API from the browser SDK (coordinator/cors.ts).
+  corsOrigins: corsOrigins.default([]),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -163,6 +183,7 @@ export const CONFIG_ENV = {
   reconnectBaseMs: 'KMAAS_RECONNECT_BASE_MS',
   reconnectMaxMs: 'KMAAS_RECONNECT_MAX_MS',
   catchUpCheckMs: 'KMAAS_CATCHUP_CHECK_MS',
+  corsOrigins: 'KMAAS_CORS_ORIGINS',
   logLevel: 'LOG_LEVEL',
 } as const satisfies Record<keyof z.input<typeof configSchema>, string>;
 

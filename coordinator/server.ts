@@ -206,6 +206,7 @@ export async function startCoordinator(
       epochs,
       metrics,
       logger: log,
+      corsOrigins: config.corsOrigins,
       evaluate: {
         pool,
         keys: keyCache,

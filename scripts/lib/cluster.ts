@@ -49,6 +49,8 @@ export interface ClusterOptions {
   coordinatorEnv?: Record<string, string>;
   /** Redirect URIs of the IdP's `kmaas-dev` client (a browser demo adds its own). */
   idpRedirectUris?: string[];
+  /** Web origins whose pages may call the coordinator (KMAAS_CORS_ORIGINS; a browser demo's). */
+  corsOrigins?: string[];
   /** Coordinator replicas, sharing Redis and its prefix (default 1). */
   coordinators?: number;
   /**
@@ -295,6 +297,9 @@ export class LocalCluster {
             KMAAS_NODE_TIMEOUT_MS: String(this.opts.nodeTimeoutMs ?? 2000),
             ...this.oidcEnv,
             LOG_LEVEL: this.opts.logLevel ?? 'info',
+            ...(this.opts.corsOrigins?.length
+              ? { KMAAS_CORS_ORIGINS: this.opts.corsOrigins.join(',') }
+              : {}),
             ...this.opts.coordinatorEnv,
           },
         }),
