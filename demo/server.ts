@@ -26,7 +26,7 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { pipeline } from 'node:stream/promises';
 import { randomUUID } from 'node:crypto';
-import pino, { type Logger } from 'pino';
+import pino, { type DestinationStream, type Logger } from 'pino';
 import { z } from 'zod';
 import type { OidcSettings } from '../shared/access-token.ts';
 import { KmaasError, toKmaasError } from '../shared/errors.ts';
@@ -102,17 +102,23 @@ const uploadQuery = z.object({
     .default('application/octet-stream'),
 });
 
-export function createArchiveLogger(level = process.env.LOG_LEVEL ?? 'info'): Logger {
-  return pino({
-    level,
-    base: { service: 'archive' },
-    timestamp: pino.stdTimeFunctions.isoTime,
-    // Second line of defence: the code never logs these.
-    redact: {
-      paths: ['authorization', 'dpop', 'token', '*.authorization', '*.dpop', '*.token'],
-      censor: '[redacted]',
+export function createArchiveLogger(
+  level = process.env.LOG_LEVEL ?? 'info',
+  destination?: DestinationStream,
+): Logger {
+  return pino(
+    {
+      level,
+      base: { service: 'archive' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      // Second line of defence: the code never logs these.
+      redact: {
+        paths: ['authorization', 'dpop', 'token', '*.authorization', '*.dpop', '*.token'],
+        censor: '[redacted]',
+      },
     },
-  });
+    destination,
+  );
 }
 
 /** Start the archive; resolves once it accepts connections. */
