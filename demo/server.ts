@@ -225,6 +225,11 @@ function createApp(deps: AppDeps): express.Express {
   app.get('/', page);
   app.get(CALLBACK_PATH, page);
 
+  // No icon; answered so that browsers do not log a 404 on every page load.
+  app.get('/favicon.ico', (_req, res) => {
+    res.status(204).end();
+  });
+
   app.get('/build/kmaas-sdk.js', (_req, res) => {
     res.setHeader('cache-control', 'no-store');
     res.type('text/javascript').sendFile(deps.sdkBundle);

@@ -66,8 +66,8 @@ function problem(lines) {
 
 function formatBytes(n) {
   if (n < 1024) return `${n} B`;
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
-  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+  const [value, unit] = n < 1024 * 1024 ? [n / 1024, 'KB'] : [n / 1024 / 1024, 'MB'];
+  return `${Number(value.toFixed(1))} ${unit}`;
 }
 
 const errorCode = (err) => (err instanceof KmaasError ? err.code : 'ERR_INTERNAL');
