@@ -57,6 +57,11 @@ export interface ArchiveOptions {
   host?: string;
   /** 0 (the default): a free port. */
   port?: number;
+  /**
+   * A server already listening, to answer on instead of host and port (a test that must know
+   * the archive's origin before the cluster that has to allow it starts).
+   */
+  server?: Server;
   /** The archive's origin as browsers address it; default http://<host>:<port>. */
   publicUrl?: string;
   /** How access tokens are checked (the identity provider's issuer, audience, ...). */
@@ -130,13 +135,19 @@ export async function startArchive(opts: ArchiveOptions): Promise<ArchiveHandle>
   const auth = new RequestAuth(opts.oidc, () => publicUrl!);
   const maxDocumentBytes = opts.maxDocumentBytes ?? DEFAULT_MAX_DOCUMENT_BYTES;
   const app = createApp({ ...opts, store, auth, log, maxDocumentBytes, url: () => publicUrl! });
-  const server: Server = createServer(app);
-  server.listen(opts.port ?? 0, host);
-  try {
-    await once(server, 'listening');
-  } catch (err) {
-    store.close();
-    throw err;
+  let server: Server;
+  if (opts.server) {
+    server = opts.server;
+    server.on('request', app);
+  } else {
+    server = createServer(app);
+    server.listen(opts.port ?? 0, host);
+    try {
+      await once(server, 'listening');
+    } catch (err) {
+      store.close();
+      throw err;
+    }
   }
   const port = (server.address() as AddressInfo).port;
   publicUrl ??= `http://${host}:${port}`;

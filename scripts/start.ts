@@ -11,11 +11,10 @@
  * run finds the same keys and documents.
  */
 import { Command } from 'commander';
-import { spawnSync } from 'node:child_process';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
-import { DEFAULT_RESOURCE, TENANT_CLAIM } from '../idp/config.ts';
+import { DEFAULT_REDIRECT_URI, DEFAULT_RESOURCE, TENANT_CLAIM } from '../idp/config.ts';
 import {
   DEFAULT_CLOCK_SKEW_SECONDS,
   DEFAULT_DPOP_MAX_AGE_SECONDS,
@@ -28,13 +27,12 @@ import {
   type ArchiveHandle,
 } from '../demo/server.ts';
 import { buildBrowserSdk, DEFAULT_SDK_FILE } from './lib/build-sdk.ts';
-import { ROOT } from './lib/child.ts';
+import { DEMO_THRESHOLD, ensureTenantKeys } from './lib/archive-stack.ts';
 import { LocalCluster } from './lib/cluster.ts';
 import { stopOnSignal } from './lib/signals.ts';
 import { Supervisor } from './lib/supervisor.ts';
 
 const DEFAULT_PORT = 8080;
-const THRESHOLD = 3;
 
 const opts = new Command()
   .name('start')
@@ -68,39 +66,19 @@ function checkFree(p: number): Promise<void> {
   });
 }
 
-function kmaas(cluster: LocalCluster, ...args: string[]): { ok: boolean; stderr: string } {
-  const r = spawnSync(
-    process.execPath,
-    [join(ROOT, 'cli', 'kmaas.mjs'), '--cluster', cluster.clusterFile, ...args],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  return { ok: r.status === 0, stderr: r.stderr };
-}
-
-/** A key for each dev tenant, made once: a tenant already pinned is left as it is. */
-async function ensureTenantKeys(cluster: LocalCluster): Promise<void> {
-  const pinned = new Set((await pinsFromFile(cluster.pinsFile)).map((p) => p.tenant));
-  for (const tenant of new Set(cluster.devUsers.map((u) => u.tenant))) {
-    if (pinned.has(tenant)) continue;
-    console.log(`creating the key of tenant "${tenant}" by DKG (${THRESHOLD} of 5)...`);
-    const made = kmaas(cluster, 'tenant', 'create', tenant, '--threshold', String(THRESHOLD));
-    if (made.ok) continue;
-    // Made by an earlier run whose pins file is gone: pin what the nodes hold.
-    if (!made.stderr.includes('ERR_TENANT_EXISTS')) throw new Error(made.stderr.trim());
-    const pin = kmaas(cluster, 'tenant', 'pin', tenant);
-    if (!pin.ok) throw new Error(pin.stderr.trim());
-  }
-}
-
 const cluster = new LocalCluster({
   dataDir: join(dataDir, 'cluster'),
   corsOrigins: [origin],
-  idpRedirectUris: [origin + CALLBACK_PATH],
+  // The CLI (devLogin) uses the default redirect URI; the page, the archive's callback.
+  idpRedirectUris: [DEFAULT_REDIRECT_URI, origin + CALLBACK_PATH],
 });
 let archive: ArchiveHandle | undefined;
-let supervisor: Supervisor | undefined;
+const supervisor = new Supervisor(
+  () => cluster.supervised(),
+  (line) => console.log(`${new Date().toISOString()} ${line}`),
+);
 const stopAll = async () => {
-  supervisor?.stop();
+  supervisor.stop();
   await archive?.close().catch(() => undefined);
   await cluster.stop();
 };
@@ -112,7 +90,9 @@ try {
   console.log('starting an identity provider, 5 share nodes and a coordinator...');
   stopOnSignal(stopAll);
   await cluster.start();
-  await ensureTenantKeys(cluster);
+  await ensureTenantKeys(cluster, (tenant) =>
+    console.log(`creating the key of tenant "${tenant}" by DKG (${DEMO_THRESHOLD} of 5)...`),
+  );
   mkdirSync(join(dataDir, 'cluster', 'logs'), { recursive: true });
   const logFile = join(dataDir, 'cluster', 'logs', 'archive.log');
   archive = await startArchive({
@@ -150,9 +130,5 @@ console.log(`pids         ${pids.join(', ')}`);
 console.log(`data         ${dataDir} (logs in cluster/logs)`);
 console.log(
   'ready. A share node that dies is started again; Ctrl-C (or SIGTERM to this process) stops everything.',
-);
-supervisor = new Supervisor(
-  () => cluster.supervised(),
-  (line) => console.log(`${new Date().toISOString()} ${line}`),
 );
 supervisor.start();

@@ -434,6 +434,8 @@ async function openDocument(doc) {
   const progress = $('open-progress');
   viewer.hidden = false;
   viewer.dataset.state = 'opening';
+  // Counts opens, so that a script driving the page can tell this one's end from the last's.
+  viewer.dataset.opens = String(Number(viewer.dataset.opens ?? 0) + 1);
   delete viewer.dataset.openMs;
   $('viewer-title').textContent = doc.name;
   $('viewer-info').textContent = 'Downloading the envelope and deriving its key…';
