@@ -5,6 +5,9 @@
  * nothing else (sessionStorage, a cookie) ever holds key material. Each sign-in has its own
  * record (named by an id the tab keeps in sessionStorage), so that signing in in one tab does not
  * take the key from under another tab's session.
+ *
+ * Known shortcoming: the key of a tab closed while signed in (its sessionStorage gone, logout
+ * never called) stays in IndexedDB, unusable (its token is gone with the tab) but not deleted.
  */
 import { KmaasError } from '../shared/errors.ts';
 

@@ -210,6 +210,7 @@ export async function completeLogin(o: LoginOptions): Promise<BrowserSession | n
     pending.clientId !== o.clientId ||
     pending.redirectUri !== o.redirectUri
   ) {
+    if (pending) await deleteDpopKey(pending.keyId).catch(() => undefined);
     throw new KmaasError('ERR_IDP_PROTOCOL', 'no sign-in was started in this tab for this answer');
   }
   const dpopKey = await loadDpopKey(pending.keyId);
@@ -322,8 +323,10 @@ async function sessionFromToken(
 
 /**
  * The session of this tab after a reload: null when there is none, it is for another provider
- * or client, its token has expired, or its key is gone. There is no refresh token; an expired
- * session needs beginLogin again (the provider's own session cookie usually makes that quick).
+ * or client, its token has expired, or its key is gone. Known shortcoming: there is no refresh
+ * token, so a session ends with its access token (10 minutes at the development provider) and
+ * needs beginLogin again (the provider's own session cookie usually makes that a redirect with no
+ * form).
  */
 export async function currentSession(o: LoginOptions): Promise<BrowserSession | null> {
   const stored = readJson<StoredSession>(SESSION_KEY);
@@ -335,8 +338,9 @@ export async function currentSession(o: LoginOptions): Promise<BrowserSession | 
 }
 
 /**
- * Forget this tab's session: the token and the DPoP key. The provider's own login session (its
- * cookie) is left alone; the next beginLogin may then not ask for the password again.
+ * Forget this tab's session: the token and the DPoP key. Known shortcoming: the provider's own
+ * login session (its cookie) is left alone (no RP-initiated logout), so the next beginLogin may
+ * not ask for the password again.
  */
 export async function logout(): Promise<void> {
   await forgetSession();

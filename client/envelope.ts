@@ -32,10 +32,8 @@
  * the plaintext aside and uses it once the iteration has finished without error (the CLI writes a
  * temporary file and renames it).
  *
- * Only WebCrypto (globalThis.crypto) and @noble/hashes are used, so this runs in browsers too.
+ * Only WebCrypto (globalThis.crypto: HKDF, AES-GCM) is used, so this runs in browsers too.
  */
-import { hkdf } from '@noble/hashes/hkdf.js';
-import { sha256 } from '@noble/hashes/sha2.js';
 import { z } from 'zod';
 import { checkTenant, MAX_DOCUMENT_ID_BYTES, TENANT_PATTERN } from '../shared/document.ts';
 import { concat, fromB64, toB64, utf8Bytes } from '../shared/encoding.ts';
@@ -134,7 +132,10 @@ export function chunkNonce(counter: number, final: boolean): Bytes {
   return nonce;
 }
 
-/** HKDF-SHA-256(document key, salt, info) imported as a non-extractable AES-256-GCM key. */
+/**
+ * HKDF-SHA-256(document key, salt, info) (RFC 5869) as a non-extractable AES-256-GCM key, all in
+ * WebCrypto (deriveKey with HKDF): the chunk key never exists as bytes in script memory.
+ */
 export async function deriveChunkKey(
   documentKey: Uint8Array,
   salt: Uint8Array,
@@ -143,11 +144,24 @@ export async function deriveChunkKey(
   if (documentKey.length !== KEY_BYTES) {
     throw new KmaasError('ERR_VALIDATION', `key: expected ${KEY_BYTES} bytes`, { field: 'key' });
   }
-  const raw = new Uint8Array(hkdf(sha256, documentKey, salt, CHUNK_KEY_INFO, KEY_BYTES));
+  // WebCrypto wants buffers of its own (not views of a shared or pooled one): copies, wiped after.
+  const ikm = new Uint8Array(documentKey);
   try {
-    return await subtle().importKey('raw', raw, { name: 'AES-GCM' }, false, [usage]);
+    const base = await subtle().importKey('raw', ikm, 'HKDF', false, ['deriveKey']);
+    return await subtle().deriveKey(
+      {
+        name: 'HKDF',
+        hash: 'SHA-256',
+        salt: new Uint8Array(salt),
+        info: new Uint8Array(CHUNK_KEY_INFO),
+      },
+      base,
+      { name: 'AES-GCM', length: KEY_BYTES * 8 },
+      false,
+      [usage],
+    );
   } finally {
-    raw.fill(0);
+    ikm.fill(0);
   }
 }
 

@@ -9,6 +9,10 @@
  * SMALL_BATCH elements, so that interactive single derivations still get through while bulk
  * requests fill the rest. A hedge (a backup node asked for an open request) is extra work of the
  * same size and is admitted by the same rule, or not sent.
+ *
+ * Shortcoming: the bound is a fixed setting, not derived from the nodes' measured speed, so on
+ * slow nodes a full budget of large batches can still run past the per-node timeouts
+ * (ERR_TOO_FEW_NODES under overload in `npm run bench`, batch 32 x concurrency 32).
  */
 import { KmaasError } from '../shared/errors.ts';
 import { MAX_BATCH } from '../shared/suite.ts';

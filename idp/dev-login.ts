@@ -17,10 +17,13 @@
  *
  * Only for the local identity provider and test setups: a real client never sees the password.
  */
-import { dpopThumbprint, generateDpopKey as generateDpopKeyPair } from '../client/dpop.ts';
+import {
+  createDpopProof as createClientDpopProof,
+  dpopThumbprint,
+  generateDpopKey as generateDpopKeyPair,
+} from '../client/dpop.ts';
 import { createHash, randomBytes } from 'node:crypto';
-import { decodeJwt, exportJWK, SignJWT, type JWTPayload } from 'jose';
-import { accessTokenHash } from '../shared/dpop-binding.ts';
+import { decodeJwt, type JWTPayload } from 'jose';
 import { KmaasError } from '../shared/errors.ts';
 import {
   API_SCOPE,
@@ -117,26 +120,18 @@ export { generateDpopKey as generateDpopKeyPair, dpopThumbprint } from '../clien
 
 /**
  * A DPoP proof JWT (RFC 9449 section 4.2): typ dpop+jwt, the public key in the header; jti,
- * htm, htu, iat, and nonce or ath when given.
+ * htm, htu, iat, and nonce or ath when given. The SDK's (client/dpop.ts), which the browser
+ * sign-in uses too.
  */
-export async function createDpopProof(opts: {
+export function createDpopProof(opts: {
   key: CryptoKeyPair;
   htm: string;
   htu: string;
   nonce?: string;
   accessToken?: string;
 }): Promise<string> {
-  const jwk = await exportJWK(opts.key.publicKey);
-  const claims: Record<string, string> = { htm: opts.htm, htu: opts.htu };
-  if (opts.nonce !== undefined) claims.nonce = opts.nonce;
-  if (opts.accessToken !== undefined) {
-    claims.ath = accessTokenHash(opts.accessToken);
-  }
-  return new SignJWT(claims)
-    .setProtectedHeader({ typ: 'dpop+jwt', alg: 'ES256', jwk })
-    .setJti(b64url(randomBytes(16)))
-    .setIssuedAt()
-    .sign(opts.key.privateKey);
+  const { key, ...req } = opts;
+  return createClientDpopProof(key, req);
 }
 
 /**

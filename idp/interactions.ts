@@ -21,11 +21,22 @@ export const MAX_FORM_BYTES = 4096;
 
 const ROUTE = /^\/interaction\/([A-Za-z0-9_-]{1,64})(\/login)?$/;
 
-function send(res: ServerResponse, status: number, html: string): void {
+/**
+ * The pages' policy: no scripts or other resources, and the form may go only to this provider
+ * and, at the end of the redirects its answer starts, to the client's redirect URIs. Browsers
+ * apply form-action to every redirect that follows a form submission (Chromium does), so
+ * `'self'` alone would block the last hop back to a browser app on another origin.
+ */
+export function contentSecurityPolicy(redirectOrigins: readonly string[]): string {
+  const targets = ["'self'", ...new Set(redirectOrigins)].join(' ');
+  return `default-src 'none'; form-action ${targets}`;
+}
+
+function sendPage(res: ServerResponse, status: number, html: string, csp: string): void {
   res.statusCode = status;
   res.setHeader('Content-Type', 'text/html; charset=utf-8');
   res.setHeader('Cache-Control', 'no-store');
-  res.setHeader('Content-Security-Policy', "default-src 'none'; form-action 'self'");
+  res.setHeader('Content-Security-Policy', csp);
   res.end(html);
 }
 
@@ -41,7 +52,21 @@ async function readForm(req: IncomingMessage, limit: number): Promise<URLSearchP
   return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
 }
 
-export function interactionHandler(provider: Provider, users: UserDirectory, logger: Logger) {
+export function interactionHandler(
+  provider: Provider,
+  users: UserDirectory,
+  logger: Logger,
+  /** The client's redirect URIs: where the form's redirects may end. */
+  redirectUris: readonly string[] = [],
+) {
+  const csp = contentSecurityPolicy(
+    redirectUris.flatMap((u) => {
+      const origin = URL.parse(u)?.origin;
+      return origin && origin !== 'null' ? [origin] : [];
+    }),
+  );
+  const send = (res: ServerResponse, status: number, html: string) =>
+    sendPage(res, status, html, csp);
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://idp.invalid');
     const match = ROUTE.exec(url.pathname);

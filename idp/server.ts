@@ -57,7 +57,7 @@ export async function startIdp(config: IdpConfig, logger: Logger): Promise<IdpHa
     logger,
   });
   const oidc = provider.callback();
-  const interactions = interactionHandler(provider, users, logger);
+  const interactions = interactionHandler(provider, users, logger, config.redirectUris);
   handler = (req, res) => {
     if (req.url?.startsWith(INTERACTION_PREFIX)) void interactions(req, res);
     else void oidc(req, res);

@@ -47,7 +47,10 @@ export interface ClusterOptions {
   nodeEnv?: Record<string, string>;
   /** Extra settings for the coordinator. */
   coordinatorEnv?: Record<string, string>;
-  /** Redirect URIs of the IdP's `kmaas-dev` client (a browser demo adds its own). */
+  /**
+   * Redirect URIs of the IdP's `kmaas-dev` client that a browser app adds (its callback), besides
+   * the default one that devLogin uses, which is always registered.
+   */
   idpRedirectUris?: string[];
   /** Web origins whose pages may call the coordinator (KMAAS_CORS_ORIGINS; a browser demo's). */
   corsOrigins?: string[];
@@ -363,7 +366,10 @@ export class LocalCluster {
       env: {
         KMAAS_IDP_USERS_FILE: usersFile,
         KMAAS_IDP_KEYS_FILE: join(this.dir, 'idp-keys.json'),
-        KMAAS_IDP_REDIRECT_URIS: (this.opts.idpRedirectUris ?? [DEFAULT_REDIRECT_URI]).join(','),
+        // The default one always: devLogin (CLI, tests, bench) signs in through it.
+        KMAAS_IDP_REDIRECT_URIS: [
+          ...new Set([DEFAULT_REDIRECT_URI, ...(this.opts.idpRedirectUris ?? [])]),
+        ].join(','),
         KMAAS_IDP_RESOURCE: DEFAULT_RESOURCE,
         LOG_LEVEL: this.opts.logLevel ?? 'info',
       },
