@@ -14,7 +14,7 @@ import { Command } from 'commander';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
-import { DEFAULT_REDIRECT_URI, DEFAULT_RESOURCE, TENANT_CLAIM } from '../idp/config.ts';
+import { DEFAULT_RESOURCE, TENANT_CLAIM } from '../idp/config.ts';
 import {
   DEFAULT_CLOCK_SKEW_SECONDS,
   DEFAULT_DPOP_MAX_AGE_SECONDS,
@@ -69,8 +69,7 @@ function checkFree(p: number): Promise<void> {
 const cluster = new LocalCluster({
   dataDir: join(dataDir, 'cluster'),
   corsOrigins: [origin],
-  // The CLI (devLogin) uses the default redirect URI; the page, the archive's callback.
-  idpRedirectUris: [DEFAULT_REDIRECT_URI, origin + CALLBACK_PATH],
+  idpRedirectUris: [origin + CALLBACK_PATH],
 });
 let archive: ArchiveHandle | undefined;
 const supervisor = new Supervisor(

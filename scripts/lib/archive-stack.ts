@@ -9,7 +9,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { DEFAULT_REDIRECT_URI, DEFAULT_RESOURCE, TENANT_CLAIM } from '../../idp/config.ts';
+import { DEFAULT_RESOURCE, TENANT_CLAIM } from '../../idp/config.ts';
 import {
   DEFAULT_CLOCK_SKEW_SECONDS,
   DEFAULT_DPOP_MAX_AGE_SECONDS,
@@ -85,8 +85,7 @@ export async function startArchiveStack(opts: {
   const cluster = new LocalCluster({
     dataDir: join(opts.dir, 'cluster'),
     corsOrigins: [origin],
-    // The CLI and devLogin use the default redirect URI; the page, the archive's callback.
-    idpRedirectUris: [DEFAULT_REDIRECT_URI, origin + CALLBACK_PATH],
+    idpRedirectUris: [origin + CALLBACK_PATH],
     cleanRedisOnStop: true,
     ...(opts.logLevel ? { logLevel: opts.logLevel } : {}),
   });
