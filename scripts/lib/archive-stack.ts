@@ -74,7 +74,6 @@ export async function startArchiveStack(opts: {
   /** The built browser SDK (scripts/lib/build-sdk.ts). */
   sdkBundle: string;
   logger?: Logger;
-  logLevel?: string;
 }): Promise<ArchiveStack> {
   const server: Server = createServer();
   await new Promise<void>((resolve, reject) => {
@@ -87,7 +86,6 @@ export async function startArchiveStack(opts: {
     corsOrigins: [origin],
     idpRedirectUris: [origin + CALLBACK_PATH],
     cleanRedisOnStop: true,
-    ...(opts.logLevel ? { logLevel: opts.logLevel } : {}),
   });
   const archiveDir = join(opts.dir, 'archive');
   let archive: ArchiveHandle | undefined;
