@@ -277,6 +277,7 @@ function createApp(deps: AppDeps): express.Express {
   };
   const callerOf = (res: Response): Caller => (res.locals as Locals).caller!;
 
+  // Known shortcoming: no quota or rate limit per user; any signed-in user may fill the disk.
   app.post('/api/documents', authenticated, async (req, res) => {
     const caller = callerOf(res);
     const query = uploadQuery.safeParse(req.query);

@@ -12,6 +12,9 @@
  * then gets its row: a crash leaves either nothing visible or the whole document. A crash
  * between the rename and the insert leaves a blob without a row, which nobody can list; open()
  * removes those.
+ *
+ * Known shortcoming: the metadata is in clear (file name, type, size, uploader), as the shared
+ * list needs it; a name can say as much as a document.
  */
 import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';

@@ -73,7 +73,11 @@ function formatBytes(n) {
 const errorCode = (err) => (err instanceof KmaasError ? err.code : 'ERR_INTERNAL');
 const errorMessage = (err) => (err instanceof Error ? err.message : String(err));
 
-/** The session's access token, or a clear error once it has expired (no refresh token). */
+/**
+ * The session's access token, or a clear error once it has expired. Known shortcoming: there is
+ * no refresh token, so after 10 minutes the user signs in again, and an upload that takes longer
+ * than the token's remaining life fails when its next request is signed.
+ */
 function accessToken() {
   if (!session || session.expiresAt <= Date.now()) {
     throw new KmaasError('ERR_TOKEN_EXPIRED', 'your session has expired: sign in again');
@@ -334,6 +338,11 @@ async function* counted(stream, onBytes) {
   }
 }
 
+/**
+ * Known shortcoming: the envelope is built whole in memory (a Blob of its chunks) before it is
+ * sent, and the plaintext on open likewise, so a 100 MB document needs about twice that in the
+ * tab; streaming uploads (fetch with a ReadableStream body) need HTTP/2 in Chromium.
+ */
 async function uploadOne(file) {
   const row = progressRow(file);
   if (file.size > config.maxDocumentBytes) {

@@ -110,7 +110,7 @@ describe('archive demo end to end in Chromium (demo/, issue 5)', function () {
 
   async function download(p: Page): Promise<Buffer> {
     const [file] = await Promise.all([p.waitForEvent('download'), p.click('#download')]);
-    return readFileSync((await file.path()));
+    return readFileSync(await file.path());
   }
 
   /** The share nodes the page says made the key of the document shown. */
