@@ -30,4 +30,27 @@ export default tseslint.config(
     rules: { 'no-console': 'off', '@typescript-eslint/no-unused-expressions': 'off' },
   },
   { files: ['eslint.config.js', '**/*.mjs'], ...tseslint.configs.disableTypeChecked },
+  {
+    // The archive's page: a plain browser module, outside the TypeScript project.
+    files: ['demo/public/**/*.js'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      ...tseslint.configs.disableTypeChecked.languageOptions,
+      sourceType: 'module',
+      globals: Object.fromEntries(
+        [
+          'Blob',
+          'URL',
+          'XMLHttpRequest',
+          'confirm',
+          'crypto',
+          'document',
+          'fetch',
+          'history',
+          'location',
+          'performance',
+        ].map((name) => [name, 'readonly']),
+      ),
+    },
+  },
 );

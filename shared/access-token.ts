@@ -191,7 +191,19 @@ export class AccessTokenVerifier {
   }
 
   /** Verify `token` for an evaluation of `tenant`; throws the ERR_TOKEN_* code of the failure. */
-  async verify(token: string | undefined, tenant: string): Promise<VerifiedToken> {
+  verify(token: string | undefined, tenant: string): Promise<VerifiedToken> {
+    return this.#verify(token, tenant);
+  }
+
+  /**
+   * Verify `token` for a service that serves every tenant (the archive, demo/): the same checks
+   * as verify, and the tenant is whatever the token's tenant claim says.
+   */
+  verifyAnyTenant(token: string | undefined): Promise<VerifiedToken> {
+    return this.#verify(token, undefined);
+  }
+
+  async #verify(token: string | undefined, tenant: string | undefined): Promise<VerifiedToken> {
     if (token === undefined || token === '') {
       throw tokenError('ERR_TOKEN_MISSING', 'expected Authorization: DPoP <access token>');
     }
@@ -217,7 +229,7 @@ export class AccessTokenVerifier {
     if (typeof claimed !== 'string') {
       throw new KmaasError('ERR_TOKEN_TENANT', `access token: no ${s.tenantClaim} claim`);
     }
-    if (claimed !== tenant) {
+    if (tenant !== undefined && claimed !== tenant) {
       throw new KmaasError('ERR_TOKEN_TENANT', 'access token: issued for another tenant', {
         tenant,
       });
@@ -227,7 +239,7 @@ export class AccessTokenVerifier {
     if (typeof jkt !== 'string' || !THUMBPRINT.test(jkt)) {
       throw tokenError('ERR_TOKEN_NOT_BOUND', 'not bound to a DPoP key (cnf.jkt)');
     }
-    return { subject: payload.sub, tenant, jkt, expiresAt: payload.exp! };
+    return { subject: payload.sub, tenant: claimed, jkt, expiresAt: payload.exp! };
   }
 
   #remote(uri: string): RemoteKeySet {

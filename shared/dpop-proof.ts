@@ -14,6 +14,9 @@
  * the evaluate path, and kmaas_bh and ath bind the proof to the request), kmaas_bh is the hash
  * of this request's tenant, version and blinded elements (shared/dpop-binding.ts:
  * ERR_DPOP_BINDING), and last, once everything else holds, the jti is new (ERR_DPOP_REPLAY).
+ *
+ * verifyResource checks the proof of any other request (the archive's API, demo/) as section
+ * 4.3 says, with the same codes: htm and the whole htu must match, and there is no kmaas_bh.
  */
 import {
   calculateJwkThumbprint,
@@ -93,6 +96,34 @@ function htuPath(htu: string): string | undefined {
   }
 }
 
+/**
+ * What a proof of any other request must cover (a resource server such as the archive, demo/):
+ * RFC 9449 section 4.3 as written, htm and the whole htu compared (query and fragment ignored,
+ * step 9), and no kmaas_bh.
+ */
+export interface DpopResourceRequest {
+  proof: string | undefined;
+  token: string;
+  /** The access token's cnf.jkt. */
+  jkt: string;
+  /** The request's method, e.g. 'GET'. */
+  htm: string;
+  /** The request's URL as the client addressed it (the service's public origin + path). */
+  htu: string;
+}
+
+/** scheme://host:port/path of an http(s) URL: what section 4.3 step 9 compares. */
+function targetOf(url: string): string | undefined {
+  try {
+    const u = new URL(url);
+    return u.protocol === 'https:' || u.protocol === 'http:'
+      ? `${u.protocol}//${u.host}${u.pathname}`
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export class DpopVerifier {
   readonly #opts: DpopOptions;
   readonly #now: () => number;
@@ -104,13 +135,51 @@ export class DpopVerifier {
 
   /** Check the proof of one evaluate request; resolves with its jti, or throws its ERR_DPOP_*. */
   async verify(req: DpopRequest): Promise<{ jti: string; iat: number }> {
-    if (req.proof === undefined || req.proof === '') {
+    const payload = await this.#check(req.proof, req.token, req.jkt, ['kmaas_bh']);
+    // Section 4.3 steps 9 and 10 (the path only; see the module header).
+    if (payload.htm !== 'POST') {
+      throw proofError('ERR_DPOP_TARGET', 'made for another method (htm)');
+    }
+    if (!htuPath(payload.htu as string)?.endsWith(evaluatePath(req.tenant, req.version))) {
+      throw proofError('ERR_DPOP_TARGET', 'made for another URL (htu)');
+    }
+    if (payload.kmaas_bh !== evaluateBindingHash(req.tenant, req.version, req.blinded)) {
+      throw proofError('ERR_DPOP_BINDING', 'made for other blinded elements (kmaas_bh)');
+    }
+    return this.#remember(payload);
+  }
+
+  /** Check the proof of a request to a resource server; the same codes as verify. */
+  async verifyResource(req: DpopResourceRequest): Promise<{ jti: string; iat: number }> {
+    const payload = await this.#check(req.proof, req.token, req.jkt, []);
+    // Section 4.3 steps 9 and 10, whole URL.
+    if (payload.htm !== req.htm) {
+      throw proofError('ERR_DPOP_TARGET', 'made for another method (htm)');
+    }
+    const want = targetOf(req.htu);
+    if (want === undefined || targetOf(payload.htu as string) !== want) {
+      throw proofError('ERR_DPOP_TARGET', 'made for another URL (htu)');
+    }
+    return this.#remember(payload);
+  }
+
+  /**
+   * Steps 2-8, the key binding, claims present, freshness (step 11) and ath (step 12): what every
+   * proof must pass whatever request it came with.
+   */
+  async #check(
+    proof: string | undefined,
+    token: string,
+    jkt: string,
+    extraClaims: readonly string[],
+  ): Promise<JWTPayload> {
+    if (proof === undefined || proof === '') {
       throw proofError('ERR_DPOP_MISSING', 'expected a DPoP header');
     }
-    const jwk = checkHeader(req.proof);
+    const jwk = checkHeader(proof);
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(req.proof, EmbeddedJWK, {
+      ({ payload } = await jwtVerify(proof, EmbeddedJWK, {
         typ: 'dpop+jwt',
         algorithms: [...ALLOWED_ALGORITHMS],
       }));
@@ -123,23 +192,18 @@ export class DpopVerifier {
     } catch {
       throw proofError('ERR_DPOP_INVALID', 'the jwk header is not a valid key');
     }
-    if (thumbprint !== req.jkt) {
+    if (thumbprint !== jkt) {
       throw proofError('ERR_DPOP_KEY_MISMATCH', 'signed by another key than the token is bound to');
     }
 
-    const { jti, htm, htu, iat, ath } = payload;
-    const bh = payload.kmaas_bh;
+    const { jti, iat, ath } = payload;
     if (typeof jti !== 'string' || jti.length < MIN_JTI_LENGTH || jti.length > MAX_JTI_LENGTH) {
       throw proofError('ERR_DPOP_INVALID', `jti must be ${MIN_JTI_LENGTH}-${MAX_JTI_LENGTH} chars`);
     }
-    for (const [name, value] of [
-      ['htm', htm],
-      ['htu', htu],
-      ['ath', ath],
-      ['kmaas_bh', bh],
-    ] as const) {
-      if (typeof value !== 'string')
+    for (const name of ['htm', 'htu', 'ath', ...extraClaims]) {
+      if (typeof payload[name] !== 'string') {
         throw proofError('ERR_DPOP_INVALID', `lacks the ${name} claim`);
+      }
     }
     if (typeof iat !== 'number' || !Number.isFinite(iat)) {
       throw proofError('ERR_DPOP_INVALID', 'lacks the iat claim');
@@ -153,18 +217,17 @@ export class DpopVerifier {
       throw proofError('ERR_DPOP_STALE', `older than ${maxAgeSeconds} s`);
     }
     // Section 4.3 step 12.
-    if (ath !== accessTokenHash(req.token)) {
+    if (ath !== accessTokenHash(token)) {
       throw proofError('ERR_DPOP_ATH', 'made for another access token (ath)');
     }
-    // Section 4.3 steps 9 and 10 (the path only; see the module header).
-    if (htm !== 'POST') throw proofError('ERR_DPOP_TARGET', 'made for another method (htm)');
-    if (!htuPath(htu as string)?.endsWith(evaluatePath(req.tenant, req.version))) {
-      throw proofError('ERR_DPOP_TARGET', 'made for another URL (htu)');
-    }
-    if (bh !== evaluateBindingHash(req.tenant, req.version, req.blinded)) {
-      throw proofError('ERR_DPOP_BINDING', 'made for other blinded elements (kmaas_bh)');
-    }
-    // Section 11.1: last, so that a proof refused for anything else is not remembered.
+    return payload;
+  }
+
+  /** Section 11.1: last, so that a proof refused for anything else is not remembered. */
+  #remember(payload: JWTPayload): { jti: string; iat: number } {
+    const jti = payload.jti as string;
+    const iat = payload.iat as number;
+    const { maxAgeSeconds, clockSkewSeconds } = this.#opts;
     this.#opts.replay?.remember(jti, (iat + maxAgeSeconds + clockSkewSeconds) * 1000);
     return { jti, iat };
   }

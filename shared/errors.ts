@@ -270,6 +270,11 @@ export const ERROR_CODES = {
     status: 410,
     doc: 'The node was removed from the committee by a reshare and erased its shares; it serves nothing.',
   },
+  ERR_UNKNOWN_DOCUMENT: { status: 404, doc: 'The archive (demo/) has no document with that id.' },
+  ERR_NOT_OWNER: {
+    status: 403,
+    doc: 'Only the user who uploaded a document to the archive (demo/) may delete it.',
+  },
   ERR_INTERNAL: { status: 500, doc: 'An unexpected failure; the log has the details.' },
 } as const satisfies Record<string, { status: number; doc: string }>;
 

@@ -229,3 +229,21 @@ export async function nodeAuth(
 ): Promise<{ token: string; dpop: string }> {
   return { token: user.token, dpop: await honestProof(user, req) };
 }
+
+/**
+ * A DPoP proof of a request to a resource server (RFC 9449 section 4.2, no kmaas_bh), e.g. the
+ * archive's API; any claim can be overridden.
+ */
+export async function resourceProof(
+  user: TestUser,
+  htm: string,
+  htu: string,
+  opts: { iat?: number; jti?: string; ath?: string; key?: CryptoKeyPair } = {},
+): Promise<string> {
+  const key = opts.key ?? user.dpopKey;
+  return new SignJWT({ htm, htu, ath: opts.ath ?? accessTokenHash(user.token) })
+    .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: await jwkOf(key) })
+    .setJti(opts.jti ?? randomBytes(16).toString('base64url'))
+    .setIssuedAt(opts.iat ?? Math.floor(Date.now() / 1000))
+    .sign(key.privateKey);
+}

@@ -32,7 +32,7 @@ describe('error codes', () => {
   });
 
   it('every ERR_ code used in the source is defined', () => {
-    const dirs = ['shared', 'nodes', 'coordinator', 'client', 'cli', 'scripts', 'idp'];
+    const dirs = ['shared', 'nodes', 'coordinator', 'client', 'cli', 'scripts', 'idp', 'demo'];
     for (const dir of dirs) {
       for (const file of sourceFiles(join(ROOT, dir))) {
         for (const m of readFileSync(file, 'utf8').matchAll(/'(ERR_[A-Z0-9_]+)'/g)) {

@@ -1,0 +1,540 @@
+/**
+ * The archive page (plain ES module, no framework). It signs the user in at the identity
+ * provider (authorization code + PKCE, DPoP-bound token: the SDK's login module), derives each
+ * document's key from the share nodes through the coordinator (KmaasClient), and encrypts and
+ * decrypts in this page. The archive's server only ever receives envelopes.
+ *
+ * Every call to the archive's own API carries the same DPoP-bound token and a fresh proof made
+ * with the session's non-extractable key (createDpopProof).
+ *
+ * Anything that comes from the server or another user (names, types, tenants) is put in the page
+ * as text (textContent), never as HTML.
+ */
+import {
+  KmaasClient,
+  KmaasError,
+  MemoryPinStore,
+  beginLogin,
+  completeLogin,
+  createDpopProof,
+  currentSession,
+  logout,
+} from '/build/kmaas-sdk.js';
+
+const $ = (id) => document.getElementById(id);
+
+/** @type {{ issuer: string, clientId: string, redirectUri: string, resource: string, coordinatorUrl: string, pins: { tenant: string, version: number, groupKey: string }[], maxDocumentBytes: number }} */
+let config;
+/** @type {import('../../client/browser-login.ts').BrowserSession | null} */
+let session = null;
+/** @type {KmaasClient | null} */
+let kmaas = null;
+/** The object URL of the document shown, revoked when another one is shown. */
+let shownUrl = null;
+
+const loginOptions = () => ({
+  issuer: config.issuer,
+  clientId: config.clientId,
+  redirectUri: config.redirectUri,
+  resource: config.resource,
+});
+
+function say(text) {
+  $('status').textContent = text;
+}
+
+/** Show a problem as a few plain sentences; `lines` are strings or [label, code] pairs. */
+function problem(lines) {
+  const box = $('problem');
+  box.replaceChildren();
+  if (!lines) {
+    box.hidden = true;
+    return;
+  }
+  for (const line of lines) {
+    const p = document.createElement('p');
+    if (Array.isArray(line)) {
+      p.append(line[0], ' ');
+      const code = document.createElement('code');
+      code.textContent = line[1];
+      p.append(code);
+    } else p.textContent = line;
+    box.append(p);
+  }
+  box.hidden = false;
+}
+
+function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  const [value, unit] = n < 1024 * 1024 ? [n / 1024, 'KB'] : [n / 1024 / 1024, 'MB'];
+  return `${Number(value.toFixed(1))} ${unit}`;
+}
+
+const errorCode = (err) => (err instanceof KmaasError ? err.code : 'ERR_INTERNAL');
+const errorMessage = (err) => (err instanceof Error ? err.message : String(err));
+
+/**
+ * The session's access token, or a clear error once it has expired. Known shortcoming: there is
+ * no refresh token, so after 10 minutes the user signs in again, and an upload that takes longer
+ * than the token's remaining life fails when its next request is signed.
+ */
+function accessToken() {
+  if (!session || session.expiresAt <= Date.now()) {
+    throw new KmaasError('ERR_TOKEN_EXPIRED', 'your session has expired: sign in again');
+  }
+  return session.accessToken;
+}
+
+/** Headers for a request to the archive's API: the token and a proof of this request. */
+async function apiHeaders(method, url) {
+  const token = accessToken();
+  const proof = await createDpopProof(session.dpopKey, {
+    htm: method,
+    htu: url,
+    accessToken: token,
+  });
+  return { authorization: `DPoP ${token}`, dpop: proof };
+}
+
+/** The archive's JSON error as a KmaasError. */
+async function apiError(res) {
+  let body;
+  try {
+    body = await res.json();
+  } catch {
+    body = undefined;
+  }
+  const e = body && body.error;
+  return new KmaasError(
+    e && typeof e.code === 'string' ? e.code : 'ERR_INTERNAL',
+    e && typeof e.message === 'string' ? e.message : `the archive answered HTTP ${res.status}`,
+    e && e.details,
+  );
+}
+
+async function api(method, path) {
+  const url = new URL(path, location.origin).href;
+  const res = await fetch(url, { method, headers: await apiHeaders(method, url) });
+  if (!res.ok) throw await apiError(res);
+  return res;
+}
+
+function logDerivation(what, nodes) {
+  const li = document.createElement('li');
+  const time = new Date().toLocaleTimeString();
+  li.textContent = `${time}: ${what}: key derived by share nodes ${nodes.join(', ')}`;
+  $('derivations').prepend(li);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sign-in
+
+async function start() {
+  config = await (await fetch('/config.json')).json();
+  $('max-size').textContent = formatBytes(config.maxDocumentBytes);
+  try {
+    session = await completeLogin(loginOptions());
+    if (session) history.replaceState(null, '', '/');
+    else session = await currentSession(loginOptions());
+  } catch (err) {
+    history.replaceState(null, '', '/');
+    problem(['Signing in did not work.', [`${errorMessage(err)} Code:`, errorCode(err)]]);
+  }
+  $('sign-in').addEventListener('click', () => {
+    $('sign-in').disabled = true;
+    say('Going to the identity provider…');
+    beginLogin(loginOptions()).catch((err) => {
+      $('sign-in').disabled = false;
+      problem(['Cannot start signing in.', [`${errorMessage(err)} Code:`, errorCode(err)]]);
+    });
+  });
+  $('sign-out').addEventListener('click', () => {
+    void signOut();
+  });
+  $('upload-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    void uploadAll();
+  });
+  $('refresh').addEventListener('click', () => {
+    void refresh();
+  });
+  render();
+}
+
+async function signOut() {
+  await logout();
+  session = null;
+  kmaas = null;
+  const discovery = await fetch(`${config.issuer}/.well-known/openid-configuration`)
+    .then((r) => r.json())
+    .catch(() => ({}));
+  if (typeof discovery.end_session_endpoint === 'string') {
+    const end = new URL(discovery.end_session_endpoint);
+    end.searchParams.set('client_id', config.clientId);
+    $('idp-sign-out-link').href = end.href;
+    $('idp-sign-out').hidden = false;
+  }
+  render();
+  say('Signed out.');
+}
+
+function render() {
+  const signedIn = session !== null;
+  $('sign-in').hidden = signedIn;
+  $('sign-out').hidden = !signedIn;
+  $('app').hidden = !signedIn;
+  if (!signedIn) {
+    $('who-text').textContent = 'You are not signed in.';
+    $('documents').replaceChildren();
+    $('viewer').hidden = true;
+    return;
+  }
+  $('idp-sign-out').hidden = true;
+  $('who-text').textContent = `Signed in as ${session.subject} of tenant ${session.tenant}.`;
+  $('who-text').dataset.subject = session.subject;
+  $('who-text').dataset.tenant = session.tenant;
+  kmaas = new KmaasClient({
+    baseUrl: config.coordinatorUrl,
+    pins: new MemoryPinStore(config.pins),
+    auth: { accessToken, dpopKey: session.dpopKey },
+  });
+  void refresh();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The list
+
+async function refresh() {
+  try {
+    const { documents } = await (await api('GET', '/api/documents')).json();
+    showList(documents);
+  } catch (err) {
+    problem(['Cannot list the documents.', [`${errorMessage(err)} Code:`, errorCode(err)]]);
+  }
+}
+
+function showList(documents) {
+  const list = $('documents');
+  list.replaceChildren();
+  if (documents.length === 0) {
+    const li = document.createElement('li');
+    li.textContent = 'No documents yet.';
+    list.append(li);
+    return;
+  }
+  for (const doc of documents) {
+    const li = document.createElement('li');
+    li.dataset.id = doc.id;
+    const name = document.createElement('div');
+    name.className = 'name';
+    name.textContent = doc.name;
+    const meta = document.createElement('div');
+    meta.className = 'meta';
+    const when = new Date(doc.createdAt).toLocaleString();
+    meta.textContent = `${doc.type}, ${formatBytes(doc.size)}; tenant ${doc.tenant}, uploaded by ${doc.owner}, ${when}`;
+    const actions = document.createElement('div');
+    actions.className = 'actions';
+    const open = document.createElement('button');
+    open.type = 'button';
+    open.textContent = 'Open';
+    open.setAttribute('aria-label', `Open ${doc.name}`);
+    open.addEventListener('click', () => {
+      void openDocument(doc);
+    });
+    actions.append(open);
+    if (doc.tenant === session.tenant && doc.owner === session.subject) {
+      const del = document.createElement('button');
+      del.type = 'button';
+      del.className = 'secondary';
+      del.textContent = 'Delete';
+      del.setAttribute('aria-label', `Delete ${doc.name}`);
+      del.addEventListener('click', () => {
+        void deleteDocument(doc);
+      });
+      actions.append(del);
+    }
+    li.append(name, meta, actions);
+    list.append(li);
+  }
+}
+
+async function deleteDocument(doc) {
+  if (!confirm(`Delete ${doc.name}?`)) return;
+  try {
+    await api('DELETE', `/api/documents/${encodeURIComponent(doc.id)}`);
+    say(`Deleted ${doc.name}.`);
+    await refresh();
+  } catch (err) {
+    problem([`Cannot delete ${doc.name}.`, [`${errorMessage(err)} Code:`, errorCode(err)]]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upload: encrypt in the page (with a progress bar), then send the envelope (with another).
+
+async function uploadAll() {
+  const files = [...$('files').files];
+  if (files.length === 0) {
+    say('Choose one or more files first.');
+    $('files').focus();
+    return;
+  }
+  problem(null);
+  $('upload').disabled = true;
+  let done = 0;
+  try {
+    for (const file of files) {
+      if (await uploadOne(file)) done++;
+    }
+  } finally {
+    $('upload').disabled = false;
+  }
+  $('files').value = '';
+  say(`${done} of ${files.length} document${files.length === 1 ? '' : 's'} uploaded.`);
+  await refresh();
+}
+
+function progressRow(file) {
+  const li = document.createElement('li');
+  const title = document.createElement('div');
+  title.className = 'name';
+  title.textContent = `${file.name} (${formatBytes(file.size)})`;
+  const bars = {};
+  li.append(title);
+  for (const [key, label] of [
+    ['encrypt', 'Encryption'],
+    ['upload', 'Upload'],
+  ]) {
+    const id = `p-${key}-${crypto.randomUUID()}`;
+    const l = document.createElement('label');
+    l.htmlFor = id;
+    l.textContent = label;
+    const bar = document.createElement('progress');
+    bar.id = id;
+    bar.max = 1;
+    bar.value = 0;
+    li.append(l, bar);
+    bars[key] = bar;
+  }
+  const note = document.createElement('div');
+  note.className = 'meta';
+  li.append(note);
+  $('uploads').prepend(li);
+  return { li, bars, note };
+}
+
+/** Reads `file` through, counting bytes for the encryption progress bar. */
+async function* counted(stream, onBytes) {
+  const reader = stream.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      onBytes(value.length);
+      yield value;
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+/**
+ * Known shortcoming: the envelope is built whole in memory (a Blob of its chunks) before it is
+ * sent, and the plaintext on open likewise, so a 100 MB document needs about twice that in the
+ * tab; streaming uploads (fetch with a ReadableStream body) need HTTP/2 in Chromium.
+ */
+async function uploadOne(file) {
+  const row = progressRow(file);
+  if (file.size > config.maxDocumentBytes) {
+    row.note.textContent = `Too large: the archive takes up to ${formatBytes(config.maxDocumentBytes)}.`;
+    return false;
+  }
+  try {
+    const documentId = `archive/${crypto.randomUUID()}`;
+    let read = 0;
+    row.note.textContent = 'Deriving the document key…';
+    const sealed = await kmaas.encrypt(
+      counted(file.stream(), (n) => {
+        read += n;
+        row.bars.encrypt.value = file.size === 0 ? 1 : read / file.size;
+      }),
+      { tenant: session.tenant, documentId },
+    );
+    logDerivation(`encrypt ${file.name}`, sealed.nodes);
+    row.note.textContent = `Encrypting (key from share nodes ${sealed.nodes.join(', ')})…`;
+    const parts = [];
+    for await (const part of sealed) parts.push(part);
+    row.bars.encrypt.value = 1;
+    const envelope = new Blob(parts, { type: 'application/octet-stream' });
+    row.note.textContent = 'Uploading the envelope…';
+    const doc = await send(envelope, file, (fraction) => (row.bars.upload.value = fraction));
+    row.bars.upload.value = 1;
+    row.note.textContent = `Stored (${formatBytes(doc.envelopeSize)} of ciphertext). Key from share nodes ${sealed.nodes.join(', ')}.`;
+    row.li.dataset.id = doc.id;
+    return true;
+  } catch (err) {
+    row.note.textContent = `Failed: ${errorMessage(err)} (${errorCode(err)})`;
+    return false;
+  }
+}
+
+/** POST the envelope with XMLHttpRequest: fetch has no upload progress. */
+async function send(envelope, file, onProgress) {
+  const url = new URL('/api/documents', location.origin);
+  url.searchParams.set('name', file.name || 'unnamed');
+  if (file.type) url.searchParams.set('type', file.type);
+  const headers = await apiHeaders('POST', url.href);
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', url.href);
+    for (const [k, v] of Object.entries(headers)) xhr.setRequestHeader(k, v);
+    xhr.setRequestHeader('content-type', 'application/octet-stream');
+    xhr.upload.addEventListener('progress', (e) => {
+      if (e.lengthComputable) onProgress(e.loaded / e.total);
+    });
+    xhr.addEventListener('load', () => {
+      let body;
+      try {
+        body = JSON.parse(xhr.responseText);
+      } catch {
+        body = undefined;
+      }
+      if (xhr.status === 201 && body && body.document) resolve(body.document);
+      else {
+        const e = body && body.error;
+        reject(
+          new KmaasError(
+            e && typeof e.code === 'string' ? e.code : 'ERR_INTERNAL',
+            e && typeof e.message === 'string' ? e.message : `HTTP ${xhr.status}`,
+          ),
+        );
+      }
+    });
+    xhr.addEventListener('error', () =>
+      reject(new KmaasError('ERR_INTERNAL', 'the upload did not reach the archive')),
+    );
+    xhr.send(envelope);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Open: download the envelope, derive its key, decrypt in the page, show it.
+
+/** Async iteration over a response body, counting bytes for the progress bar. */
+async function* body(res, total, onProgress) {
+  const reader = res.body.getReader();
+  let got = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      got += value.length;
+      onProgress(total > 0 ? got / total : 1);
+      yield value;
+    }
+  } finally {
+    await reader.cancel().catch(() => undefined);
+  }
+}
+
+async function openDocument(doc) {
+  problem(null);
+  const viewer = $('viewer');
+  const progress = $('open-progress');
+  viewer.hidden = false;
+  viewer.dataset.state = 'opening';
+  // Counts opens, so that a script driving the page can tell this one's end from the last's.
+  viewer.dataset.opens = String(Number(viewer.dataset.opens ?? 0) + 1);
+  delete viewer.dataset.openMs;
+  $('viewer-title').textContent = doc.name;
+  $('viewer-info').textContent = 'Downloading the envelope and deriving its key…';
+  $('viewer-body').replaceChildren();
+  $('download').hidden = true;
+  progress.value = 0;
+  if (shownUrl) URL.revokeObjectURL(shownUrl);
+  shownUrl = null;
+  $('viewer-title').focus();
+  say(`Opening ${doc.name}…`);
+  const started = performance.now();
+  try {
+    const res = await api('GET', `/api/documents/${encodeURIComponent(doc.id)}`);
+    const total = Number(res.headers.get('content-length') ?? 0);
+    // The header says which key to derive; the nodes decide whether this user may have it.
+    const opened = await kmaas.decrypt(
+      body(res, total, (f) => (progress.value = f)),
+      { tenant: doc.tenant, documentId: doc.documentId },
+    );
+    logDerivation(`open ${doc.name}`, opened.nodes);
+    const parts = [];
+    for await (const part of opened) parts.push(part);
+    const blob = new Blob(parts, { type: doc.type });
+    const ms = Math.round(performance.now() - started);
+    shownUrl = URL.createObjectURL(blob);
+    show(doc, blob, shownUrl);
+    const link = $('download');
+    link.href = shownUrl;
+    link.download = doc.name;
+    link.hidden = false;
+    $('viewer-info').textContent =
+      `${formatBytes(blob.size)}, decrypted in this page in ${ms} ms. ` +
+      `Key derived by share nodes ${opened.nodes.join(', ')}.`;
+    viewer.dataset.openMs = String(ms);
+    viewer.dataset.state = 'open';
+    say(`Opened ${doc.name}.`);
+  } catch (err) {
+    viewer.dataset.state = 'refused';
+    viewer.dataset.errorCode = errorCode(err);
+    $('viewer-info').textContent = 'This document could not be opened.';
+    refused(doc, err);
+  }
+}
+
+/** Why a document did not open, in plain words: who you are, whose it is, the code. */
+function refused(doc, err) {
+  const code = errorCode(err);
+  const lines = [
+    `You are ${session.subject} of tenant ${session.tenant}. "${doc.name}" belongs to tenant ${doc.tenant}.`,
+  ];
+  if (code === 'ERR_TOKEN_TENANT' || doc.tenant !== session.tenant) {
+    lines.push(
+      `The key service refused to derive its key: your sign-in is for tenant ${session.tenant}, ` +
+        `and only users of tenant ${doc.tenant} can open it. The archive holds only ciphertext, so ` +
+        'nothing else can open it either.',
+    );
+  } else {
+    lines.push(`It could not be opened: ${errorMessage(err)}`);
+  }
+  lines.push(['Error code:', code]);
+  problem(lines);
+  say(`${doc.name} could not be opened (${code}).`);
+}
+
+function show(doc, blob, url) {
+  const target = $('viewer-body');
+  if (doc.type === 'application/pdf') {
+    const frame = document.createElement('iframe');
+    frame.src = url;
+    frame.title = doc.name;
+    target.append(frame);
+  } else if (doc.type.startsWith('image/')) {
+    const img = document.createElement('img');
+    img.src = url;
+    img.alt = doc.name;
+    target.append(img);
+  } else if (doc.type.startsWith('text/') || doc.type === 'application/json') {
+    const pre = document.createElement('pre');
+    const shown = blob.slice(0, 1024 * 1024);
+    void shown.text().then((text) => {
+      pre.textContent = blob.size > shown.size ? `${text}\n…(first 1 MB shown)` : text;
+    });
+    target.append(pre);
+  } else {
+    const p = document.createElement('p');
+    p.textContent = 'This type is not shown in the page; download it instead.';
+    target.append(p);
+  }
+}
+
+start().catch((err) => {
+  problem(['The page could not start.', [`${errorMessage(err)} Code:`, errorCode(err)]]);
+});
