@@ -46,6 +46,12 @@ export interface ApiDeps {
   queue: DkgQueue;
   evaluate: EvaluateDeps;
   proposals: ProposalDeps;
+  /**
+   * Whether the coordinator's Redis connection is up. An uncoded failure while it is not is
+   * taken for Redis being unreachable (ioredis rejects queued commands with plain errors): a
+   * retryable 503 ERR_REGISTRY_UNAVAILABLE, not a 500.
+   */
+  redisReady?: () => boolean;
   logger: Logger;
   /** The coordinator's epoch record (coordinator/epoch.ts); without it status asks the nodes. */
   epochs?: EpochSource;
@@ -260,9 +266,11 @@ export function createApi(deps: ApiDeps): express.Express {
   });
 
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
-    const e = asKmaasError(err, { path: req.path, contentEncoding: req.get('content-encoding') });
+    let e = asKmaasError(err, { path: req.path, contentEncoding: req.get('content-encoding') });
+    if (e.code === 'ERR_INTERNAL' && deps.redisReady?.() === false) e = registryUnavailable(err);
     const log = (res.locals as Partial<Locals>).log ?? deps.logger;
     if (e.code === 'ERR_INTERNAL') log.error({ err }, 'request failed');
+    else if (e.code === 'ERR_REGISTRY_UNAVAILABLE') log.warn({ code: e.code }, e.message);
     if (res.headersSent) return;
     // A body left unread (refused unread, or too large) is not drained: the connection closes.
     if (!req.complete) res.setHeader('connection', 'close');

@@ -207,6 +207,7 @@ export async function startCoordinator(
       metrics,
       logger: log,
       corsOrigins: config.corsOrigins,
+      redisReady: () => redis.status === 'ready',
       evaluate: {
         pool,
         keys: keyCache,

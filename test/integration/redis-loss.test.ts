@@ -234,6 +234,32 @@ describe('Redis lost while the coordinator runs (real processes, a private redis
       expect(((await job.json()) as { error: { code: string } }).error.code).to.equal(
         'ERR_REGISTRY_UNAVAILABLE',
       );
+      // A proposal needs the queue and the epoch record: the same retryable 503, not a 500.
+      const { cluster: id, committee } = await client.committee();
+      const rotate = signWithDevKeys(
+        draftProposal({
+          cluster: id,
+          operation: 'key.rotate',
+          tenant: TENANT,
+          version: 2,
+          threshold: 2,
+          committee,
+          expiresAt: new Date(Date.now() + 600_000),
+        }),
+        cluster.operators.keyFiles,
+        2,
+      );
+      const refused = await fetch(`${cluster.url}/v1/proposals`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${cluster.secrets.adminToken}`,
+          'content-type': 'application/json',
+        },
+        body: JSON.stringify(rotate),
+      });
+      const refusal = (await refused.json()) as { error: { code: string } };
+      expect(refused.status, JSON.stringify(refusal)).to.equal(503);
+      expect(refusal.error.code).to.equal('ERR_REGISTRY_UNAVAILABLE');
 
       await redis.start();
       await rebuilt();
