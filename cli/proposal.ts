@@ -22,6 +22,7 @@ import {
   checkSignatures,
   draftProposal,
   KEY_OPERATIONS,
+  MAX_LIFETIME_MS,
   MIN_REFRESH_SECONDS,
   OPERATIONS,
   operatorKeyFileSchema,
@@ -54,7 +55,14 @@ const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 export function parseDuration(text: string): number {
   const m = DURATION.exec(text);
   if (!m) throw new InvalidArgumentError('expected a duration like 30m, 1h or 2d');
-  return Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
+  const ms = Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
+  // Every node refuses a proposal valid for longer (shared/proposal.ts): say so before signing.
+  if (ms > MAX_LIFETIME_MS) {
+    throw new InvalidArgumentError(
+      `at most ${MAX_LIFETIME_MS / 86_400_000}d: nodes refuse a proposal valid for longer`,
+    );
+  }
+  return ms;
 }
 
 function positive(text: string): number {

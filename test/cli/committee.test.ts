@@ -8,6 +8,7 @@
  */
 import { expect } from 'chai';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KmaasError } from '../../shared/errors.ts';
@@ -411,6 +412,11 @@ describe('cli: kmaas committee and status against the fake coordinator', functio
     const bad = await kmaas('committee', 'refresh', '--out', 's.json', '--expires', 'soon');
     expect(bad.code).to.equal(1);
     expect(bad.stderr).to.match(/^error ERR_VALIDATION: .*expected a duration/m);
+    // Nodes refuse a proposal valid for more than 30 days: refused before anything is signed.
+    const long = await kmaas('committee', 'refresh', '--out', 'l.json', '--expires', '31d');
+    expect(long.code).to.equal(1);
+    expect(long.stderr).to.match(/^error ERR_VALIDATION: .*at most 30d/m);
+    expect(existsSync(join(dir, 'l.json'))).to.equal(false);
   });
 
   it('--out writes the proposal unsigned and submits nothing', async () => {
