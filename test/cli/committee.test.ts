@@ -371,6 +371,22 @@ describe('cli: kmaas committee and status against the fake coordinator', functio
     expect(unknown.stderr).to.match(/^error ERR_UNKNOWN_JOB: /m);
   });
 
+  it('job <id> follows through a coordinator restart, saying once that it waits for it', async () => {
+    fake.epoch = { epoch: 1, threshold: 3, committee: keysOf([1, 2, 3, 4, 5]) };
+    const id = (await kmaas('committee', 'refresh', '--no-wait')).stdout.trim();
+    await fake.pause();
+    const following = kmaas('job', id);
+    // Long enough for several polls (one each 500 ms) to be refused.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await fake.resume();
+    const r = await following;
+    expect(r.code, r.stderr).to.equal(0);
+    const waits = r.stderr.split('\n').filter((l) => l.startsWith('waiting for the coordinator'));
+    expect(waits).to.have.length(1);
+    expect(waits[0]).to.include(`following job ${id} again once it answers, for up to 30 s`);
+    expect(r.stdout.trim()).to.equal(`job ${id}: committee.reshare, completed`);
+  });
+
   it('job --no-follow says where a job stands; a failed job exits 1 with its error', async () => {
     fake.epoch = { epoch: 1, threshold: 3, committee: keysOf([1, 2, 3, 4, 5]) };
     fake.reshareScript = () => [
