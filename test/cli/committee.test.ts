@@ -445,7 +445,14 @@ describe('cli: kmaas committee and status against the fake coordinator', functio
     expect(fake.proposals).to.have.length(0);
 
     // Each operator signs it, then anyone submits it: the reshare job is followed to the end.
+    // Without a quorum (2 of the cluster file's operator set) nothing is sent.
     for (const key of keyFiles.slice(0, 2)) {
+      const early = await kmaas('proposal', 'submit', 'p.json');
+      expect(early.code).to.equal(1);
+      expect(early.stderr.trimEnd().split('\n').at(-1)).to.match(
+        /^error ERR_PROPOSAL_QUORUM: proposal \w+ has [01] valid operator signature\(s\), 2 required \(operator set .*operators\.json\); every node would refuse it: each operator signs it with kmaas proposal sign p\.json --key <key file>, or pass --force/,
+      );
+      expect(fake.proposals).to.have.length(0);
       const signed = await kmaas('proposal', 'sign', 'p.json', '--key', key);
       expect(signed.code, signed.stderr).to.equal(0);
     }
@@ -457,6 +464,14 @@ describe('cli: kmaas committee and status against the fake coordinator', functio
     expect(submitted.code, submitted.stderr).to.equal(0);
     expect(fake.proposals).to.have.length(1);
     expect(submitted.stdout.trim()).to.equal('epoch 3: nodes 1, 2, 3, 4, 5, threshold 4');
+  });
+
+  it('proposal submit --force sends a proposal the operator set says lacks a quorum', async () => {
+    fake.epoch = { epoch: 2, threshold: 3, committee: keysOf([1, 2, 3, 4, 5]) };
+    expect((await kmaas('committee', 'refresh', '--out', 'p.json')).code).to.equal(0);
+    const forced = await kmaas('proposal', 'submit', 'p.json', '--force', '--no-wait');
+    expect(forced.code, forced.stderr).to.equal(0);
+    expect(fake.proposals).to.have.length(1);
   });
 
   it('proposal create --operation committee.refresh --every: the standing refresh proposal', async () => {
