@@ -127,6 +127,9 @@ export function reshareDraft(
     }
     case 'remove': {
       const strangers = change.nodes.filter((id) => !members.has(id));
+      for (const id of strangers) {
+        if (!view.nodes.some((n) => n.id === id)) reportedIdentity(view, id, 'to remove it');
+      }
       if (strangers.length > 0) {
         throw new KmaasError(
           'ERR_VALIDATION',
@@ -161,6 +164,10 @@ export function reshareDraft(
       break;
     case 'repair': {
       const recorded = members.get(change.node);
+      // A node no one configured is neither to repair nor to add: said as add says it.
+      if (!recorded && !view.nodes.some((n) => n.id === change.node)) {
+        reportedIdentity(view, change.node, 'to repair it');
+      }
       if (!recorded) {
         throw new KmaasError(
           'ERR_VALIDATION',

@@ -106,6 +106,24 @@ describe('cli/committee: reshare proposals from the status', () => {
     });
   }
 
+  it('a node no one configured: add, remove and repair all say it is not configured', () => {
+    for (const change of [
+      { reason: 'add', nodes: [99] },
+      { reason: 'remove', nodes: [99] },
+      { reason: 'repair', node: 99 },
+    ] as CommitteeChange[]) {
+      try {
+        draft(change);
+        expect.fail(`expected a refusal of ${change.reason}`);
+      } catch (err) {
+        expect((err as KmaasError).code).to.equal('ERR_VALIDATION');
+        expect((err as KmaasError).message, change.reason).to.equal(
+          'node 99 is not configured in the coordinator (KMAAS_NODES); known nodes: 1, 2, 3, 4, 5, 6, 7',
+        );
+      }
+    }
+  });
+
   it('the threshold refusal names the thresholds that would do', () => {
     try {
       draft({ reason: 'add', nodes: [6, 7] });
