@@ -234,10 +234,12 @@ describe('cli/committee: reshare proposals from the status', () => {
 });
 
 describe('cli/status: lines', () => {
-  it('shows the epoch, members and spares with their epochs, and key epochs', () => {
+  it('shows the epoch, members with their epochs, spares, removed nodes, and key epochs', () => {
     const v = view();
     v.nodes[3] = { ...v.nodes[3]!, connected: false, identity: null, epoch: null };
-    v.nodes[4] = { ...v.nodes[4]!, epoch: null, lostData: true };
+    // A member that lost its data, and a node removed after epoch 2: neither holds epoch 3.
+    v.nodes[4] = { ...v.nodes[4]!, epoch: 2, lostData: true };
+    v.nodes[6] = { ...v.nodes[6]!, epoch: 2 };
     const lines = statusLines(v, [
       {
         tenant: 'acme',
@@ -262,9 +264,9 @@ describe('cli/status: lines', () => {
       'node 2  member  up  epoch 3',
       'node 3  member  up  epoch 3',
       'node 4  member  DOWN  epoch -',
-      'node 5  member  up  epoch -  LOST ITS DATA (new identity keys, no shares): kmaas committee repair 5',
-      'node 6  spare  up  epoch -',
-      'node 7  spare  up  epoch -',
+      'node 5  member  up  LOST ITS DATA (new identity keys, no shares): kmaas committee repair 5',
+      'node 6  spare  up',
+      'node 7  removed  up',
       'tenant acme  key versions 1 (threshold 3, epoch 3), 2 (threshold 3, epoch 3)',
       'tenant beta  key versions unknown (ERR_UNKNOWN_TENANT: gone)',
       'tenant gamma  key versions 1 (retired), 2 (threshold 3, epoch 3)',
@@ -607,8 +609,8 @@ describe('cli: kmaas committee and status against the fake coordinator', functio
       'node 3  member  up  epoch 2  ws://node-3',
       'node 4  member  DOWN  epoch -  ws://node-4',
       'node 5  member  up  epoch 2  ws://node-5',
-      'node 6  spare  up  epoch -  ws://node-6',
-      'node 7  spare  up  epoch -  ws://node-7',
+      'node 6  spare  up  ws://node-6',
+      'node 7  spare  up  ws://node-7',
     ]);
     expect(lines.at(-1)).to.equal('tenant acme  key version 1 (threshold 3, epoch 1)');
   });
