@@ -56,16 +56,18 @@ export async function readStatusView(client: KmaasClient, raw?: unknown): Promis
 export function checkThreshold(t: number, n: number, minThreshold = 2): void {
   const low = Math.max(2, minThreshold, Math.floor(n / 2) + 1);
   if (t >= low && t <= n) return;
-  const range = low > n ? `no threshold fits ${n} node(s)` : `use ${low}..${n}`;
-  const why =
+  const range =
+    low > n ? `no threshold fits ${n} node(s)` : low === n ? `use ${n}` : `use ${low}..${n}`;
+  const message =
     t < 2
-      ? 'a threshold below 2 lets one node derive alone'
+      ? `threshold ${t} of ${n} lets one node derive alone: ${range}`
       : t < minThreshold
-        ? `the operator set's minThreshold is ${minThreshold}`
+        ? `threshold ${t} of ${n} is below the operator set's minThreshold ${minThreshold}: ${range}`
         : t > n
-          ? `there are only ${n} nodes`
-          : `a threshold of at most half the nodes (${n}) would let two disjoint groups derive`;
-  throw new KmaasError('ERR_BAD_THRESHOLD', `threshold ${t} for ${n} nodes: ${why}; ${range}`, {
+          ? `threshold ${t} of ${n} needs more nodes than there are: ${range}`
+          : `${t} of ${n} is not a majority (two disjoint groups of ${t} could each derive): ` +
+            (low > n ? range : `use at least ${low}`);
+  throw new KmaasError('ERR_BAD_THRESHOLD', message, {
     threshold: t,
     nodes: n,
     ...(low <= n ? { min: low, max: n } : {}),

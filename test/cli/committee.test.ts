@@ -129,9 +129,27 @@ describe('cli/committee: reshare proposals from the status', () => {
       draft({ reason: 'add', nodes: [6, 7] });
       expect.fail('expected a refusal');
     } catch (err) {
-      expect((err as KmaasError).message).to.include('use 4..7');
+      expect((err as KmaasError).message).to.equal(
+        '3 of 7 is not a majority (two disjoint groups of 3 could each derive): use at least 4',
+      );
       expect((err as KmaasError).details).to.include({ min: 4, max: 7 });
     }
+    const message = (t: number, n: number, min?: number) => {
+      try {
+        checkThreshold(t, n, min);
+      } catch (err) {
+        return (err as KmaasError).message;
+      }
+      return 'accepted';
+    };
+    expect(message(1, 5)).to.equal('threshold 1 of 5 lets one node derive alone: use 3..5');
+    expect(message(6, 5)).to.equal('threshold 6 of 5 needs more nodes than there are: use 3..5');
+    expect(message(3, 5, 4)).to.equal(
+      "threshold 3 of 5 is below the operator set's minThreshold 4: use 4..5",
+    );
+    expect(message(2, 4)).to.equal(
+      '2 of 4 is not a majority (two disjoint groups of 2 could each derive): use at least 3',
+    );
   });
 
   it('checkThreshold: 2 <= t, t <= n, 2t > n, and the operator set minimum', () => {
@@ -362,7 +380,9 @@ describe('cli: kmaas committee and status against the fake coordinator', functio
     fake.epoch = { epoch: 1, threshold: 3, committee: keysOf([1, 2, 3, 4, 5]) };
     const r = await kmaas('committee', 'add', '6', '7');
     expect(r.code).to.equal(1);
-    expect(r.stderr).to.match(/^error ERR_BAD_THRESHOLD: .*use 4\.\.7/m);
+    expect(r.stderr).to.match(
+      /^error ERR_BAD_THRESHOLD: 3 of 7 is not a majority .*: use at least 4$/m,
+    );
     expect(fake.proposals).to.have.length(0);
   });
 
