@@ -56,16 +56,18 @@ export async function readStatusView(client: KmaasClient, raw?: unknown): Promis
 export function checkThreshold(t: number, n: number, minThreshold = 2): void {
   const low = Math.max(2, minThreshold, Math.floor(n / 2) + 1);
   if (t >= low && t <= n) return;
-  const range = low > n ? `no threshold fits ${n} node(s)` : `use ${low}..${n}`;
-  const why =
+  const range =
+    low > n ? `no threshold fits ${n} node(s)` : low === n ? `use ${n}` : `use ${low}..${n}`;
+  const message =
     t < 2
-      ? 'a threshold below 2 lets one node derive alone'
+      ? `threshold ${t} of ${n} lets one node derive alone: ${range}`
       : t < minThreshold
-        ? `the operator set's minThreshold is ${minThreshold}`
+        ? `threshold ${t} of ${n} is below the operator set's minThreshold ${minThreshold}: ${range}`
         : t > n
-          ? `there are only ${n} nodes`
-          : `a threshold of at most half the nodes (${n}) would let two disjoint groups derive`;
-  throw new KmaasError('ERR_BAD_THRESHOLD', `threshold ${t} for ${n} nodes: ${why}; ${range}`, {
+          ? `threshold ${t} of ${n} needs more nodes than there are: ${range}`
+          : `${t} of ${n} is not a majority (two disjoint groups of ${t} could each derive): ` +
+            (low > n ? range : `use at least ${low}`);
+  throw new KmaasError('ERR_BAD_THRESHOLD', message, {
     threshold: t,
     nodes: n,
     ...(low <= n ? { min: low, max: n } : {}),
@@ -127,6 +129,9 @@ export function reshareDraft(
     }
     case 'remove': {
       const strangers = change.nodes.filter((id) => !members.has(id));
+      for (const id of strangers) {
+        if (!view.nodes.some((n) => n.id === id)) reportedIdentity(view, id, 'to remove it');
+      }
       if (strangers.length > 0) {
         throw new KmaasError(
           'ERR_VALIDATION',
@@ -161,6 +166,10 @@ export function reshareDraft(
       break;
     case 'repair': {
       const recorded = members.get(change.node);
+      // A node no one configured is neither to repair nor to add: said as add says it.
+      if (!recorded && !view.nodes.some((n) => n.id === change.node)) {
+        reportedIdentity(view, change.node, 'to repair it');
+      }
       if (!recorded) {
         throw new KmaasError(
           'ERR_VALIDATION',

@@ -12,6 +12,12 @@ import { KmaasError } from '../shared/errors.ts';
 import type { Io, Session } from './program.ts';
 import { progressLine, reshareProgressLine, retryLine } from './progress.ts';
 
+/**
+ * How long following a job waits through polls the coordinator does not answer (a restart takes
+ * about a second) before it gives up with ERR_NODE_UNAVAILABLE.
+ */
+export const OUTAGE_MS = 30_000;
+
 /** Whether the job is a committee change (its progress is a bar over the reshare phases). */
 export function isReshareJob(job: Pick<Job, 'operation'>): boolean {
   return job.operation === 'committee.reshare' || job.operation === 'committee.refresh';
@@ -23,9 +29,17 @@ function lineOf(job: Job, reshare: boolean): string | undefined {
 
 /**
  * Follow `jobId` to its end, one line on stderr per change of its progress or of the reason its
- * last attempt failed; resolves with the completed job, throws its error when it fails.
+ * last attempt failed; resolves with the completed job, throws its error when it fails. Whether
+ * it is a reshare comes from the job itself when `reshare` is undefined; `onFirst` sees the
+ * first answer. Polls the coordinator does not answer are tried again for OUTAGE_MS.
  */
-export async function followJob(s: Session, jobId: string, reshare: boolean): Promise<Job> {
+export async function followJob(
+  s: Session,
+  jobId: string,
+  reshare: boolean | undefined,
+  onFirst?: (job: Job) => void,
+): Promise<Job> {
+  let first = true;
   let last: string | undefined;
   let lastRetry: string | undefined;
   const interrupted = (): void => {
@@ -35,15 +49,32 @@ export async function followJob(s: Session, jobId: string, reshare: boolean): Pr
   process.once('SIGINT', interrupted);
   try {
     return await s.client.waitForJob(jobId, {
+      outageMs: OUTAGE_MS,
+      onOutage: (err) =>
+        s.note(
+          `waiting for the coordinator (${err.message}); following job ${jobId} again once it ` +
+            `answers, for up to ${OUTAGE_MS / 1000} s`,
+        ),
       onProgress: (j) => {
+        if (first) onFirst?.(j);
+        first = false;
         const retry = retryLine(j);
         if (retry !== undefined && retry !== lastRetry) s.note(retry);
         lastRetry = retry;
-        const line = lineOf(j, reshare);
+        const line = lineOf(j, reshare ?? isReshareJob(j));
         if (line !== undefined && line !== last) s.note(line);
         last = line;
       },
     });
+  } catch (err) {
+    if (err instanceof KmaasError && err.details?.outageMs !== undefined) {
+      throw new KmaasError(
+        err.code,
+        `${err.message}: follow it again with kmaas job ${jobId} once the coordinator is back`,
+        err.details,
+      );
+    }
+    throw err;
   } finally {
     process.off('SIGINT', interrupted);
   }
@@ -76,13 +107,15 @@ export function addJobCommand(
     .option('--no-follow', 'print where it stands and return')
     .action(async (id: string, o: { follow: boolean }, cmd: Command) => {
       const s = await session(cmd);
-      let job = await s.client.job(id);
-      const reshare = isReshareJob(job);
-      s.note(describe(job));
-      const ended = job.state === 'completed' || job.state === 'failed';
-      if (o.follow && !ended) {
-        job = await followJob(s, id, reshare);
+      let job: Job;
+      if (o.follow) {
+        // From the first poll on: a coordinator that is restarting is waited for.
+        job = await followJob(s, id, undefined, (j) => s.note(describe(j)));
       } else {
+        job = await s.client.job(id);
+        const reshare = isReshareJob(job);
+        s.note(describe(job));
+        const ended = job.state === 'completed' || job.state === 'failed';
         const retry = retryLine(job);
         if (retry !== undefined) s.note(retry);
         const line = lineOf(job, reshare);

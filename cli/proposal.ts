@@ -348,6 +348,37 @@ function reportApplied(s: Session, a: Extract<ProposalSubmitted, { kind: 'applie
   }
 }
 
+/**
+ * What every node would refuse, refused before it is sent: a proposal without a quorum of valid
+ * signatures of the operator set (ERR_PROPOSAL_QUORUM), or expired (ERR_PROPOSAL_EXPIRED). The
+ * cluster id is the coordinator's to check (coordinator/proposals.ts).
+ */
+export function checkBeforeSubmit(
+  p: Proposal,
+  set: OperatorSet,
+  file: string,
+  setFile: string,
+  now = Date.now(),
+): void {
+  try {
+    verifyQuorum(p, { ...set, clusterId: p.cluster }, now);
+  } catch (err) {
+    if (!(err instanceof KmaasError)) throw err;
+    const next =
+      err.code === 'ERR_PROPOSAL_QUORUM'
+        ? `each operator signs it with kmaas proposal sign ${file} --key <key file>`
+        : err.code === 'ERR_PROPOSAL_EXPIRED'
+          ? 'create it again and have it signed'
+          : 'create it again';
+    throw new KmaasError(
+      err.code,
+      `${err.message} (operator set ${setFile}); every node would refuse it: ${next}, ` +
+        'or pass --force to submit it anyway',
+      err.details,
+    );
+  }
+}
+
 /** Adds `proposal` and its subcommands. `session` connects to the coordinator when needed. */
 export function addProposalCommands(
   program: Command,
@@ -492,13 +523,28 @@ export function addProposalCommands(
   proposal
     .command('submit <file>')
     .description('submit a signed proposal and follow it (the nodes check the signatures)')
+    .option(
+      '--operators <file>',
+      'operator set { quorum, operators } to check the signatures against first (default: the one the cluster file names)',
+    )
+    .option('--force', 'submit even when the operator set says the nodes will refuse it')
     .option('--no-wait', 'return once the job is queued')
-    .action(async (file: string, o: { wait: boolean }, cmd: Command) => {
-      const p = await readProposal(io, file);
-      const s = await session(cmd);
-      s.requireAdminToken('submit a proposal');
-      await submitAndFollow(s, p, o.wait);
-    });
+    .action(
+      async (
+        file: string,
+        o: { wait: boolean; operators?: string; force?: boolean },
+        cmd: Command,
+      ) => {
+        const p = await readProposal(io, file);
+        const s = await session(cmd);
+        s.requireAdminToken('submit a proposal');
+        const setFile = o.operators ?? s.config.operatorsFile;
+        if (setFile !== undefined && !o.force) {
+          checkBeforeSubmit(p, await readOperatorSet(io, setFile), file, setFile);
+        }
+        await submitAndFollow(s, p, o.wait);
+      },
+    );
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
  * `kmaas status` as lines a person reads: the cluster id, the current epoch (its number,
- * threshold and committee), one line per node (member of the committee or spare, the epoch it
- * reports, whether the coordinator reaches it, how it fares) and one per tenant with its key
+ * threshold and committee), one line per node (member of the committee, spare or removed, the
+ * epoch a member reports, whether the coordinator reaches it, how it fares) and one per tenant with its key
  * versions, their thresholds and the epoch of their shares. The whole status is in --json.
  */
 import type { ErrorCode } from '../shared/errors.ts';
@@ -37,11 +37,22 @@ export function epochLines(view: StatusView): string[] {
   return lines;
 }
 
+/**
+ * What a node is once there is a committee: a member, a spare (in no committee yet), or removed
+ * (in no committee now, but it reports one it was in: it erased its shares when it left).
+ */
+function role(n: NodeEntry): string {
+  if (n.member) return 'member';
+  return n.epoch === null || n.epoch === undefined ? 'spare' : 'removed';
+}
+
 export function nodeLine(n: NodeEntry, hasEpoch: boolean): string {
   const parts = [`node ${n.id}`];
-  if (hasEpoch) parts.push(n.member ? 'member' : 'spare');
+  if (hasEpoch) parts.push(role(n));
   parts.push(n.connected === false ? 'DOWN' : 'up');
-  parts.push(`epoch ${n.epoch ?? '-'}`);
+  // The epoch only of a node that holds shares of it: not of a spare, a removed node, or a
+  // member that lost its data (said below).
+  if (!hasEpoch || (n.member && n.lostData !== true)) parts.push(`epoch ${n.epoch ?? '-'}`);
   if (typeof n.latencyMs === 'number') parts.push(`latency ${n.latencyMs}ms`);
   if (typeof n.pending === 'number') parts.push(`pending ${n.pending}`);
   if (typeof n.recentFailures === 'number' && n.recentFailures > 0) {

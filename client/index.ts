@@ -118,6 +118,14 @@ export interface WaitOptions {
   timeoutMs?: number;
   /** Pause between polls. Default 500 ms. */
   pollIntervalMs?: number;
+  /**
+   * How long polls may fail in a row because the coordinator does not answer (a restart, Redis
+   * reconnecting: ERR_NODE_UNAVAILABLE, ERR_REGISTRY_UNAVAILABLE) before following gives up with
+   * ERR_NODE_UNAVAILABLE. The job goes on in the coordinator meanwhile. Default 30 s.
+   */
+  outageMs?: number;
+  /** Called with the error of the first failed poll of each such outage. */
+  onOutage?: (err: KmaasError) => void;
 }
 
 /** An envelope on its way in or out: what it is, who helped, and the bytes when iterated. */
@@ -220,6 +228,12 @@ function jobFailure(job: Job): KmaasError {
   const message = typeof job.error === 'string' ? job.error : 'no reason given';
   return new KmaasError('ERR_DKG_FAILED', `job ${job.id} failed: ${message}`, { jobId: job.id });
 }
+
+/** A poll that failed with one of these is tried again (WaitOptions.outageMs). */
+const OUTAGE_CODES: ReadonlySet<string> = new Set([
+  'ERR_NODE_UNAVAILABLE',
+  'ERR_REGISTRY_UNAVAILABLE',
+]);
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -343,9 +357,32 @@ export class KmaasClient {
    */
   async waitForJob(jobId: string, opts: WaitOptions = {}): Promise<Job> {
     const timeoutMs = opts.timeoutMs ?? 600_000;
+    const outageMs = opts.outageMs ?? 30_000;
     const deadline = Date.now() + timeoutMs;
+    let outageSince: number | undefined;
     for (;;) {
-      const job = await this.job(jobId);
+      let job: Job;
+      try {
+        job = await this.job(jobId);
+        outageSince = undefined;
+      } catch (err) {
+        if (!(err instanceof KmaasError && OUTAGE_CODES.has(err.code))) throw err;
+        const now = Date.now();
+        if (outageSince === undefined) {
+          outageSince = now;
+          opts.onOutage?.(err);
+        }
+        if (now - outageSince >= outageMs) {
+          throw new KmaasError(
+            'ERR_NODE_UNAVAILABLE',
+            `no answer about job ${jobId} for ${outageMs / 1000} s (${err.message}); ` +
+              'the job goes on in the coordinator',
+            { ...err.details, jobId, outageMs },
+          );
+        }
+        await sleep(opts.pollIntervalMs ?? 500);
+        continue;
+      }
       opts.onProgress?.(job);
       if (job.state === 'completed') return job;
       if (job.state === 'failed') throw jobFailure(job);

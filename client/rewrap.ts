@@ -21,7 +21,7 @@
  * costs about 2n/MAX_BATCH requests, and a single document one request per version.
  */
 import { KmaasError, toKmaasError } from '../shared/errors.ts';
-import type { DerivedKeys } from './derive.ts';
+import type { DerivedKeys, TenantInfo } from './derive.ts';
 import {
   decryptStream,
   encryptStream,
@@ -56,6 +56,32 @@ export interface RewrapPlans {
 export interface RewrapDeps {
   deriveKeys(tenant: string, version: number, documentIds: readonly string[]): Promise<DerivedKeys>;
   latestVersion(tenant: string): Promise<number>;
+  tenant(tenant: string): Promise<TenantInfo>;
+}
+
+/**
+ * `toVersion` when the tenant has it and it serves: ERR_UNKNOWN_KEY_VERSION naming the newest
+ * version, or ERR_KEY_RETIRED, before any key is derived (deriving would first ask for a pin of a
+ * version that does not exist).
+ */
+async function checkTarget(deps: RewrapDeps, tenant: string, toVersion: number): Promise<number> {
+  const { versions } = await deps.tenant(tenant);
+  const found = versions.find((v) => v.version === toVersion);
+  if (found?.retired === true) {
+    throw new KmaasError(
+      'ERR_KEY_RETIRED',
+      `tenant ${tenant} key version ${toVersion} is retired: rewrap to a version that serves`,
+      { tenant, version: toVersion },
+    );
+  }
+  if (found) return toVersion;
+  const newest = versions.length === 0 ? 0 : Math.max(...versions.map((v) => v.version));
+  throw new KmaasError(
+    'ERR_UNKNOWN_KEY_VERSION',
+    `tenant ${tenant} has no key version ${toVersion}: ` +
+      (newest === 0 ? 'it has no key yet' : `its newest is ${newest}`),
+    { tenant, version: toVersion, ...(newest === 0 ? {} : { latest: newest }) },
+  );
 }
 
 /**
@@ -91,7 +117,11 @@ export async function planRewraps(
   const targets = new Map<string, { version: number } | { error: KmaasError }>();
   for (const tenant of new Set(headers.map((h) => h.tenant))) {
     try {
-      targets.set(tenant, { version: toVersion ?? (await deps.latestVersion(tenant)) });
+      const version =
+        toVersion === undefined
+          ? await deps.latestVersion(tenant)
+          : await checkTarget(deps, tenant, toVersion);
+      targets.set(tenant, { version });
     } catch (err) {
       targets.set(tenant, { error: toKmaasError(err) });
     }

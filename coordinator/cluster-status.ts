@@ -176,3 +176,21 @@ export function epochFromNodes(answers: readonly Answer[]): EpochView | null {
     members: agreed.summary.members,
   };
 }
+
+/**
+ * The cluster id the connected nodes check proposals against, when those that report one agree
+ * on it; null when none reports one or they disagree (then only the nodes decide).
+ */
+export async function agreedClusterId(pool: NodePool, timeoutMs: number): Promise<string | null> {
+  const reported = await Promise.all(
+    pool.connected().map(async (link) => {
+      try {
+        return statusReply.parse(await link.request('status', {}, timeoutMs)).cluster;
+      } catch {
+        return undefined;
+      }
+    }),
+  );
+  const ids = new Set(reported.filter((c): c is string => c !== undefined));
+  return ids.size === 1 ? [...ids][0]! : null;
+}

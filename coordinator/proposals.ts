@@ -3,7 +3,8 @@
  * coordinator cannot start one of its own: it carries an operator proposal (shared/proposal.ts)
  * to the nodes, and every node checks the signatures against its own operator keys before it
  * acts. The coordinator checks only what spares the nodes pointless work: the shape, the expiry,
- * a committee of configured nodes, the threshold policy, and whether the tenant and version fit.
+ * a committee of configured nodes, the threshold policy, the cluster id the nodes report, and
+ * whether the tenant and version fit.
  *
  *   tenant.create, key.rotate  -> a DKG job (dkg-job.ts) among the committee, carrying the
  *                                 proposal in dkg.round1; 202 { jobId, ... }
@@ -87,6 +88,11 @@ export interface ProposalDeps {
   now?: () => number;
   /** The committee's current epoch; without it DKG proposals are checked by the nodes only. */
   epochs?: EpochSource;
+  /**
+   * The cluster id the nodes check proposals against, when they agree on one
+   * (cluster-status.ts agreedClusterId); without it the nodes alone refuse another cluster's.
+   */
+  clusterId?: () => Promise<string | null>;
   /** committee.reshare and committee.refresh: queue the ceremony (reshare-job.ts). */
   queueReshare?: (p: Proposal, log: Logger) => Promise<ProposalJobAccepted>;
 }
@@ -153,6 +159,7 @@ export async function submitProposal(
   log: Logger,
 ): Promise<ProposalJobAccepted | ProposalApplied> {
   const p = checkSubmitted(deps, body);
+  await checkCluster(deps, p);
   if (!isKeyProposal(p)) {
     if (!deps.queueReshare) {
       throw new KmaasError('ERR_PROPOSAL_INVALID', `proposal: ${p.operation} is not supported`, {
@@ -162,6 +169,22 @@ export async function submitProposal(
     return deps.queueReshare(p, log);
   }
   return p.operation === 'key.retire' ? applyRetire(deps, p, log) : queueDkg(deps, p, log);
+}
+
+/**
+ * A proposal for another cluster (ERR_PROPOSAL_CLUSTER), refused here rather than queued as a
+ * job every node would fail. The nodes still check it themselves.
+ */
+async function checkCluster(deps: ProposalDeps, p: Proposal): Promise<void> {
+  const cluster = await deps.clusterId?.();
+  if (cluster === undefined || cluster === null || p.cluster === cluster) return;
+  const id = proposalId(p);
+  throw new KmaasError(
+    'ERR_PROPOSAL_CLUSTER',
+    `proposal ${id.slice(0, 12)} is for cluster ${p.cluster}, but the nodes here belong to ` +
+      `cluster ${cluster}: create it against this coordinator (kmaas proposal create)`,
+    { proposal: id, cluster: p.cluster, expected: cluster },
+  );
 }
 
 async function queueDkg(

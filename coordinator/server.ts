@@ -17,6 +17,7 @@ import { Admission, RefusalLog } from './admission.ts';
 import { createApi } from './api.ts';
 import type { CoordinatorConfig } from './config.ts';
 import { createCeremonyQueue, createCeremonyWorker } from './ceremony-queue.ts';
+import { agreedClusterId } from './cluster-status.ts';
 import { EpochStore } from './epoch.ts';
 import { KeyCache } from './key-cache.ts';
 import { publishInvalidation, subscribeInvalidations } from './key-invalidation.ts';
@@ -243,6 +244,7 @@ export async function startCoordinator(
         lockTtlMs: creationLockTtl(config),
         logger: log,
         epochs,
+        clusterId: () => agreedClusterId(pool, config.nodeTimeoutMs),
         queueReshare: (p, l) => queueReshare({ queue, epochs, ...jobOptions }, p, l),
       },
     });

@@ -106,14 +106,50 @@ describe('cli/committee: reshare proposals from the status', () => {
     });
   }
 
+  it('a node no one configured: add, remove and repair all say it is not configured', () => {
+    for (const change of [
+      { reason: 'add', nodes: [99] },
+      { reason: 'remove', nodes: [99] },
+      { reason: 'repair', node: 99 },
+    ] as CommitteeChange[]) {
+      try {
+        draft(change);
+        expect.fail(`expected a refusal of ${change.reason}`);
+      } catch (err) {
+        expect((err as KmaasError).code).to.equal('ERR_VALIDATION');
+        expect((err as KmaasError).message, change.reason).to.equal(
+          'node 99 is not configured in the coordinator (KMAAS_NODES); known nodes: 1, 2, 3, 4, 5, 6, 7',
+        );
+      }
+    }
+  });
+
   it('the threshold refusal names the thresholds that would do', () => {
     try {
       draft({ reason: 'add', nodes: [6, 7] });
       expect.fail('expected a refusal');
     } catch (err) {
-      expect((err as KmaasError).message).to.include('use 4..7');
+      expect((err as KmaasError).message).to.equal(
+        '3 of 7 is not a majority (two disjoint groups of 3 could each derive): use at least 4',
+      );
       expect((err as KmaasError).details).to.include({ min: 4, max: 7 });
     }
+    const message = (t: number, n: number, min?: number) => {
+      try {
+        checkThreshold(t, n, min);
+      } catch (err) {
+        return (err as KmaasError).message;
+      }
+      return 'accepted';
+    };
+    expect(message(1, 5)).to.equal('threshold 1 of 5 lets one node derive alone: use 3..5');
+    expect(message(6, 5)).to.equal('threshold 6 of 5 needs more nodes than there are: use 3..5');
+    expect(message(3, 5, 4)).to.equal(
+      "threshold 3 of 5 is below the operator set's minThreshold 4: use 4..5",
+    );
+    expect(message(2, 4)).to.equal(
+      '2 of 4 is not a majority (two disjoint groups of 2 could each derive): use at least 3',
+    );
   });
 
   it('checkThreshold: 2 <= t, t <= n, 2t > n, and the operator set minimum', () => {
@@ -216,10 +252,12 @@ describe('cli/committee: reshare proposals from the status', () => {
 });
 
 describe('cli/status: lines', () => {
-  it('shows the epoch, members and spares with their epochs, and key epochs', () => {
+  it('shows the epoch, members with their epochs, spares, removed nodes, and key epochs', () => {
     const v = view();
     v.nodes[3] = { ...v.nodes[3]!, connected: false, identity: null, epoch: null };
-    v.nodes[4] = { ...v.nodes[4]!, epoch: null, lostData: true };
+    // A member that lost its data, and a node removed after epoch 2: neither holds epoch 3.
+    v.nodes[4] = { ...v.nodes[4]!, epoch: 2, lostData: true };
+    v.nodes[6] = { ...v.nodes[6]!, epoch: 2 };
     const lines = statusLines(v, [
       {
         tenant: 'acme',
@@ -244,9 +282,9 @@ describe('cli/status: lines', () => {
       'node 2  member  up  epoch 3',
       'node 3  member  up  epoch 3',
       'node 4  member  DOWN  epoch -',
-      'node 5  member  up  epoch -  LOST ITS DATA (new identity keys, no shares): kmaas committee repair 5',
-      'node 6  spare  up  epoch -',
-      'node 7  spare  up  epoch -',
+      'node 5  member  up  LOST ITS DATA (new identity keys, no shares): kmaas committee repair 5',
+      'node 6  spare  up',
+      'node 7  removed  up',
       'tenant acme  key versions 1 (threshold 3, epoch 3), 2 (threshold 3, epoch 3)',
       'tenant beta  key versions unknown (ERR_UNKNOWN_TENANT: gone)',
       'tenant gamma  key versions 1 (retired), 2 (threshold 3, epoch 3)',
@@ -342,7 +380,9 @@ describe('cli: kmaas committee and status against the fake coordinator', functio
     fake.epoch = { epoch: 1, threshold: 3, committee: keysOf([1, 2, 3, 4, 5]) };
     const r = await kmaas('committee', 'add', '6', '7');
     expect(r.code).to.equal(1);
-    expect(r.stderr).to.match(/^error ERR_BAD_THRESHOLD: .*use 4\.\.7/m);
+    expect(r.stderr).to.match(
+      /^error ERR_BAD_THRESHOLD: 3 of 7 is not a majority .*: use at least 4$/m,
+    );
     expect(fake.proposals).to.have.length(0);
   });
 
@@ -369,6 +409,22 @@ describe('cli: kmaas committee and status against the fake coordinator', functio
     const unknown = await kmaas('job', 'no-such-job');
     expect(unknown.code).to.equal(1);
     expect(unknown.stderr).to.match(/^error ERR_UNKNOWN_JOB: /m);
+  });
+
+  it('job <id> follows through a coordinator restart, saying once that it waits for it', async () => {
+    fake.epoch = { epoch: 1, threshold: 3, committee: keysOf([1, 2, 3, 4, 5]) };
+    const id = (await kmaas('committee', 'refresh', '--no-wait')).stdout.trim();
+    await fake.pause();
+    const following = kmaas('job', id);
+    // Long enough for several polls (one each 500 ms) to be refused.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await fake.resume();
+    const r = await following;
+    expect(r.code, r.stderr).to.equal(0);
+    const waits = r.stderr.split('\n').filter((l) => l.startsWith('waiting for the coordinator'));
+    expect(waits).to.have.length(1);
+    expect(waits[0]).to.include(`following job ${id} again once it answers, for up to 30 s`);
+    expect(r.stdout.trim()).to.equal(`job ${id}: committee.reshare, completed`);
   });
 
   it('job --no-follow says where a job stands; a failed job exits 1 with its error', async () => {
@@ -429,7 +485,14 @@ describe('cli: kmaas committee and status against the fake coordinator', functio
     expect(fake.proposals).to.have.length(0);
 
     // Each operator signs it, then anyone submits it: the reshare job is followed to the end.
+    // Without a quorum (2 of the cluster file's operator set) nothing is sent.
     for (const key of keyFiles.slice(0, 2)) {
+      const early = await kmaas('proposal', 'submit', 'p.json');
+      expect(early.code).to.equal(1);
+      expect(early.stderr.trimEnd().split('\n').at(-1)).to.match(
+        /^error ERR_PROPOSAL_QUORUM: proposal \w+ has [01] valid operator signature\(s\), 2 required \(operator set .*operators\.json\); every node would refuse it: each operator signs it with kmaas proposal sign p\.json --key <key file>, or pass --force/,
+      );
+      expect(fake.proposals).to.have.length(0);
       const signed = await kmaas('proposal', 'sign', 'p.json', '--key', key);
       expect(signed.code, signed.stderr).to.equal(0);
     }
@@ -441,6 +504,14 @@ describe('cli: kmaas committee and status against the fake coordinator', functio
     expect(submitted.code, submitted.stderr).to.equal(0);
     expect(fake.proposals).to.have.length(1);
     expect(submitted.stdout.trim()).to.equal('epoch 3: nodes 1, 2, 3, 4, 5, threshold 4');
+  });
+
+  it('proposal submit --force sends a proposal the operator set says lacks a quorum', async () => {
+    fake.epoch = { epoch: 2, threshold: 3, committee: keysOf([1, 2, 3, 4, 5]) };
+    expect((await kmaas('committee', 'refresh', '--out', 'p.json')).code).to.equal(0);
+    const forced = await kmaas('proposal', 'submit', 'p.json', '--force', '--no-wait');
+    expect(forced.code, forced.stderr).to.equal(0);
+    expect(fake.proposals).to.have.length(1);
   });
 
   it('proposal create --operation committee.refresh --every: the standing refresh proposal', async () => {
@@ -558,8 +629,8 @@ describe('cli: kmaas committee and status against the fake coordinator', functio
       'node 3  member  up  epoch 2  ws://node-3',
       'node 4  member  DOWN  epoch -  ws://node-4',
       'node 5  member  up  epoch 2  ws://node-5',
-      'node 6  spare  up  epoch -  ws://node-6',
-      'node 7  spare  up  epoch -  ws://node-7',
+      'node 6  spare  up  ws://node-6',
+      'node 7  spare  up  ws://node-7',
     ]);
     expect(lines.at(-1)).to.equal('tenant acme  key version 1 (threshold 3, epoch 1)');
   });

@@ -197,6 +197,13 @@ describe('cli: kmaas rewrap', function () {
     r = await kmaas(['rewrap', 'docs/a.kmaas', '--to-version', '1']);
     expect(r.code).to.equal(1);
     expect(r.stderr).to.match(/error ERR_VALIDATION: .*older than the envelope's key version 2/);
+
+    // To a version that does not exist: said so, not "pin it".
+    r = await kmaas(['rewrap', 'docs/a.kmaas', '--to-version', '3']);
+    expect(r.code).to.equal(1);
+    expect(r.stderr.trimEnd().split('\n').at(-1)).to.match(
+      /^error ERR_UNKNOWN_KEY_VERSION: 1 of 1 .*tenant acme has no key version 3: its newest is 2$/,
+    );
   });
 
   it('SIGKILL during an in-place rewrap leaves the old file or the new one, and the next run finishes', async () => {

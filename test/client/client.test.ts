@@ -217,6 +217,32 @@ describe('client/index: KmaasClient', () => {
       );
     });
 
+    it('a coordinator that restarts while a job is followed: polls go on through the outage', async () => {
+      const a = await createTenant(client, 'restart');
+      const outages: string[] = [];
+      await fake.pause();
+      const following = client.waitForJob(a.jobId, {
+        pollIntervalMs: 20,
+        onOutage: (err) => outages.push(err.code),
+      });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await fake.resume();
+      expect((await following).state).to.equal('completed');
+      expect(outages).to.deep.equal(['ERR_NODE_UNAVAILABLE']);
+    });
+
+    it('a coordinator gone for longer than outageMs: ERR_NODE_UNAVAILABLE naming the job', async () => {
+      const a = await createTenant(client, 'gone');
+      await fake.pause();
+      const err = await expectCode(
+        client.waitForJob(a.jobId, { pollIntervalMs: 10, outageMs: 100 }),
+        'ERR_NODE_UNAVAILABLE',
+      );
+      expect(err.message).to.match(new RegExp(`^no answer about job ${a.jobId} for 0.1 s`));
+      expect(err.details).to.include({ jobId: a.jobId, outageMs: 100 });
+      await fake.resume();
+    });
+
     it('operator calls need the admin token', async () => {
       const noAdmin = new KmaasClient({ baseUrl: fake.url, auth: fake.clientAuth, pins });
       await expectCode(createTenant(noAdmin, 'beta'), 'ERR_CONFIG');

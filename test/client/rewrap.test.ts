@@ -261,6 +261,18 @@ describe('client/rewrap: KmaasClient.rewrap', () => {
       ]);
     });
 
+    it('a --to-version the tenant does not have: ERR_UNKNOWN_KEY_VERSION naming the newest, nothing derived', async () => {
+      const headers = [(await readHeader(pieces(await sealed(randomBytes(50), 'a')))).header];
+      const before = fake.evaluateSizes.length;
+      const planned = await client.planRewrap(headers, { toVersion: 3 });
+      const [failed] = planned.plans;
+      if (failed?.action !== 'failed') throw new Error('expected a failed plan');
+      expect(failed.error.code).to.equal('ERR_UNKNOWN_KEY_VERSION');
+      expect(failed.error.message).to.equal('tenant acme has no key version 3: its newest is 2');
+      expect(failed.error.details).to.include({ tenant: 'acme', version: 3, latest: 2 });
+      expect(fake.evaluateSizes.length).to.equal(before);
+    });
+
     it('a retired version fails only the envelopes under it', async () => {
       const old = await sealed(randomBytes(50), 'a');
       const current = await sealed(randomBytes(50), 'b', 2);

@@ -15,6 +15,7 @@ import {
 import { KeyCache } from '../../coordinator/key-cache.ts';
 import { publishInvalidation, subscribeInvalidations } from '../../coordinator/key-invalidation.ts';
 import { canonicalKeyPackage } from '../../coordinator/key-quorum.ts';
+import { agreedClusterId } from '../../coordinator/cluster-status.ts';
 import { submitProposal, type ProposalDeps } from '../../coordinator/proposals.ts';
 import { redisKeys, type RedisKeys } from '../../coordinator/redis-keys.ts';
 import { Registry } from '../../coordinator/registry.ts';
@@ -262,9 +263,11 @@ describe('coordinator/epoch: Redis state', function () {
     const record: EpochRecord = { epoch: 2, threshold: 2, committee: members };
     let queued: { name: string; data: unknown }[];
     let deps: ProposalDeps;
+    let nodes: ScriptedNode[];
 
     beforeEach(async () => {
-      const pool = new FakePool([1, 2, 3, 6].map((n) => new ScriptedNode(n, null))).pool;
+      nodes = [1, 2, 3, 6].map((n) => new ScriptedNode(n, null));
+      const pool = new FakePool(nodes).pool;
       const registry = new Registry({ redis, keys, pool, nodeTimeoutMs: 500, logger: logs.logger });
       const epochs = store([]);
       await epochs.write(record);
@@ -287,6 +290,7 @@ describe('coordinator/epoch: Redis state', function () {
         nodeTimeoutMs: 500,
         logger: logs.logger,
         epochs,
+        clusterId: () => agreedClusterId(pool, 500),
         queueReshare: (p, l) => queueReshare({ queue, epochs, attempts: 1, backoffMs: 10 }, p, l),
       };
     });
@@ -309,6 +313,26 @@ describe('coordinator/epoch: Redis state', function () {
         await code(submitProposal(deps, create([...members.slice(0, 2), spare]), logs.logger)),
       ).to.equal('ERR_PROPOSAL_MISMATCH');
       expect(queued.map((q) => q.name)).to.deep.equal(['tenant.create']);
+    });
+
+    it('a proposal for another cluster than the nodes report: ERR_PROPOSAL_CLUSTER, nothing queued', async () => {
+      const create = (tenant = 'acme') =>
+        testProposal({ tenant, version: 1, threshold: 2, committee: members });
+      for (const n of nodes) n.cluster = 'kmaas-elsewhere';
+      const refused = await submitProposal(deps, create(), logs.logger).catch((e: unknown) => e);
+      expect(refused).to.be.instanceOf(KmaasError);
+      expect((refused as KmaasError).code).to.equal('ERR_PROPOSAL_CLUSTER');
+      expect((refused as KmaasError).status).to.equal(403);
+      expect((refused as KmaasError).message).to.include(
+        `is for cluster ${TEST_CLUSTER_ID}, but the nodes here belong to cluster kmaas-elsewhere`,
+      );
+      expect(queued).to.have.length(0);
+      // Nodes that disagree, or report none: the nodes decide.
+      nodes[0]!.cluster = TEST_CLUSTER_ID;
+      expect(await code(submitProposal(deps, create(), logs.logger))).to.equal('accepted');
+      for (const n of nodes) n.cluster = TEST_CLUSTER_ID;
+      expect(await code(submitProposal(deps, create('beta'), logs.logger))).to.equal('accepted');
+      expect(queued).to.have.length(2);
     });
 
     it('a reshare must start from the current epoch', async () => {

@@ -57,6 +57,8 @@ export class ScriptedNode {
   readonly next = new Map<string, KeyPackage>();
   /** Every request, in order. */
   readonly received: { type: NodeRequestType; body: Record<string, unknown> }[] = [];
+  /** The cluster id `status` reports; none when undefined (an older node). */
+  cluster: string | undefined;
   /** Throw from here to make a request fail (a KmaasError is the node's own answer). */
   fail: Script | null = null;
   /** The next request of this type never gets an answer (a hung node); then it is cleared. */
@@ -122,6 +124,7 @@ export class ScriptedNode {
           epoch: this.epoch,
           reshare: null,
           identity: this.identity,
+          ...(this.cluster === undefined ? {} : { cluster: this.cluster }),
         };
       case 'keyPackage': {
         const pkg = this.keys.get(`${String(body.tenant)}/${String(body.version)}`);

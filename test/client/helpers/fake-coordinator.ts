@@ -129,12 +129,26 @@ export class FakeCoordinator {
   async start(): Promise<string> {
     const user = await ISSUER.user('acme', 'client-user');
     this.clientAuth = { accessToken: user.token, dpopKey: user.dpopKey };
+    const port = await this.listen(0);
+    this.url = `http://127.0.0.1:${port}`;
+    return this.url;
+  }
+
+  private async listen(port: number): Promise<number> {
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => this.send(res, toKmaasError(err)));
     });
-    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-    return this.url;
+    await new Promise<void>((resolve) => this.server!.listen(port, '127.0.0.1', resolve));
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  /** A restart: connections refused until resume(), which listens on the same port again. */
+  pause(): Promise<void> {
+    return this.close();
+  }
+
+  async resume(): Promise<void> {
+    await this.listen(Number(new URL(this.url).port));
   }
 
   async close(): Promise<void> {
