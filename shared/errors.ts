@@ -197,6 +197,10 @@ export const ERROR_CODES = {
     status: 500,
     doc: 'A node was started with a secret that does not open its existing database.',
   },
+  ERR_DATA_DIR_LOCKED: {
+    status: 500,
+    doc: 'A node or identity provider was started on a data folder another live process holds (`kmaas.lock` names its pid); it exits with code 2 and changes nothing.',
+  },
   ERR_AUDIT_BROKEN: {
     status: 500,
     doc: 'An audit log failed verification; the first broken entry is named.',
