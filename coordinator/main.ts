@@ -1,11 +1,13 @@
 /**
  * Coordinator process entry (docs/CONTRACTS.md "Processes and readiness"): configuration from
  * the environment, JSON log lines on stdout, exactly one `listening` line with the real port once
- * connections are accepted, and a graceful close on SIGTERM or SIGINT.
+ * connections are accepted, and a graceful close on SIGTERM or SIGINT. Started by a local
+ * cluster (KMAAS_EXIT_WITH_PARENT=1), also when its launcher is gone (shared/exit-with-parent.ts).
  *
  *   node --import tsx coordinator/main.ts
  */
 import { KmaasError } from '../shared/errors.ts';
+import { exitWithParent } from '../shared/exit-with-parent.ts';
 import { loadConfig } from './config.ts';
 import { createLogger } from './logger.ts';
 import { startCoordinator } from './server.ts';
@@ -15,6 +17,9 @@ const HARD_EXIT_MS = 20_000;
 
 async function main(): Promise<void> {
   const boot = createLogger(process.env.LOG_LEVEL ?? 'info');
+  // Until it listens there is nothing to close: a launcher gone by then ends it at once.
+  let onLauncherGone = (): void => process.exit(0);
+  exitWithParent(() => onLauncherGone());
   let config;
   try {
     config = loadConfig();
@@ -35,6 +40,7 @@ async function main(): Promise<void> {
 
   let stopping = false;
   const stop = (signal: string): void => {
+    if (stopping && signal === 'launcher gone') return;
     if (stopping) {
       log.warn({ signal }, 'second signal: exiting now');
       process.exit(1);
@@ -59,6 +65,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  onLauncherGone = () => stop('launcher gone');
 }
 
 main().catch((err: unknown) => {

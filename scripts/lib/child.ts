@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { EXIT_WITH_PARENT_ENV } from '../../shared/exit-with-parent.ts';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -21,6 +22,10 @@ export interface ChildOptions {
 /**
  * Every child still running when this process exits is killed with it, so a launcher that dies
  * (or is stopped with a signal the script handles by exiting) leaves no orphaned nodes behind.
+ * That hook does not run when this process is SIGKILLed: for that each child also gets a stdin
+ * pipe nobody writes to and KMAAS_EXIT_WITH_PARENT=1, and stops by itself when the pipe reaches
+ * end of file, which the system makes happen however this process ends
+ * (shared/exit-with-parent.ts).
  */
 const live = new Set<ChildProcess>();
 process.once('exit', () => {
@@ -53,10 +58,12 @@ export class ServiceProcess {
     this.log = createWriteStream(this.opts.logFile, { flags: 'a' });
     const proc = spawn(process.execPath, ['--import', 'tsx', this.opts.entry], {
       cwd: ROOT,
-      env: { ...process.env, ...this.opts.env, ...extraEnv },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...this.opts.env, ...extraEnv, [EXIT_WITH_PARENT_ENV]: '1' },
+      stdio: ['pipe', 'pipe', 'pipe'],
     });
     this.proc = proc;
+    // Never written to and never closed from here: its end of file means this process is gone.
+    proc.stdin.on('error', () => undefined);
     live.add(proc);
     proc.once('exit', () => live.delete(proc));
     this.tail = [];
