@@ -23,10 +23,12 @@
  * proxy in between instead of at the node itself.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { DEFAULT_REDIRECT_URI, DEFAULT_RESOURCE, TENANT_CLAIM } from '../../idp/config.ts';
 import type { DevUser } from '../../idp/users.ts';
+import { holderAlive, IDP_LOCK_FILE, LOCK_FILE, readLock } from '../../shared/data-lock.ts';
 import { ServiceProcess, ROOT } from './child.ts';
 import { ensureDevOperators, type DevOperators } from './operators.ts';
 import { ensureRedis, deletePrefix, type RedisHandle } from './redis.ts';
@@ -121,6 +123,8 @@ export class LocalCluster {
   operators!: DevOperators;
   private readonly dir: string;
   private locked = false;
+  /** The previous run left its cluster.pid behind: its launcher died without stopping. */
+  private unclean = false;
 
   constructor(private readonly opts: ClusterOptions) {
     this.dir = opts.dataDir;
@@ -226,23 +230,93 @@ export class LocalCluster {
 
   /**
    * One cluster per data folder: two would share the node databases, the Redis prefix and the
-   * job queue. The lock names the pid that holds it; a lock whose process is gone is taken over.
+   * job queue. cluster.pid names the launcher (first line) and its processes; a launcher that is
+   * gone leaves it behind, and is taken over, unless processes of that run still live: those
+   * named in it, and the holders of the nodes' and the identity provider's lock files
+   * (shared/data-lock.ts). Those of a launcher killed a moment ago are given 3 s to follow it
+   * (they stop when it is gone: child.ts); any still running then are named, and refused.
    */
-  private lock(): void {
+  private async lock(): Promise<void> {
     const file = join(this.dir, 'cluster.pid');
-    if (existsSync(file)) {
-      const pid = Number(readFileSync(file, 'utf8'));
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
-        throw new Error(`a cluster (pid ${pid}) is already running on ${this.dir}; stop it first`);
-      }
+    const recorded = readPidFile(file);
+    const launcher = recorded[0];
+    if (launcher && launcher.pid !== process.pid && isAlive(launcher.pid)) {
+      throw new Error(
+        `a cluster (pid ${launcher.pid}) is already running on ${this.dir}; stop it first`,
+      );
     }
-    writeFileSync(file, String(process.pid));
+    let live = this.earlierRun(recorded);
+    for (let i = 0; live.length > 0 && i < 30; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      live = this.earlierRun(recorded);
+    }
+    if (live.length > 0) {
+      throw new Error(
+        `processes of an earlier run on ${this.dir} are still running: ` +
+          `${live.map((p) => `${p.what} (pid ${p.pid})`).join(', ')}; ` +
+          `stop them first (kill ${live.map((p) => p.pid).join(' ')})`,
+      );
+    }
+    this.unclean = launcher !== undefined && launcher.pid !== process.pid;
+    writeFileSync(file, `${process.pid} launcher\n`);
     this.locked = true;
+  }
+
+  /**
+   * The processes of an earlier run that still live: those cluster.pid names (where /proc tells,
+   * only if they still run one of our entry points, not a process that got the pid since), and
+   * the live holders of the nodes' and the identity provider's lock files.
+   */
+  private earlierRun(recorded: { pid: number; what: string }[]): { pid: number; what: string }[] {
+    const found = new Map<number, string>();
+    for (const p of recorded.slice(1)) {
+      if (p.pid !== process.pid && isAlive(p.pid) && runsOurs(p.pid)) found.set(p.pid, p.what);
+    }
+    const locks = readdirSync(this.dir, { withFileTypes: true })
+      .filter((e) => e.isDirectory() && /^node-\d+$/.test(e.name))
+      .map((e) => ({ file: join(this.dir, e.name, LOCK_FILE), what: e.name.replace('-', ' ') }));
+    locks.push({ file: join(this.dir, IDP_LOCK_FILE), what: 'identity provider' });
+    for (const { file, what } of locks) {
+      const holder = readLock(file);
+      if (holder && holderAlive(holder)) found.set(holder.pid, holder.what ?? what);
+    }
+    return [...found].map(([pid, what]) => ({ pid, what }));
+  }
+
+  /** cluster.pid: the launcher, then every process it runs now (a restart changes a pid). */
+  private recordPids(): void {
+    if (!this.locked) return;
+    const procs: [string, ServiceProcess | undefined][] = [
+      ['identity provider', this.idp],
+      ...[...this.nodes].map(([id, p]): [string, ServiceProcess] => [`node ${id}`, p]),
+      ...this.coordinators.map((c): [string, ServiceProcess] => [c.name, c]),
+    ];
+    const lines = [`${process.pid} launcher`];
+    for (const [what, p] of procs) if (p?.running && p.pid) lines.push(`${p.pid} ${what}`);
+    writeFileSync(join(this.dir, 'cluster.pid'), lines.join('\n') + '\n');
+  }
+
+  /**
+   * Before a saved port is given up for a new one: when the earlier run did not stop cleanly, a
+   * process of it may still hold the port (one started by an older version, or that outlived its
+   * launcher), and a second cluster on the same databases must not start beside it.
+   */
+  private async savedPortUsable(port: number, what: string): Promise<boolean> {
+    if (port === 0 || (await portFree(port))) return true;
+    if (this.unclean) {
+      throw new Error(
+        `port ${port} of ${what} is in use, and the earlier run on ${this.dir} did not stop ` +
+          `cleanly (see cluster.pid there): a process of it may still hold the port. Stop it ` +
+          `first (ss -ltnp 'sport = :${port}' names it), or delete ${join(this.dir, 'cluster.pid')} ` +
+          `to move to new ports`,
+      );
+    }
+    return false;
   }
 
   async start(): Promise<void> {
     mkdirSync(join(this.dir, 'logs'), { recursive: true });
-    this.lock();
+    await this.lock();
     this.secrets = this.loadSecrets(this.opts.nodes ?? 5, this.opts.spareNodes ?? 0);
     this.operators = ensureDevOperators(this.dir);
     if (this.opts.redisPrefix) this.secrets.redisPrefix = this.opts.redisPrefix;
@@ -322,6 +396,7 @@ export class LocalCluster {
       spareNodes: this.spareIds,
     };
     writeFileSync(this.clusterFile, JSON.stringify(file, null, 2), { mode: 0o600 });
+    this.recordPids();
     await this.waitForNodes();
   }
 
@@ -374,7 +449,9 @@ export class LocalCluster {
         LOG_LEVEL: this.opts.logLevel ?? 'info',
       },
     });
-    const saved = this.secrets.idp.port;
+    const saved = (await this.savedPortUsable(this.secrets.idp.port, 'the identity provider'))
+      ? this.secrets.idp.port
+      : 0;
     let port: number;
     try {
       port = await this.idp.start({ KMAAS_IDP_PORT: String(saved) });
@@ -396,23 +473,27 @@ export class LocalCluster {
     const entry = this.secrets.nodes.find((n) => n.id === id);
     const proc = this.nodes.get(id);
     if (!entry || !proc) throw new Error(`no node ${id}`);
+    const saved =
+      !mayMove || (await this.savedPortUsable(entry.port, `node ${id}`)) ? entry.port : 0;
     let port: number;
     try {
-      port = await proc.start({ ...env, KMAAS_NODE_PORT: String(entry.port) });
+      port = await proc.start({ ...env, KMAAS_NODE_PORT: String(saved) });
     } catch (err) {
-      if (!mayMove || entry.port === 0) throw err;
+      if (!mayMove || saved === 0) throw err;
       port = await proc.start({ ...env, KMAAS_NODE_PORT: '0' });
     }
     if (entry.port !== port) {
       entry.port = port;
       this.saveSecrets();
     }
+    this.recordPids();
   }
 
   /** Start the identity provider again on its port (after it died), so the issuer stays put. */
   async restartIdp(): Promise<void> {
     await this.idp.kill('SIGKILL');
     await this.idp.start({ KMAAS_IDP_PORT: String(this.secrets.idp.port) });
+    this.recordPids();
   }
 
   /** Every process of the cluster, as the launchers' supervisor restarts them (supervisor.ts). */
@@ -461,6 +542,7 @@ export class LocalCluster {
     const port = c.port;
     await c.kill(signal);
     await c.start({ ...env, KMAAS_COORDINATOR_PORT: String(port) });
+    this.recordPids();
   }
 
   async killNode(id: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
@@ -507,4 +589,41 @@ function isAlive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/** cluster.pid's lines, `<pid> <what>`: the launcher first (a bare pid, as older runs wrote it). */
+function readPidFile(file: string): { pid: number; what: string }[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  return text
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '')
+    .map((line, i) => {
+      const [pid = '', ...what] = line.split(' ');
+      return { pid: Number(pid), what: what.join(' ') || (i === 0 ? 'launcher' : '?') };
+    })
+    .filter((p) => Number.isInteger(p.pid) && p.pid > 0);
+}
+
+/** Whether `pid` runs one of our entry points; true where /proc cannot tell. */
+function runsOurs(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('main.ts');
+  } catch {
+    return !existsSync('/proc');
+  }
+}
+
+/** Whether nothing listens on 127.0.0.1:`port`. */
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once('error', () => resolve(false));
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+  });
 }
