@@ -779,6 +779,9 @@ async function complete(
     checkFinish,
     () => void progress({ phase: 'finish', done: ++finished, total: nodes.length }),
   );
+  // The per-answer updates are not awaited: write the final count once more, awaited, so the job
+  // never completes showing fewer nodes done than answered (Redis keeps one connection's order).
+  await progress({ phase: 'finish', done: finished, total: nodes.length });
   // Best effort: a node finishes by itself KMAAS_RESHARE_FINISH_AFTER_MS after its commit.
   log.info(
     {

@@ -63,7 +63,8 @@ describe('coordinator: process and lifecycle', function () {
     child.kill('SIGTERM');
     const [code] = (await once(child, 'exit')) as [number | null];
 
-    expect(code).to.equal(0);
+    // The last log lines say why, should the shutdown ever fail.
+    expect(code, JSON.stringify(lines.slice(-4))).to.equal(0);
     expect(lines.filter((l) => l.msg === 'listening')).to.have.length(1);
     const text = JSON.stringify(lines);
     for (const token of Object.values(TOKENS)) expect(text).to.not.include(token);
