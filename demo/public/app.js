@@ -31,6 +31,15 @@ let session = null;
 let kmaas = null;
 /** The object URL of the document shown, revoked when another one is shown. */
 let shownUrl = null;
+/**
+ * Counts opens: an open whose number is no longer the latest was overtaken by another (or the
+ * viewer was closed) and must not touch the viewer. `openAbort` cancels its download.
+ */
+let openGeneration = 0;
+/** @type {AbortController | null} */
+let openAbort = null;
+/** The document in the viewer (opening, open or refused), or null. */
+let viewedDoc = null;
 
 const loginOptions = () => ({
   issuer: config.issuer,
@@ -112,9 +121,9 @@ async function apiError(res) {
   );
 }
 
-async function api(method, path) {
+async function api(method, path, signal) {
   const url = new URL(path, location.origin).href;
-  const res = await fetch(url, { method, headers: await apiHeaders(method, url) });
+  const res = await fetch(url, { method, headers: await apiHeaders(method, url), signal });
   if (!res.ok) throw await apiError(res);
   return res;
 }
@@ -437,8 +446,33 @@ async function* body(res, total, onProgress) {
   }
 }
 
+/** Cancel an open under way (if any), empty the viewer and revoke its object URL. */
+function closeViewer() {
+  openGeneration++;
+  openAbort?.abort();
+  openAbort = null;
+  viewedDoc = null;
+  if (shownUrl) URL.revokeObjectURL(shownUrl);
+  shownUrl = null;
+  $('viewer-body').replaceChildren();
+  $('viewer-info').textContent = '';
+  $('download').hidden = true;
+  $('download').removeAttribute('href');
+  $('open-progress-box').hidden = true;
+  $('viewer').hidden = true;
+  delete $('viewer').dataset.state;
+  delete $('viewer').dataset.errorCode;
+}
+
 async function openDocument(doc) {
   problem(null);
+  closeViewer();
+  const generation = openGeneration;
+  const abort = new AbortController();
+  openAbort = abort;
+  viewedDoc = doc;
+  /** Whether this open is still the one the viewer shows. */
+  const current = () => generation === openGeneration;
   const viewer = $('viewer');
   const progress = $('open-progress');
   viewer.hidden = false;
@@ -448,25 +482,26 @@ async function openDocument(doc) {
   delete viewer.dataset.openMs;
   $('viewer-title').textContent = doc.name;
   $('viewer-info').textContent = 'Downloading the envelope and deriving its key…';
-  $('viewer-body').replaceChildren();
-  $('download').hidden = true;
   progress.value = 0;
-  if (shownUrl) URL.revokeObjectURL(shownUrl);
-  shownUrl = null;
+  $('open-progress-box').hidden = false;
   $('viewer-title').focus();
   say(`Opening ${doc.name}…`);
   const started = performance.now();
   try {
-    const res = await api('GET', `/api/documents/${encodeURIComponent(doc.id)}`);
+    const res = await api('GET', `/api/documents/${encodeURIComponent(doc.id)}`, abort.signal);
+    if (!current()) return;
     const total = Number(res.headers.get('content-length') ?? 0);
     // The header says which key to derive; the nodes decide whether this user may have it.
     const opened = await kmaas.decrypt(
-      body(res, total, (f) => (progress.value = f)),
+      body(res, total, (f) => {
+        if (current()) progress.value = f;
+      }),
       { tenant: doc.tenant, documentId: doc.documentId },
     );
     logDerivation(`open ${doc.name}`, opened.nodes);
     const parts = [];
     for await (const part of opened) parts.push(part);
+    if (!current()) return;
     const blob = new Blob(parts, { type: doc.type });
     const ms = Math.round(performance.now() - started);
     shownUrl = URL.createObjectURL(blob);
@@ -482,10 +517,17 @@ async function openDocument(doc) {
     viewer.dataset.state = 'open';
     say(`Opened ${doc.name}.`);
   } catch (err) {
+    if (!current()) return;
     viewer.dataset.state = 'refused';
     viewer.dataset.errorCode = errorCode(err);
     $('viewer-info').textContent = 'This document could not be opened.';
     refused(doc, err);
+  } finally {
+    if (current()) {
+      // The download is over, whichever way it ended: no bar left standing.
+      $('open-progress-box').hidden = true;
+      openAbort = null;
+    }
   }
 }
 
