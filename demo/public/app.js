@@ -48,18 +48,28 @@ const loginOptions = () => ({
   resource: config.resource,
 });
 
-function say(text) {
-  $('status').textContent = text;
+/** The status line: `tone` 'error' shows it as a failure, not in the success colour. */
+function say(text, tone = 'ok') {
+  const status = $('status');
+  status.textContent = text;
+  status.classList.toggle('error', tone === 'error');
 }
 
 /** Show a problem as a few plain sentences; `lines` are strings or [label, code] pairs. */
 function problem(lines) {
   const box = $('problem');
-  box.replaceChildren();
   if (!lines) {
+    box.replaceChildren();
     box.hidden = true;
     return;
   }
+  writeLines(box, lines);
+  box.hidden = false;
+}
+
+/** Replace what `box` holds by `lines`, one paragraph each (a [label, code] pair: code in code). */
+function writeLines(box, lines) {
+  box.replaceChildren();
   for (const line of lines) {
     const p = document.createElement('p');
     if (Array.isArray(line)) {
@@ -70,7 +80,6 @@ function problem(lines) {
     } else p.textContent = line;
     box.append(p);
   }
-  box.hidden = false;
 }
 
 function formatBytes(n) {
@@ -79,8 +88,37 @@ function formatBytes(n) {
   return `${Number(value.toFixed(1))} ${unit}`;
 }
 
-const errorCode = (err) => (err instanceof KmaasError ? err.code : 'ERR_INTERNAL');
+/** The archive's API could not be reached at all (fetch or the upload failed without answer). */
+class ArchiveUnreachable extends Error {
+  constructor() {
+    super('The archive could not be reached: check your connection, then try again.');
+  }
+}
+
+/** The error's code; null when there is none to show (the archive could not be reached). */
+const errorCode = (err) =>
+  err instanceof KmaasError ? err.code : err instanceof ArchiveUnreachable ? null : 'ERR_INTERNAL';
 const errorMessage = (err) => (err instanceof Error ? err.message : String(err));
+
+/** What went wrong, in words for the user (the code, when there is one, is shown beside it). */
+function explain(err) {
+  switch (errorCode(err)) {
+    case 'ERR_TOO_FEW_NODES':
+      return 'The key service could not reach enough share nodes: try again in a few seconds.';
+    case 'ERR_NODE_UNAVAILABLE':
+      return 'The key service could not be reached: try again in a few seconds.';
+    case 'ERR_TOKEN_EXPIRED':
+      return 'Your session has expired: sign in again.';
+    default:
+      return errorMessage(err);
+  }
+}
+
+/** Lines for problem(): what failed, why, and the code when there is one. */
+function failure(what, err) {
+  const code = errorCode(err);
+  return [what, code ? [`${explain(err)} Code:`, code] : explain(err)];
+}
 
 /**
  * The session's access token, or a clear error once it has expired. Known shortcoming: there is
@@ -123,7 +161,14 @@ async function apiError(res) {
 
 async function api(method, path, signal) {
   const url = new URL(path, location.origin).href;
-  const res = await fetch(url, { method, headers: await apiHeaders(method, url), signal });
+  const headers = await apiHeaders(method, url);
+  let res;
+  try {
+    res = await fetch(url, { method, headers, signal });
+  } catch (err) {
+    // A TypeError: no answer at all (an AbortError is passed on as it is).
+    throw err instanceof TypeError ? new ArchiveUnreachable() : err;
+  }
   if (!res.ok) throw await apiError(res);
   return res;
 }
@@ -147,14 +192,14 @@ async function start() {
     else session = await currentSession(loginOptions());
   } catch (err) {
     history.replaceState(null, '', '/');
-    problem(['Signing in did not work.', [`${errorMessage(err)} Code:`, errorCode(err)]]);
+    problem(failure('Signing in did not work.', err));
   }
   $('sign-in').addEventListener('click', () => {
     $('sign-in').disabled = true;
     say('Going to the identity provider…');
     beginLogin(loginOptions()).catch((err) => {
       $('sign-in').disabled = false;
-      problem(['Cannot start signing in.', [`${errorMessage(err)} Code:`, errorCode(err)]]);
+      problem(failure('Cannot start signing in.', err));
     });
   });
   $('sign-out').addEventListener('click', () => {
@@ -171,6 +216,7 @@ async function start() {
 }
 
 async function signOut() {
+  problem(null);
   await logout();
   session = null;
   kmaas = null;
@@ -218,7 +264,7 @@ async function refresh() {
     const { documents } = await (await api('GET', '/api/documents')).json();
     showList(documents);
   } catch (err) {
-    problem(['Cannot list the documents.', [`${errorMessage(err)} Code:`, errorCode(err)]]);
+    problem(failure('Cannot list the documents.', err));
   }
 }
 
@@ -271,10 +317,12 @@ async function deleteDocument(doc) {
   if (!confirm(`Delete ${doc.name}?`)) return;
   try {
     await api('DELETE', `/api/documents/${encodeURIComponent(doc.id)}`);
+    // The document shown (or being opened) is gone: so is the viewer.
+    if (viewedDoc && viewedDoc.id === doc.id) closeViewer();
     say(`Deleted ${doc.name}.`);
     await refresh();
   } catch (err) {
-    problem([`Cannot delete ${doc.name}.`, [`${errorMessage(err)} Code:`, errorCode(err)]]);
+    problem(failure(`Cannot delete ${doc.name}.`, err));
   }
 }
 
@@ -299,7 +347,10 @@ async function uploadAll() {
     $('upload').disabled = false;
   }
   $('files').value = '';
-  say(`${done} of ${files.length} document${files.length === 1 ? '' : 's'} uploaded.`);
+  say(
+    `${done} of ${files.length} document${files.length === 1 ? '' : 's'} uploaded.`,
+    done === files.length ? 'ok' : 'error',
+  );
   await refresh();
 }
 
@@ -329,7 +380,14 @@ function progressRow(file) {
   note.className = 'meta';
   li.append(note);
   $('uploads').prepend(li);
-  return { li, bars, note };
+  /** The row's work is over: its bars (and their labels) go, the note says how it ended. */
+  const end = (ok, text) => {
+    for (const el of li.querySelectorAll('progress, label')) el.remove();
+    li.dataset.state = ok ? 'stored' : 'failed';
+    li.classList.toggle('failed', !ok);
+    note.textContent = text;
+  };
+  return { li, bars, note, end };
 }
 
 /** Reads `file` through, counting bytes for the encryption progress bar. */
@@ -355,7 +413,7 @@ async function* counted(stream, onBytes) {
 async function uploadOne(file) {
   const row = progressRow(file);
   if (file.size > config.maxDocumentBytes) {
-    row.note.textContent = `Too large: the archive takes up to ${formatBytes(config.maxDocumentBytes)}.`;
+    row.end(false, `Too large: the archive takes up to ${formatBytes(config.maxDocumentBytes)}.`);
     return false;
   }
   try {
@@ -377,12 +435,15 @@ async function uploadOne(file) {
     const envelope = new Blob(parts, { type: 'application/octet-stream' });
     row.note.textContent = 'Uploading the envelope…';
     const doc = await send(envelope, file, (fraction) => (row.bars.upload.value = fraction));
-    row.bars.upload.value = 1;
-    row.note.textContent = `Stored (${formatBytes(doc.envelopeSize)} of ciphertext). Key from share nodes ${sealed.nodes.join(', ')}.`;
+    row.end(
+      true,
+      `Stored (${formatBytes(doc.envelopeSize)} of ciphertext). Key from share nodes ${sealed.nodes.join(', ')}.`,
+    );
     row.li.dataset.id = doc.id;
     return true;
   } catch (err) {
-    row.note.textContent = `Failed: ${errorMessage(err)} (${errorCode(err)})`;
+    const code = errorCode(err);
+    row.end(false, `Failed: ${explain(err)}${code ? ` (${code})` : ''}`);
     return false;
   }
 }
@@ -419,9 +480,7 @@ async function send(envelope, file, onProgress) {
         );
       }
     });
-    xhr.addEventListener('error', () =>
-      reject(new KmaasError('ERR_INTERNAL', 'the upload did not reach the archive')),
-    );
+    xhr.addEventListener('error', () => reject(new ArchiveUnreachable()));
     xhr.send(envelope);
   });
 }
@@ -456,6 +515,7 @@ function closeViewer() {
   shownUrl = null;
   $('viewer-body').replaceChildren();
   $('viewer-info').textContent = '';
+  $('viewer-info').classList.remove('problem');
   $('download').hidden = true;
   $('download').removeAttribute('href');
   $('open-progress-box').hidden = true;
@@ -482,6 +542,7 @@ async function openDocument(doc) {
   delete viewer.dataset.openMs;
   $('viewer-title').textContent = doc.name;
   $('viewer-info').textContent = 'Downloading the envelope and deriving its key…';
+  $('viewer-info').classList.remove('problem');
   progress.value = 0;
   $('open-progress-box').hidden = false;
   $('viewer-title').focus();
@@ -519,8 +580,7 @@ async function openDocument(doc) {
   } catch (err) {
     if (!current()) return;
     viewer.dataset.state = 'refused';
-    viewer.dataset.errorCode = errorCode(err);
-    $('viewer-info').textContent = 'This document could not be opened.';
+    viewer.dataset.errorCode = errorCode(err) ?? '';
     refused(doc, err);
   } finally {
     if (current()) {
@@ -534,21 +594,24 @@ async function openDocument(doc) {
 /** Why a document did not open, in plain words: who you are, whose it is, the code. */
 function refused(doc, err) {
   const code = errorCode(err);
-  const lines = [
-    `You are ${session.subject} of tenant ${session.tenant}. "${doc.name}" belongs to tenant ${doc.tenant}.`,
-  ];
+  const lines = [];
   if (code === 'ERR_TOKEN_TENANT' || doc.tenant !== session.tenant) {
     lines.push(
+      `You are ${session.subject} of tenant ${session.tenant}. "${doc.name}" belongs to tenant ${doc.tenant}.`,
       `The key service refused to derive its key: your sign-in is for tenant ${session.tenant}, ` +
         `and only users of tenant ${doc.tenant} can open it. The archive holds only ciphertext, so ` +
         'nothing else can open it either.',
     );
   } else {
-    lines.push(`It could not be opened: ${errorMessage(err)}`);
+    lines.push(`"${doc.name}" could not be opened. ${explain(err)}`);
   }
-  lines.push(['Error code:', code]);
+  if (code) lines.push(['Error code:', code]);
   problem(lines);
-  say(`${doc.name} could not be opened (${code}).`);
+  // The viewer, where focus is, says it too.
+  const info = $('viewer-info');
+  writeLines(info, ['This document could not be opened.', ...lines]);
+  info.classList.add('problem');
+  say(`${doc.name} could not be opened${code ? ` (${code})` : ''}.`, 'error');
 }
 
 function show(doc, blob, url) {
@@ -578,5 +641,5 @@ function show(doc, blob, url) {
 }
 
 start().catch((err) => {
-  problem(['The page could not start.', [`${errorMessage(err)} Code:`, errorCode(err)]]);
+  problem(failure('The page could not start.', err));
 });
