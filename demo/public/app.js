@@ -132,6 +132,38 @@ function accessToken() {
   return session.accessToken;
 }
 
+/** Fires when the session's token expires. */
+let expiryTimer = null;
+
+/** Watch the session's end (a timer, and a check whenever the tab is shown again). */
+function watchExpiry() {
+  clearTimeout(expiryTimer);
+  if (!session) return;
+  const left = session.expiresAt - Date.now();
+  expiryTimer = setTimeout(() => void expired(), Math.min(Math.max(left, 0), 2 ** 31 - 1));
+}
+
+/** The session has ended: the signed-out state, saying so, with the Sign in button. */
+async function expired() {
+  if (!session) return;
+  clearTimeout(expiryTimer);
+  session = null;
+  kmaas = null;
+  await logout().catch(() => undefined);
+  problem(null);
+  render();
+  $('who-text').textContent = 'Your session has expired: sign in again.';
+  say('Your session has expired: sign in again.', 'error');
+  $('sign-in').focus();
+}
+
+/** A failure because the token has expired ends the session in the page too. */
+function sessionCheck(err) {
+  if (errorCode(err) !== 'ERR_TOKEN_EXPIRED') return false;
+  void expired();
+  return true;
+}
+
 /** Headers for a request to the archive's API: the token and a proof of this request. */
 async function apiHeaders(method, url) {
   const token = accessToken();
@@ -212,11 +244,16 @@ async function start() {
   $('refresh').addEventListener('click', () => {
     void refresh();
   });
+  // Timers are slowed down in a hidden tab: look again when it is shown.
+  document.addEventListener('visibilitychange', () => {
+    if (session && session.expiresAt <= Date.now()) void expired();
+  });
   render();
 }
 
 async function signOut() {
   problem(null);
+  clearTimeout(expiryTimer);
   await logout();
   session = null;
   kmaas = null;
@@ -239,15 +276,19 @@ function render() {
   $('sign-out').hidden = !signedIn;
   $('app').hidden = !signedIn;
   if (!signedIn) {
+    closeViewer();
     $('who-text').textContent = 'You are not signed in.';
+    delete $('who-text').dataset.subject;
+    delete $('who-text').dataset.tenant;
     $('documents').replaceChildren();
-    $('viewer').hidden = true;
+    $('uploads').replaceChildren();
     return;
   }
   $('idp-sign-out').hidden = true;
   $('who-text').textContent = `Signed in as ${session.subject} of tenant ${session.tenant}.`;
   $('who-text').dataset.subject = session.subject;
   $('who-text').dataset.tenant = session.tenant;
+  watchExpiry();
   kmaas = new KmaasClient({
     baseUrl: config.coordinatorUrl,
     pins: new MemoryPinStore(config.pins),
@@ -264,6 +305,7 @@ async function refresh() {
     const { documents } = await (await api('GET', '/api/documents')).json();
     showList(documents);
   } catch (err) {
+    if (sessionCheck(err)) return;
     problem(failure('Cannot list the documents.', err));
   }
 }
@@ -322,6 +364,7 @@ async function deleteDocument(doc) {
     say(`Deleted ${doc.name}.`);
     await refresh();
   } catch (err) {
+    if (sessionCheck(err)) return;
     problem(failure(`Cannot delete ${doc.name}.`, err));
   }
 }
@@ -341,11 +384,13 @@ async function uploadAll() {
   let done = 0;
   try {
     for (const file of files) {
+      if (!session) return; // it expired: the page says so
       if (await uploadOne(file)) done++;
     }
   } finally {
     $('upload').disabled = false;
   }
+  if (!session) return;
   $('files').value = '';
   say(
     `${done} of ${files.length} document${files.length === 1 ? '' : 's'} uploaded.`,
@@ -444,6 +489,7 @@ async function uploadOne(file) {
   } catch (err) {
     const code = errorCode(err);
     row.end(false, `Failed: ${explain(err)}${code ? ` (${code})` : ''}`);
+    sessionCheck(err);
     return false;
   }
 }
@@ -579,6 +625,7 @@ async function openDocument(doc) {
     say(`Opened ${doc.name}.`);
   } catch (err) {
     if (!current()) return;
+    if (sessionCheck(err)) return;
     viewer.dataset.state = 'refused';
     viewer.dataset.errorCode = errorCode(err) ?? '';
     refused(doc, err);
