@@ -268,6 +268,8 @@ async function signOut() {
   }
   render();
   say('Signed out.');
+  // The Sign out button is hidden now.
+  $('status').focus();
 }
 
 function render() {
@@ -334,7 +336,9 @@ function showList(documents) {
     const open = document.createElement('button');
     open.type = 'button';
     open.textContent = 'Open';
-    open.setAttribute('aria-label', `Open ${doc.name}`);
+    // Names may repeat: the label also says whose and when, so each button is told apart.
+    const which = `${doc.name}, uploaded by ${doc.owner} of ${doc.tenant} on ${when}`;
+    open.setAttribute('aria-label', `Open ${which}`);
     open.addEventListener('click', () => {
       void openDocument(doc);
     });
@@ -344,7 +348,7 @@ function showList(documents) {
       del.type = 'button';
       del.className = 'secondary';
       del.textContent = 'Delete';
-      del.setAttribute('aria-label', `Delete ${doc.name}`);
+      del.setAttribute('aria-label', `Delete ${which}`);
       del.addEventListener('click', () => {
         void deleteDocument(doc);
       });
@@ -363,6 +367,8 @@ async function deleteDocument(doc) {
     if (viewedDoc && viewedDoc.id === doc.id) closeViewer();
     say(`Deleted ${doc.name}.`);
     await refresh();
+    // Its button is gone: focus goes to the list's heading rather than to the page's body.
+    $('docs-title').focus();
   } catch (err) {
     if (sessionCheck(err)) return;
     problem(failure(`Cannot delete ${doc.name}.`, err));
@@ -396,6 +402,8 @@ async function uploadAll() {
     `${done} of ${files.length} document${files.length === 1 ? '' : 's'} uploaded.`,
     done === files.length ? 'ok' : 'error',
   );
+  // The file input was emptied: focus goes to what happened instead of to the page's body.
+  $('status').focus();
   await refresh();
 }
 
