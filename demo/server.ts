@@ -94,12 +94,24 @@ interface Locals {
   caller?: Caller;
 }
 
+/**
+ * Characters a file name may not hold: bidirectional controls (U+200E/F, U+202A-202E,
+ * U+2066-2069), which can make "invoice_fdp.exe" read as "invoice_exe.pdf", and zero-width ones
+ * (U+200B-200D, U+FEFF), which make two names that look the same differ.
+ */
+const INVISIBLE = /[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/u;
+
 const uploadQuery = z.object({
   name: z
     .string()
     .min(1)
     .max(255)
-    .refine((s) => ![...s].some((c) => c < ' ' || c === '\x7f'), 'no control characters'),
+    .refine((s) => ![...s].some((c) => c < ' ' || c === '\x7f'), 'no control characters')
+    .refine(
+      (s) => !INVISIBLE.test(s),
+      'no bidirectional controls or zero-width characters (U+200B-200F, U+202A-202E, U+2066-2069, U+FEFF)',
+    )
+    .refine((s) => s.trim() !== '', 'a name, not only spaces'),
   type: z
     .string()
     .max(127)

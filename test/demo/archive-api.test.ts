@@ -285,6 +285,38 @@ describe('archive API (demo/server.ts)', function () {
     expect(badType.json().error?.details).to.deep.equal({ field: 'type' });
   });
 
+  it('refuses file names with bidi controls, zero-width characters, or nothing but spaces', async () => {
+    const env = await envelope('acme', randomBytes(10));
+    const before = leftovers();
+    const names = [
+      'invoice_\u202efdp.exe', // RIGHT-TO-LEFT OVERRIDE: reads as invoice_exe.pdf
+      'a\u202ab.pdf',
+      'a\u2066b\u2069.pdf',
+      'a\u200eb.pdf',
+      'a\u200fb.pdf',
+      'contract\u200b.pdf', // ZERO WIDTH SPACE
+      'a\u200cb.pdf',
+      'a\u200db.pdf',
+      '\ufeffa.pdf',
+      ' ',
+      '   ',
+      '\u00a0\u3000',
+    ];
+    for (const name of names) {
+      const res = await upload(alice, env, name);
+      const label = JSON.stringify(name);
+      expect(res.status, label).to.equal(400);
+      const error = res.json().error as { code: string; message: string; details?: unknown };
+      expect(error.code, label).to.equal('ERR_VALIDATION');
+      expect(error.details, label).to.deep.equal({ field: 'name' });
+      expect(error.message, label).to.match(/^name: (no bidirectional controls|a name, not)/);
+    }
+    expect(leftovers()).to.deep.equal(before);
+    // What stays allowed: letters of any script, inner spaces, an ordinary hyphen.
+    const ok = await upload(alice, env, 'Vertrag – عقد 2026.pdf');
+    expect(ok.status, ok.body.toString()).to.equal(201);
+  });
+
   it('lets only the uploader delete a document', async () => {
     const res = await upload(alice, await envelope('acme', randomBytes(10)));
     const id = (res.json().document as { id: string }).id;
