@@ -282,6 +282,30 @@ describe('archive demo end to end in Chromium (demo/, issue 5)', function () {
     expect(await page.evaluate(() => document.activeElement?.id)).to.equal('docs-title');
   });
 
+  it('with too few share nodes, the page says the key service could not reach enough of them', async () => {
+    const running = [...stack.cluster.nodes].filter(([, n]) => n.running).map(([id]) => id);
+    // Leave 2 of the 5 (the threshold is 3).
+    const killed = running.slice(0, running.length - 2);
+    for (const id of killed) await stack.cluster.killNode(id);
+    try {
+      expect(await open(page)).to.equal('refused');
+      expect(await page.getAttribute('#viewer', 'data-error-code')).to.equal('ERR_TOO_FEW_NODES');
+      const text = (await page.textContent('#problem')) ?? '';
+      expect(text).to.contain('could not reach enough share nodes: try again in a few seconds');
+      // Alice's own tenant: no "x belongs to tenant acme" beside "you are of tenant acme".
+      expect(text).to.not.contain('belongs to tenant');
+      expect(await page.textContent('#viewer-info')).to.contain(
+        'could not reach enough share nodes',
+      );
+      expect(await page.getAttribute('#status', 'class')).to.contain('error');
+      expect(await page.isVisible('#open-progress')).to.equal(false);
+    } finally {
+      for (const id of [...stack.cluster.nodes.keys()]) {
+        if (!stack.cluster.nodes.get(id)!.running) await stack.cluster.startNode(id);
+      }
+    }
+  });
+
   it('when the 10-minute session expires, the page shows the signed-out state and says so', async () => {
     await page.clock.install();
     await page.reload();
