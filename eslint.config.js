@@ -39,9 +39,11 @@ export default tseslint.config(
       sourceType: 'module',
       globals: Object.fromEntries(
         [
+          'AbortController',
           'Blob',
           'URL',
           'XMLHttpRequest',
+          'clearTimeout',
           'confirm',
           'crypto',
           'document',
@@ -49,6 +51,7 @@ export default tseslint.config(
           'history',
           'location',
           'performance',
+          'setTimeout',
         ].map((name) => [name, 'readonly']),
       ),
     },

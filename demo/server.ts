@@ -28,7 +28,7 @@ import { pipeline } from 'node:stream/promises';
 import { randomUUID } from 'node:crypto';
 import pino, { type DestinationStream, type Logger } from 'pino';
 import { z } from 'zod';
-import type { OidcSettings } from '../shared/access-token.ts';
+import { ALLOWED_ALGORITHMS, type OidcSettings } from '../shared/access-token.ts';
 import { KmaasError, toKmaasError } from '../shared/errors.ts';
 import { RequestAuth, type Caller } from './auth.ts';
 import { ArchiveStore } from './store.ts';
@@ -94,12 +94,24 @@ interface Locals {
   caller?: Caller;
 }
 
+/**
+ * Characters a file name may not hold: bidirectional controls (U+200E/F, U+202A-202E,
+ * U+2066-2069), which can make "invoice_fdp.exe" read as "invoice_exe.pdf", and zero-width ones
+ * (U+200B-200D, U+FEFF), which make two names that look the same differ.
+ */
+const INVISIBLE = /[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/u;
+
 const uploadQuery = z.object({
   name: z
     .string()
     .min(1)
     .max(255)
-    .refine((s) => ![...s].some((c) => c < ' ' || c === '\x7f'), 'no control characters'),
+    .refine((s) => ![...s].some((c) => c < ' ' || c === '\x7f'), 'no control characters')
+    .refine(
+      (s) => !INVISIBLE.test(s),
+      'no bidirectional controls or zero-width characters (U+200B-200F, U+202A-202E, U+2066-2069, U+FEFF)',
+    )
+    .refine((s) => s.trim() !== '', 'a name, not only spaces'),
   type: z
     .string()
     .max(127)
@@ -356,8 +368,15 @@ function createApp(deps: AppDeps): express.Express {
   });
 
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
-    const e = asArchiveError(err);
     const log = (res.locals as Partial<Locals>).log ?? rootLog;
+    // The client hung up (an upload cancelled, a download left): nothing went wrong here.
+    if (clientWentAway(err, req, res)) {
+      const { code, message } = err as { code?: unknown; message?: unknown };
+      log.info({ method: req.method, path: req.path, code, reason: message }, 'client went away');
+      res.destroy();
+      return;
+    }
+    const e = asArchiveError(err);
     if (e.code === 'ERR_INTERNAL') log.error({ err }, 'request failed');
     if (res.headersSent) {
       res.destroy();
@@ -365,10 +384,46 @@ function createApp(deps: AppDeps): express.Express {
     }
     // A body left unread (a refused upload): close rather than read the rest.
     if (!req.complete) res.setHeader('connection', 'close');
+    if (e.status === 401) res.setHeader('www-authenticate', wwwAuthenticate(e));
     res.status(e.status).json({ error: e.toBody() });
   });
 
   return app;
+}
+
+/**
+ * The challenge of a 401 (RFC 9449 section 7.1, RFC 6750 section 3): the DPoP scheme with the
+ * algorithms a proof may use; and, when credentials came but failed, the error code
+ * (invalid_dpop_proof for the proof, invalid_token for the token) and our message.
+ */
+export function wwwAuthenticate(e: KmaasError): string {
+  const params = [`algs="${DPOP_ALGS}"`];
+  if (e.code !== 'ERR_TOKEN_MISSING') {
+    const error = /^ERR_DPOP_/.test(e.code) ? 'invalid_dpop_proof' : 'invalid_token';
+    // Quoted-string: no quotes or backslashes, printable ASCII only.
+    const description = e.message.replace(/[^\x20-\x7e]|["\\]/g, "'").slice(0, 200);
+    params.unshift(`error="${error}"`, `error_description="${description}"`);
+  }
+  return `DPoP ${params.join(', ')}`;
+}
+
+const DPOP_ALGS = ALLOWED_ALGORITHMS.join(' ');
+
+/**
+ * Node's codes of a connection the other end closed (in backquotes: they are not KMaaS codes,
+ * which test/shared/errors.test.ts looks for in single quotes).
+ */
+const HANG_UP_CODES = new Set([`ERR_STREAM_PREMATURE_CLOSE`, `ECONNRESET`, `EPIPE`]);
+
+/**
+ * A failure that is the client leaving: its request aborted mid-body ("aborted", ECONNRESET),
+ * or the response closed before the download was sent (ERR_STREAM_PREMATURE_CLOSE).
+ */
+function clientWentAway(err: unknown, req: Request, res: Response): boolean {
+  if (err instanceof KmaasError) return false;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && HANG_UP_CODES.has(code)) return true;
+  return req.destroyed || res.destroyed || (!res.writableFinished && req.socket.destroyed);
 }
 
 /** Ours pass through; a client's 4xx from express (a bad path) is ERR_VALIDATION. */

@@ -31,6 +31,15 @@ let session = null;
 let kmaas = null;
 /** The object URL of the document shown, revoked when another one is shown. */
 let shownUrl = null;
+/**
+ * Counts opens: an open whose number is no longer the latest was overtaken by another (or the
+ * viewer was closed) and must not touch the viewer. `openAbort` cancels its download.
+ */
+let openGeneration = 0;
+/** @type {AbortController | null} */
+let openAbort = null;
+/** The document in the viewer (opening, open or refused), or null. */
+let viewedDoc = null;
 
 const loginOptions = () => ({
   issuer: config.issuer,
@@ -39,18 +48,28 @@ const loginOptions = () => ({
   resource: config.resource,
 });
 
-function say(text) {
-  $('status').textContent = text;
+/** The status line: `tone` 'error' shows it as a failure, not in the success colour. */
+function say(text, tone = 'ok') {
+  const status = $('status');
+  status.textContent = text;
+  status.classList.toggle('error', tone === 'error');
 }
 
 /** Show a problem as a few plain sentences; `lines` are strings or [label, code] pairs. */
 function problem(lines) {
   const box = $('problem');
-  box.replaceChildren();
   if (!lines) {
+    box.replaceChildren();
     box.hidden = true;
     return;
   }
+  writeLines(box, lines);
+  box.hidden = false;
+}
+
+/** Replace what `box` holds by `lines`, one paragraph each (a [label, code] pair: code in code). */
+function writeLines(box, lines) {
+  box.replaceChildren();
   for (const line of lines) {
     const p = document.createElement('p');
     if (Array.isArray(line)) {
@@ -61,7 +80,6 @@ function problem(lines) {
     } else p.textContent = line;
     box.append(p);
   }
-  box.hidden = false;
 }
 
 function formatBytes(n) {
@@ -70,8 +88,37 @@ function formatBytes(n) {
   return `${Number(value.toFixed(1))} ${unit}`;
 }
 
-const errorCode = (err) => (err instanceof KmaasError ? err.code : 'ERR_INTERNAL');
+/** The archive's API could not be reached at all (fetch or the upload failed without answer). */
+class ArchiveUnreachable extends Error {
+  constructor() {
+    super('The archive could not be reached: check your connection, then try again.');
+  }
+}
+
+/** The error's code; null when there is none to show (the archive could not be reached). */
+const errorCode = (err) =>
+  err instanceof KmaasError ? err.code : err instanceof ArchiveUnreachable ? null : 'ERR_INTERNAL';
 const errorMessage = (err) => (err instanceof Error ? err.message : String(err));
+
+/** What went wrong, in words for the user (the code, when there is one, is shown beside it). */
+function explain(err) {
+  switch (errorCode(err)) {
+    case 'ERR_TOO_FEW_NODES':
+      return 'The key service could not reach enough share nodes: try again in a few seconds.';
+    case 'ERR_NODE_UNAVAILABLE':
+      return 'The key service could not be reached: try again in a few seconds.';
+    case 'ERR_TOKEN_EXPIRED':
+      return 'Your session has expired: sign in again.';
+    default:
+      return errorMessage(err);
+  }
+}
+
+/** Lines for problem(): what failed, why, and the code when there is one. */
+function failure(what, err) {
+  const code = errorCode(err);
+  return [what, code ? [`${explain(err)} Code:`, code] : explain(err)];
+}
 
 /**
  * The session's access token, or a clear error once it has expired. Known shortcoming: there is
@@ -83,6 +130,38 @@ function accessToken() {
     throw new KmaasError('ERR_TOKEN_EXPIRED', 'your session has expired: sign in again');
   }
   return session.accessToken;
+}
+
+/** Fires when the session's token expires. */
+let expiryTimer = null;
+
+/** Watch the session's end (a timer, and a check whenever the tab is shown again). */
+function watchExpiry() {
+  clearTimeout(expiryTimer);
+  if (!session) return;
+  const left = session.expiresAt - Date.now();
+  expiryTimer = setTimeout(() => void expired(), Math.min(Math.max(left, 0), 2 ** 31 - 1));
+}
+
+/** The session has ended: the signed-out state, saying so, with the Sign in button. */
+async function expired() {
+  if (!session) return;
+  clearTimeout(expiryTimer);
+  session = null;
+  kmaas = null;
+  await logout().catch(() => undefined);
+  problem(null);
+  render();
+  $('who-text').textContent = 'Your session has expired: sign in again.';
+  say('Your session has expired: sign in again.', 'error');
+  $('sign-in').focus();
+}
+
+/** A failure because the token has expired ends the session in the page too. */
+function sessionCheck(err) {
+  if (errorCode(err) !== 'ERR_TOKEN_EXPIRED') return false;
+  void expired();
+  return true;
 }
 
 /** Headers for a request to the archive's API: the token and a proof of this request. */
@@ -112,9 +191,16 @@ async function apiError(res) {
   );
 }
 
-async function api(method, path) {
+async function api(method, path, signal) {
   const url = new URL(path, location.origin).href;
-  const res = await fetch(url, { method, headers: await apiHeaders(method, url) });
+  const headers = await apiHeaders(method, url);
+  let res;
+  try {
+    res = await fetch(url, { method, headers, signal });
+  } catch (err) {
+    // A TypeError: no answer at all (an AbortError is passed on as it is).
+    throw err instanceof TypeError ? new ArchiveUnreachable() : err;
+  }
   if (!res.ok) throw await apiError(res);
   return res;
 }
@@ -138,14 +224,14 @@ async function start() {
     else session = await currentSession(loginOptions());
   } catch (err) {
     history.replaceState(null, '', '/');
-    problem(['Signing in did not work.', [`${errorMessage(err)} Code:`, errorCode(err)]]);
+    problem(failure('Signing in did not work.', err));
   }
   $('sign-in').addEventListener('click', () => {
     $('sign-in').disabled = true;
     say('Going to the identity provider…');
     beginLogin(loginOptions()).catch((err) => {
       $('sign-in').disabled = false;
-      problem(['Cannot start signing in.', [`${errorMessage(err)} Code:`, errorCode(err)]]);
+      problem(failure('Cannot start signing in.', err));
     });
   });
   $('sign-out').addEventListener('click', () => {
@@ -158,10 +244,16 @@ async function start() {
   $('refresh').addEventListener('click', () => {
     void refresh();
   });
+  // Timers are slowed down in a hidden tab: look again when it is shown.
+  document.addEventListener('visibilitychange', () => {
+    if (session && session.expiresAt <= Date.now()) void expired();
+  });
   render();
 }
 
 async function signOut() {
+  problem(null);
+  clearTimeout(expiryTimer);
   await logout();
   session = null;
   kmaas = null;
@@ -176,6 +268,8 @@ async function signOut() {
   }
   render();
   say('Signed out.');
+  // The Sign out button is hidden now.
+  $('status').focus();
 }
 
 function render() {
@@ -184,15 +278,19 @@ function render() {
   $('sign-out').hidden = !signedIn;
   $('app').hidden = !signedIn;
   if (!signedIn) {
+    closeViewer();
     $('who-text').textContent = 'You are not signed in.';
+    delete $('who-text').dataset.subject;
+    delete $('who-text').dataset.tenant;
     $('documents').replaceChildren();
-    $('viewer').hidden = true;
+    $('uploads').replaceChildren();
     return;
   }
   $('idp-sign-out').hidden = true;
   $('who-text').textContent = `Signed in as ${session.subject} of tenant ${session.tenant}.`;
   $('who-text').dataset.subject = session.subject;
   $('who-text').dataset.tenant = session.tenant;
+  watchExpiry();
   kmaas = new KmaasClient({
     baseUrl: config.coordinatorUrl,
     pins: new MemoryPinStore(config.pins),
@@ -209,7 +307,8 @@ async function refresh() {
     const { documents } = await (await api('GET', '/api/documents')).json();
     showList(documents);
   } catch (err) {
-    problem(['Cannot list the documents.', [`${errorMessage(err)} Code:`, errorCode(err)]]);
+    if (sessionCheck(err)) return;
+    problem(failure('Cannot list the documents.', err));
   }
 }
 
@@ -237,7 +336,9 @@ function showList(documents) {
     const open = document.createElement('button');
     open.type = 'button';
     open.textContent = 'Open';
-    open.setAttribute('aria-label', `Open ${doc.name}`);
+    // Names may repeat: the label also says whose and when, so each button is told apart.
+    const which = `${doc.name}, uploaded by ${doc.owner} of ${doc.tenant} on ${when}`;
+    open.setAttribute('aria-label', `Open ${which}`);
     open.addEventListener('click', () => {
       void openDocument(doc);
     });
@@ -247,7 +348,7 @@ function showList(documents) {
       del.type = 'button';
       del.className = 'secondary';
       del.textContent = 'Delete';
-      del.setAttribute('aria-label', `Delete ${doc.name}`);
+      del.setAttribute('aria-label', `Delete ${which}`);
       del.addEventListener('click', () => {
         void deleteDocument(doc);
       });
@@ -262,10 +363,15 @@ async function deleteDocument(doc) {
   if (!confirm(`Delete ${doc.name}?`)) return;
   try {
     await api('DELETE', `/api/documents/${encodeURIComponent(doc.id)}`);
+    // The document shown (or being opened) is gone: so is the viewer.
+    if (viewedDoc && viewedDoc.id === doc.id) closeViewer();
     say(`Deleted ${doc.name}.`);
     await refresh();
+    // Its button is gone: focus goes to the list's heading rather than to the page's body.
+    $('docs-title').focus();
   } catch (err) {
-    problem([`Cannot delete ${doc.name}.`, [`${errorMessage(err)} Code:`, errorCode(err)]]);
+    if (sessionCheck(err)) return;
+    problem(failure(`Cannot delete ${doc.name}.`, err));
   }
 }
 
@@ -284,13 +390,20 @@ async function uploadAll() {
   let done = 0;
   try {
     for (const file of files) {
+      if (!session) return; // it expired: the page says so
       if (await uploadOne(file)) done++;
     }
   } finally {
     $('upload').disabled = false;
   }
+  if (!session) return;
   $('files').value = '';
-  say(`${done} of ${files.length} document${files.length === 1 ? '' : 's'} uploaded.`);
+  say(
+    `${done} of ${files.length} document${files.length === 1 ? '' : 's'} uploaded.`,
+    done === files.length ? 'ok' : 'error',
+  );
+  // The file input was emptied: focus goes to what happened instead of to the page's body.
+  $('status').focus();
   await refresh();
 }
 
@@ -320,7 +433,14 @@ function progressRow(file) {
   note.className = 'meta';
   li.append(note);
   $('uploads').prepend(li);
-  return { li, bars, note };
+  /** The row's work is over: its bars (and their labels) go, the note says how it ended. */
+  const end = (ok, text) => {
+    for (const el of li.querySelectorAll('progress, label')) el.remove();
+    li.dataset.state = ok ? 'stored' : 'failed';
+    li.classList.toggle('failed', !ok);
+    note.textContent = text;
+  };
+  return { li, bars, note, end };
 }
 
 /** Reads `file` through, counting bytes for the encryption progress bar. */
@@ -346,7 +466,7 @@ async function* counted(stream, onBytes) {
 async function uploadOne(file) {
   const row = progressRow(file);
   if (file.size > config.maxDocumentBytes) {
-    row.note.textContent = `Too large: the archive takes up to ${formatBytes(config.maxDocumentBytes)}.`;
+    row.end(false, `Too large: the archive takes up to ${formatBytes(config.maxDocumentBytes)}.`);
     return false;
   }
   try {
@@ -368,12 +488,16 @@ async function uploadOne(file) {
     const envelope = new Blob(parts, { type: 'application/octet-stream' });
     row.note.textContent = 'Uploading the envelope…';
     const doc = await send(envelope, file, (fraction) => (row.bars.upload.value = fraction));
-    row.bars.upload.value = 1;
-    row.note.textContent = `Stored (${formatBytes(doc.envelopeSize)} of ciphertext). Key from share nodes ${sealed.nodes.join(', ')}.`;
+    row.end(
+      true,
+      `Stored (${formatBytes(doc.envelopeSize)} of ciphertext). Key from share nodes ${sealed.nodes.join(', ')}.`,
+    );
     row.li.dataset.id = doc.id;
     return true;
   } catch (err) {
-    row.note.textContent = `Failed: ${errorMessage(err)} (${errorCode(err)})`;
+    const code = errorCode(err);
+    row.end(false, `Failed: ${explain(err)}${code ? ` (${code})` : ''}`);
+    sessionCheck(err);
     return false;
   }
 }
@@ -410,9 +534,7 @@ async function send(envelope, file, onProgress) {
         );
       }
     });
-    xhr.addEventListener('error', () =>
-      reject(new KmaasError('ERR_INTERNAL', 'the upload did not reach the archive')),
-    );
+    xhr.addEventListener('error', () => reject(new ArchiveUnreachable()));
     xhr.send(envelope);
   });
 }
@@ -437,8 +559,34 @@ async function* body(res, total, onProgress) {
   }
 }
 
+/** Cancel an open under way (if any), empty the viewer and revoke its object URL. */
+function closeViewer() {
+  openGeneration++;
+  openAbort?.abort();
+  openAbort = null;
+  viewedDoc = null;
+  if (shownUrl) URL.revokeObjectURL(shownUrl);
+  shownUrl = null;
+  $('viewer-body').replaceChildren();
+  $('viewer-info').textContent = '';
+  $('viewer-info').classList.remove('problem');
+  $('download').hidden = true;
+  $('download').removeAttribute('href');
+  $('open-progress-box').hidden = true;
+  $('viewer').hidden = true;
+  delete $('viewer').dataset.state;
+  delete $('viewer').dataset.errorCode;
+}
+
 async function openDocument(doc) {
   problem(null);
+  closeViewer();
+  const generation = openGeneration;
+  const abort = new AbortController();
+  openAbort = abort;
+  viewedDoc = doc;
+  /** Whether this open is still the one the viewer shows. */
+  const current = () => generation === openGeneration;
   const viewer = $('viewer');
   const progress = $('open-progress');
   viewer.hidden = false;
@@ -448,25 +596,27 @@ async function openDocument(doc) {
   delete viewer.dataset.openMs;
   $('viewer-title').textContent = doc.name;
   $('viewer-info').textContent = 'Downloading the envelope and deriving its key…';
-  $('viewer-body').replaceChildren();
-  $('download').hidden = true;
+  $('viewer-info').classList.remove('problem');
   progress.value = 0;
-  if (shownUrl) URL.revokeObjectURL(shownUrl);
-  shownUrl = null;
+  $('open-progress-box').hidden = false;
   $('viewer-title').focus();
   say(`Opening ${doc.name}…`);
   const started = performance.now();
   try {
-    const res = await api('GET', `/api/documents/${encodeURIComponent(doc.id)}`);
+    const res = await api('GET', `/api/documents/${encodeURIComponent(doc.id)}`, abort.signal);
+    if (!current()) return;
     const total = Number(res.headers.get('content-length') ?? 0);
     // The header says which key to derive; the nodes decide whether this user may have it.
     const opened = await kmaas.decrypt(
-      body(res, total, (f) => (progress.value = f)),
+      body(res, total, (f) => {
+        if (current()) progress.value = f;
+      }),
       { tenant: doc.tenant, documentId: doc.documentId },
     );
     logDerivation(`open ${doc.name}`, opened.nodes);
     const parts = [];
     for await (const part of opened) parts.push(part);
+    if (!current()) return;
     const blob = new Blob(parts, { type: doc.type });
     const ms = Math.round(performance.now() - started);
     shownUrl = URL.createObjectURL(blob);
@@ -482,31 +632,41 @@ async function openDocument(doc) {
     viewer.dataset.state = 'open';
     say(`Opened ${doc.name}.`);
   } catch (err) {
+    if (!current()) return;
+    if (sessionCheck(err)) return;
     viewer.dataset.state = 'refused';
-    viewer.dataset.errorCode = errorCode(err);
-    $('viewer-info').textContent = 'This document could not be opened.';
+    viewer.dataset.errorCode = errorCode(err) ?? '';
     refused(doc, err);
+  } finally {
+    if (current()) {
+      // The download is over, whichever way it ended: no bar left standing.
+      $('open-progress-box').hidden = true;
+      openAbort = null;
+    }
   }
 }
 
 /** Why a document did not open, in plain words: who you are, whose it is, the code. */
 function refused(doc, err) {
   const code = errorCode(err);
-  const lines = [
-    `You are ${session.subject} of tenant ${session.tenant}. "${doc.name}" belongs to tenant ${doc.tenant}.`,
-  ];
+  const lines = [];
   if (code === 'ERR_TOKEN_TENANT' || doc.tenant !== session.tenant) {
     lines.push(
+      `You are ${session.subject} of tenant ${session.tenant}. "${doc.name}" belongs to tenant ${doc.tenant}.`,
       `The key service refused to derive its key: your sign-in is for tenant ${session.tenant}, ` +
         `and only users of tenant ${doc.tenant} can open it. The archive holds only ciphertext, so ` +
         'nothing else can open it either.',
     );
   } else {
-    lines.push(`It could not be opened: ${errorMessage(err)}`);
+    lines.push(`"${doc.name}" could not be opened. ${explain(err)}`);
   }
-  lines.push(['Error code:', code]);
+  if (code) lines.push(['Error code:', code]);
   problem(lines);
-  say(`${doc.name} could not be opened (${code}).`);
+  // The viewer, where focus is, says it too.
+  const info = $('viewer-info');
+  writeLines(info, ['This document could not be opened.', ...lines]);
+  info.classList.add('problem');
+  say(`${doc.name} could not be opened${code ? ` (${code})` : ''}.`, 'error');
 }
 
 function show(doc, blob, url) {
@@ -536,5 +696,5 @@ function show(doc, blob, url) {
 }
 
 start().catch((err) => {
-  problem(['The page could not start.', [`${errorMessage(err)} Code:`, errorCode(err)]]);
+  problem(failure('The page could not start.', err));
 });

@@ -38,6 +38,7 @@ async function envelope(
 
 interface Answer {
   status: number;
+  headers: Record<string, string | string[] | undefined>;
   body: Buffer;
   json: () => { error?: { code: string; details?: Record<string, unknown> } } & Record<
     string,
@@ -53,6 +54,8 @@ describe('archive API (demo/server.ts)', function () {
   let bob: TestUser;
   let carol: TestUser;
   const MAX = 64 * 1024;
+  /** The archive's log lines, parsed. */
+  const logged: { level: number; msg: string; [k: string]: unknown }[] = [];
 
   before(async () => {
     issuer = await sharedIssuer();
@@ -64,7 +67,10 @@ describe('archive API (demo/server.ts)', function () {
       pins: () => [{ tenant: 'acme', version: 1, groupKey: 'AAAA' }],
       sdkBundle: join(dir, 'no-bundle.js'),
       maxDocumentBytes: MAX,
-      logger: pino({ level: 'silent' }),
+      logger: pino(
+        { level: 'info' },
+        { write: (line: string) => void logged.push(JSON.parse(line) as (typeof logged)[0]) },
+      ),
     });
     alice = await issuer.user('acme', 'alice');
     carol = await issuer.user('acme', 'carol');
@@ -107,6 +113,7 @@ describe('archive API (demo/server.ts)', function () {
           const body = Buffer.concat(parts);
           resolve({
             status: res.statusCode!,
+            headers: res.headers,
             body,
             json: () => JSON.parse(body.toString('utf8')) as ReturnType<Answer['json']>,
           });
@@ -265,6 +272,60 @@ describe('archive API (demo/server.ts)', function () {
     expect(await codes({ user: { ...alice, token: forged } })).to.equal('ERR_TOKEN_EXPIRED');
   });
 
+  it('answers every 401 with a WWW-Authenticate: DPoP challenge and its error code (RFC 9449 section 7.1)', async () => {
+    const path = '/api/documents';
+    const url = archive.url + path;
+    const none = await call('GET', path);
+    expect(none.status).to.equal(401);
+    expect(none.headers['www-authenticate']).to.equal('DPoP algs="ES256 ES384 EdDSA RS256 PS256"');
+    const noProof = await call('GET', path, { user: alice, proof: null });
+    expect(noProof.status).to.equal(401);
+    expect(noProof.headers['www-authenticate']).to.match(
+      /^DPoP error="invalid_dpop_proof", error_description="[^"]+", algs="[^"]+"$/,
+    );
+    const wrongTarget = await call('GET', path, {
+      user: alice,
+      proof: await resourceProof(alice, 'POST', url),
+    });
+    expect(wrongTarget.headers['www-authenticate']).to.contain('error="invalid_dpop_proof"');
+    const forged = await issuer.token({ sub: 'mallory', tenant: 'acme', jkt: alice.jkt, exp: 1 });
+    const expired = await call('GET', path, { user: { ...alice, token: forged } });
+    expect(expired.json().error?.code).to.equal('ERR_TOKEN_EXPIRED');
+    expect(expired.headers['www-authenticate']).to.match(/^DPoP error="invalid_token", /);
+    // Not on other refusals.
+    const notOwner = await call('DELETE', '/api/documents/x', { user: alice });
+    expect(notOwner.status).to.equal(404);
+    expect(notOwner.headers['www-authenticate']).to.equal(undefined);
+  });
+
+  it('logs a client that hangs up mid-upload at info, without a stack, and keeps nothing', async () => {
+    const env = await envelope('acme', randomBytes(MAX - 100), { chunkSize: 4096 });
+    const before = leftovers();
+    const from = logged.length;
+    const url = `${archive.url}/api/documents?name=cut.pdf`;
+    const headers = {
+      authorization: `DPoP ${alice.token}`,
+      dpop: await resourceProof(alice, 'POST', url.split('?')[0]!),
+      'content-length': String(env.length),
+    };
+    await new Promise<void>((resolve) => {
+      const req = httpRequest(url, { method: 'POST', headers });
+      req.on('error', () => resolve());
+      req.write(env.subarray(0, 8192), () => setTimeout(() => req.destroy(), 100));
+    });
+    const deadline = Date.now() + 5000;
+    while (!logged.slice(from).some((l) => l.msg === 'client went away')) {
+      if (Date.now() > deadline) throw new Error('no "client went away" line');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const lines = logged.slice(from);
+    expect(lines.filter((l) => l.level >= 50)).to.deep.equal([]);
+    const gone = lines.find((l) => l.msg === 'client went away')!;
+    expect(gone.level).to.equal(30);
+    expect(JSON.stringify(gone)).to.not.contain('stack');
+    expect(leftovers()).to.deep.equal(before);
+  });
+
   it('answers an unknown document with ERR_UNKNOWN_DOCUMENT, whatever the id looks like', async () => {
     for (const id of ['00000000-0000-0000-0000-000000000000', 'x', '..%2F..%2Farchive.sqlite']) {
       const res = await call('GET', `/api/documents/${id}`, { user: alice });
@@ -283,6 +344,38 @@ describe('archive API (demo/server.ts)', function () {
       body: env,
     });
     expect(badType.json().error?.details).to.deep.equal({ field: 'type' });
+  });
+
+  it('refuses file names with bidi controls, zero-width characters, or nothing but spaces', async () => {
+    const env = await envelope('acme', randomBytes(10));
+    const before = leftovers();
+    const names = [
+      'invoice_\u202efdp.exe', // RIGHT-TO-LEFT OVERRIDE: reads as invoice_exe.pdf
+      'a\u202ab.pdf',
+      'a\u2066b\u2069.pdf',
+      'a\u200eb.pdf',
+      'a\u200fb.pdf',
+      'contract\u200b.pdf', // ZERO WIDTH SPACE
+      'a\u200cb.pdf',
+      'a\u200db.pdf',
+      '\ufeffa.pdf',
+      ' ',
+      '   ',
+      '\u00a0\u3000',
+    ];
+    for (const name of names) {
+      const res = await upload(alice, env, name);
+      const label = JSON.stringify(name);
+      expect(res.status, label).to.equal(400);
+      const error = res.json().error as { code: string; message: string; details?: unknown };
+      expect(error.code, label).to.equal('ERR_VALIDATION');
+      expect(error.details, label).to.deep.equal({ field: 'name' });
+      expect(error.message, label).to.match(/^name: (no bidirectional controls|a name, not)/);
+    }
+    expect(leftovers()).to.deep.equal(before);
+    // What stays allowed: letters of any script, inner spaces, an ordinary hyphen.
+    const ok = await upload(alice, env, 'Vertrag – عقد 2026.pdf');
+    expect(ok.status, ok.body.toString()).to.equal(201);
   });
 
   it('lets only the uploader delete a document', async () => {

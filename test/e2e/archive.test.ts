@@ -171,11 +171,24 @@ describe('archive demo end to end in Chromium (demo/, issue 5)', function () {
     expect(text).to.contain('You are bob of tenant globex.');
     expect(text).to.contain(`"${NAME}" belongs to tenant acme.`);
     expect(text).to.contain('ERR_TOKEN_TENANT');
+    // The viewer, where focus went, says so too; the status line is an error, no bar is left.
+    const info = (await bob.textContent('#viewer-info')) ?? '';
+    expect(info).to.contain('You are bob of tenant globex.');
+    expect(info).to.contain('ERR_TOKEN_TENANT');
+    expect(await bob.getAttribute('#status', 'class')).to.contain('error');
+    expect(await bob.isVisible('#open-progress')).to.equal(false);
     expect(await bob.isVisible('#download')).to.equal(false);
     await bob.screenshot({ path: join(SHOTS, '4-refused.png'), fullPage: true });
     // The same screen on a phone: one column.
     await bob.setViewportSize({ width: 375, height: 812 });
     await bob.screenshot({ path: join(SHOTS, '5-refused-phone.png'), fullPage: true });
+    // Signing out clears the error box and leaves focus on the status line.
+    await bob.getByRole('button', { name: 'Sign out' }).press('Enter');
+    await bob.waitForFunction(
+      () => document.getElementById('status')?.textContent === 'Signed out.',
+    );
+    expect(await bob.isVisible('#problem')).to.equal(false);
+    expect(await bob.evaluate(() => document.activeElement?.id)).to.equal('status');
     await bobContext.close();
   });
 
@@ -223,5 +236,89 @@ describe('archive demo end to end in Chromium (demo/, issue 5)', function () {
         expect(bytes.includes(needle), `${what} in ${file}`).to.equal(false);
       }
     }
+  });
+
+  it('a second Open while the first is under way shows the second only; focus and bars follow the work', async () => {
+    const NOTE = 'notes.txt';
+    const note = `NOTE-${randomBytes(8).toString('hex')}`;
+    await page.setInputFiles('#files', {
+      name: NOTE,
+      mimeType: 'text/plain',
+      buffer: Buffer.from(note),
+    });
+    await page.getByRole('button', { name: 'Encrypt and upload' }).press('Enter');
+    await page.waitForFunction(
+      () => document.getElementById('status')?.textContent === '1 of 1 document uploaded.',
+      null,
+      { timeout: 60_000 },
+    );
+    expect(await page.evaluate(() => document.activeElement?.id)).to.equal('status');
+    expect(await page.locator('#uploads progress').count(), 'bars left after upload').to.equal(0);
+    await page.waitForSelector(`#documents button[aria-label^="Open ${NOTE}, uploaded by alice"]`);
+
+    // The PDF (3 MB) first, then at once the note: the note wins, whatever ends first.
+    const before = Number((await page.getAttribute('#viewer', 'data-opens')) ?? 0);
+    await page.getByRole('button', { name: `Open ${NAME}` }).press('Enter');
+    await page.getByRole('button', { name: `Open ${NOTE}` }).press('Enter');
+    await page.waitForSelector(`#viewer[data-opens="${before + 2}"][data-state="open"]`, {
+      timeout: 60_000,
+    });
+    // Time for the PDF's open to finish, had it not been cancelled.
+    await page.waitForTimeout(2000);
+    expect(await page.textContent('#viewer-title')).to.equal(NOTE);
+    expect(await page.textContent('#viewer-body')).to.contain(note);
+    expect(await page.getAttribute('#download', 'download')).to.equal(NOTE);
+    expect(await page.locator('#viewer-body iframe').count()).to.equal(0);
+    expect(await page.isVisible('#open-progress')).to.equal(false);
+    expect(await page.textContent('#status')).to.equal(`Opened ${NOTE}.`);
+
+    // Deleting the document shown empties the viewer; focus goes to the list's heading.
+    page.once('dialog', (d) => void d.accept());
+    await page.getByRole('button', { name: `Delete ${NOTE}` }).press('Enter');
+    await page.waitForFunction(
+      () => document.getElementById('status')?.textContent === 'Deleted notes.txt.',
+    );
+    await page.waitForSelector('#viewer', { state: 'hidden' });
+    expect(await page.evaluate(() => document.activeElement?.id)).to.equal('docs-title');
+  });
+
+  it('with too few share nodes, the page says the key service could not reach enough of them', async () => {
+    const running = [...stack.cluster.nodes].filter(([, n]) => n.running).map(([id]) => id);
+    // Leave 2 of the 5 (the threshold is 3).
+    const killed = running.slice(0, running.length - 2);
+    for (const id of killed) await stack.cluster.killNode(id);
+    try {
+      expect(await open(page)).to.equal('refused');
+      expect(await page.getAttribute('#viewer', 'data-error-code')).to.equal('ERR_TOO_FEW_NODES');
+      const text = (await page.textContent('#problem')) ?? '';
+      expect(text).to.contain('could not reach enough share nodes: try again in a few seconds');
+      // Alice's own tenant: no "x belongs to tenant acme" beside "you are of tenant acme".
+      expect(text).to.not.contain('belongs to tenant');
+      expect(await page.textContent('#viewer-info')).to.contain(
+        'could not reach enough share nodes',
+      );
+      expect(await page.getAttribute('#status', 'class')).to.contain('error');
+      expect(await page.isVisible('#open-progress')).to.equal(false);
+    } finally {
+      for (const id of [...stack.cluster.nodes.keys()]) {
+        if (!stack.cluster.nodes.get(id)!.running) await stack.cluster.startNode(id);
+      }
+    }
+  });
+
+  it('when the 10-minute session expires, the page shows the signed-out state and says so', async () => {
+    await page.clock.install();
+    await page.reload();
+    await page.waitForSelector('#who-text[data-tenant="acme"]');
+    await page.clock.fastForward('11:00');
+    await page.waitForFunction(
+      () =>
+        document.getElementById('who-text')?.textContent ===
+        'Your session has expired: sign in again.',
+    );
+    expect(await page.isVisible('#sign-in')).to.equal(true);
+    expect(await page.isVisible('#sign-out')).to.equal(false);
+    expect(await page.isVisible('#app')).to.equal(false);
+    expect(await page.textContent('#status')).to.equal('Your session has expired: sign in again.');
   });
 });
