@@ -14,11 +14,6 @@ import { Command } from 'commander';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
-import { DEFAULT_RESOURCE, TENANT_CLAIM } from '../idp/config.ts';
-import {
-  DEFAULT_CLOCK_SKEW_SECONDS,
-  DEFAULT_DPOP_MAX_AGE_SECONDS,
-} from '../shared/access-token.ts';
 import {
   CALLBACK_PATH,
   createArchiveLogger,
@@ -27,7 +22,7 @@ import {
   type ArchiveHandle,
 } from '../demo/server.ts';
 import { buildBrowserSdk, DEFAULT_SDK_FILE } from './lib/build-sdk.ts';
-import { DEMO_THRESHOLD, ensureTenantKeys } from './lib/archive-stack.ts';
+import { DEMO_THRESHOLD, devArchiveOidc, ensureTenantKeys } from './lib/archive-stack.ts';
 import { LocalCluster } from './lib/cluster.ts';
 import { stopOnSignal } from './lib/signals.ts';
 import { Supervisor } from './lib/supervisor.ts';
@@ -98,13 +93,7 @@ try {
     dataDir: join(dataDir, 'archive'),
     port,
     publicUrl: origin,
-    oidc: {
-      issuer: cluster.issuer,
-      audience: DEFAULT_RESOURCE,
-      tenantClaim: TENANT_CLAIM,
-      clockSkewSeconds: DEFAULT_CLOCK_SKEW_SECONDS,
-      dpopMaxAgeSeconds: DEFAULT_DPOP_MAX_AGE_SECONDS,
-    },
+    oidc: devArchiveOidc(cluster.issuer),
     coordinatorUrl: cluster.url,
     pins: () => pinsFromFile(cluster.pinsFile),
     sdkBundle: sdk.outFile,

@@ -27,6 +27,17 @@ import { LocalCluster } from './cluster.ts';
 /** The threshold of the demo's tenant keys, with 5 nodes. */
 export const DEMO_THRESHOLD = 3;
 
+/** How the archive checks tokens of the local identity provider: as the nodes do, any tenant. */
+export function devArchiveOidc(issuer: string) {
+  return {
+    issuer,
+    audience: DEFAULT_RESOURCE,
+    tenantClaim: TENANT_CLAIM,
+    clockSkewSeconds: DEFAULT_CLOCK_SKEW_SECONDS,
+    dpopMaxAgeSeconds: DEFAULT_DPOP_MAX_AGE_SECONDS,
+  };
+}
+
 function kmaas(cluster: LocalCluster, ...args: string[]): { ok: boolean; stderr: string } {
   const r = spawnSync(
     process.execPath,
@@ -101,13 +112,7 @@ export async function startArchiveStack(opts: {
       dataDir: archiveDir,
       server,
       publicUrl: origin,
-      oidc: {
-        issuer: cluster.issuer,
-        audience: DEFAULT_RESOURCE,
-        tenantClaim: TENANT_CLAIM,
-        clockSkewSeconds: DEFAULT_CLOCK_SKEW_SECONDS,
-        dpopMaxAgeSeconds: DEFAULT_DPOP_MAX_AGE_SECONDS,
-      },
+      oidc: devArchiveOidc(cluster.issuer),
       coordinatorUrl: cluster.url,
       pins: () => pinsFromFile(cluster.pinsFile),
       sdkBundle: opts.sdkBundle,
