@@ -20,12 +20,27 @@ interface Launcher {
   ready: Promise<void>;
 }
 
-function launch(dir: string): Launcher {
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', join(ROOT, 'scripts', 'cluster.ts'), '--data', dir, '--nodes', '3'],
-    { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+/**
+ * `npm run cluster` as npm runs it: the launcher under a `sh -c` that stays (the `; true`), under
+ * a stand-in for npm (`viaNpm`), whose SIGKILL leaves the shell and the launcher re-parented.
+ */
+function launch(dir: string, viaNpm = false): Launcher {
+  const args = ['--import', 'tsx', join(ROOT, 'scripts', 'cluster.ts'), '--data', dir];
+  const command = [process.execPath, ...args, '--nodes', '3'];
+  const npm = `const c = require('node:child_process').spawn('sh', ['-c', ${JSON.stringify(
+    command.map((a) => `'${a}'`).join(' ') + '; true',
+  )}], { stdio: 'inherit' }); c.on('exit', (code) => process.exit(code ?? 1));`;
+  const child = viaNpm
+    ? spawn(process.execPath, ['-e', npm], {
+        cwd: ROOT,
+        env: { ...process.env, LOG_LEVEL: 'warn' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+    : spawn(command[0]!, command.slice(1), {
+        cwd: ROOT,
+        env: { ...process.env, LOG_LEVEL: 'warn' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
   let out = '';
   child.stdout.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr.on('data', (c: Buffer) => (out += c.toString()));
@@ -130,6 +145,30 @@ describe('launcher killed: no orphaned cluster processes', function () {
     await second.ready;
     const again = JSON.parse(readFileSync(join(dir, 'secrets.json'), 'utf8')) as typeof ports;
     expect(again.nodes.map((n) => n.port)).to.deep.equal(ports.nodes.map((n) => n.port));
+  });
+
+  it('SIGKILL of the npm that ran it under sh -c: the launcher notices and stops the cluster', async () => {
+    const own = mkdtempSync(join(tmpdir(), 'kmaas-orphans-npm-'));
+    try {
+      const npm = launch(own, true);
+      await npm.ready;
+      const procs = pidFile(own);
+      npm.child.kill('SIGKILL');
+      await npm.exit;
+      // The launcher polls once a second, then stops every process as on SIGTERM.
+      const left = await allGone(
+        procs.map((p) => p.pid),
+        15_000,
+      );
+      expect(left, `still running after npm was killed:\n${npm.out()}`).to.deep.equal([]);
+      const secrets = JSON.parse(readFileSync(join(own, 'secrets.json'), 'utf8')) as {
+        redisPrefix: string;
+      };
+      const url = /redis\s+(redis:\/\/\S+)/.exec(npm.out())?.[1];
+      if (url) await deletePrefix(url, secrets.redisPrefix).catch(() => 0);
+    } finally {
+      rmSync(own, { recursive: true, force: true });
+    }
   });
 
   it('a run that finds processes of an earlier one alive refuses, naming the folder and pids', async () => {
