@@ -12,7 +12,7 @@
  */
 import { expect } from 'chai';
 import { spawn, spawnSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import {
   copyFileSync,
   mkdtempSync,
@@ -36,6 +36,7 @@ import { DB_FILE, NodeStore } from '../../nodes/store.ts';
 import { encodeScalar, toB64 } from '../../shared/encoding.ts';
 import { Redacted } from '../../shared/redacted.ts';
 import { ROOT } from '../../scripts/lib/child.ts';
+import { folderDigests } from '../nodes/node-process.ts';
 import { LocalCluster } from '../../scripts/lib/cluster.ts';
 import { proposeWithDevKeys } from '../../scripts/lib/operators.ts';
 import { NodeClient } from '../nodes/helpers.ts';
@@ -68,17 +69,6 @@ async function createTenantByDkg(cluster: LocalCluster, tenant: string): Promise
 function dbFiles(dir: string): Map<string, Buffer> {
   const names = readdirSync(dir).filter((f) => f.startsWith(DB_FILE));
   return new Map(names.map((f) => [f, readFileSync(join(dir, f))]));
-}
-
-/** Every file of a folder, by name, as a SHA-256 digest. */
-function digests(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const f of readdirSync(dir).sort()) {
-    out[f] = createHash('sha256')
-      .update(readFileSync(join(dir, f)))
-      .digest('hex');
-  }
-  return out;
 }
 
 /** A share as it could sit in a file: little- and big-endian bytes, hex of each, base64url of each. */
@@ -394,7 +384,7 @@ describe('integration: body limits, the node disk and the audit log on real proc
 
     it('a node process started with the wrong secret exits 2 with a clear message, every file byte-identical', async () => {
       const id = 1;
-      const before = digests(nodeDir(id));
+      const before = folderDigests(nodeDir(id));
       expect(Object.keys(before)).to.include.members([DB_FILE, AUDIT_FILE, AUDIT_HEAD_FILE]);
       const env = {
         PATH: process.env.PATH ?? '',
@@ -425,7 +415,7 @@ describe('integration: body limits, the node disk and the audit log on real proc
         .to.contain('different KMAAS_NODE_SECRET')
         .and.contain('Nothing was changed');
       expect(lines.some((l) => l.msg === 'listening')).to.equal(false);
-      expect(digests(nodeDir(id))).to.deep.equal(before);
+      expect(folderDigests(nodeDir(id))).to.deep.equal(before);
     });
   });
 

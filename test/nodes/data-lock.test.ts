@@ -3,65 +3,16 @@
  * holds exits with code 2 and ERR_DATA_DIR_LOCKED, touching nothing, while the first serves on;
  * the lock a SIGKILLed node leaves behind is taken over, with a log line; a clean stop removes it.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { ROOT } from '../../scripts/lib/child.ts';
 import { acquireDataLock, LOCK_FILE, procStartOf, readLock } from '../../shared/data-lock.ts';
 import { KmaasError } from '../../shared/errors.ts';
 import { OPERATOR_SET, TEST_CLUSTER_ID } from '../helpers/operators.ts';
-
-interface Run {
-  child: ChildProcess;
-  lines: Record<string, unknown>[];
-  exit: Promise<number | null>;
-  listening: Promise<number>;
-}
-
-function startNode(env: Record<string, string>): Run {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'nodes', 'main.ts')], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const lines: Record<string, unknown>[] = [];
-  let buffered = '';
-  let onListening: (port: number) => void = () => undefined;
-  const listening = new Promise<number>((resolve) => (onListening = resolve));
-  child.stdout.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString('utf8');
-    let nl: number;
-    while ((nl = buffered.indexOf('\n')) !== -1) {
-      const line = JSON.parse(buffered.slice(0, nl)) as Record<string, unknown>;
-      buffered = buffered.slice(nl + 1);
-      lines.push(line);
-      if (line.msg === 'listening') onListening(line.port as number);
-    }
-  });
-  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return {
-    child,
-    lines,
-    exit,
-    listening: Promise.race([
-      listening,
-      exit.then((code) => Promise.reject(new Error(`exited with ${code} before listening`))),
-    ]),
-  };
-}
-
-function digests(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const name of readdirSync(dir).sort()) {
-    out[name] = createHash('sha256')
-      .update(readFileSync(join(dir, name)))
-      .digest('hex');
-  }
-  return out;
-}
+import { folderDigests, startNodeProcess } from './node-process.ts';
 
 describe('data folder lock: one node process per data folder', function () {
   this.timeout(60_000);
@@ -88,23 +39,23 @@ describe('data folder lock: one node process per data folder', function () {
   });
 
   it('a second node on a held folder exits 2 with ERR_DATA_DIR_LOCKED, changing nothing; the first serves on', async () => {
-    const first = startNode(env());
+    const first = startNodeProcess(env());
     running.push(first.child);
-    const port = await first.listening;
+    const port = Number((await first.waitFor('listening')).port);
     const lock = readLock(join(dir, LOCK_FILE));
     expect(lock?.pid).to.equal(first.child.pid);
     // The audit head is written just after the start; the snapshot waits for it.
     for (let i = 0; i < 50 && !existsSync(join(dir, 'audit.head')); i++) {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    const before = digests(dir);
+    const before = folderDigests(dir);
 
-    const second = startNode(env());
+    const second = startNodeProcess(env());
     expect(await second.exit).to.equal(2);
     const fatal = second.lines.find((l) => l.code === 'ERR_DATA_DIR_LOCKED');
     expect(fatal?.msg).to.contain(dir).and.contain(`pid ${first.child.pid}`);
     expect(second.lines.some((l) => l.msg === 'listening')).to.equal(false);
-    expect(digests(dir), 'every file byte-identical, none added').to.deep.equal(before);
+    expect(folderDigests(dir), 'every file byte-identical, none added').to.deep.equal(before);
 
     const res = await fetch(`http://127.0.0.1:${port}/healthz`);
     expect(((await res.json()) as { ok: boolean }).ok).to.equal(true);
@@ -114,16 +65,16 @@ describe('data folder lock: one node process per data folder', function () {
   });
 
   it('the lock a SIGKILLed node leaves is taken over, with a log line', async () => {
-    const killed = startNode(env());
+    const killed = startNodeProcess(env());
     running.push(killed.child);
-    await killed.listening;
+    await killed.waitFor('listening');
     killed.child.kill('SIGKILL');
     await killed.exit;
     expect(readLock(join(dir, LOCK_FILE))?.pid, 'left behind').to.equal(killed.child.pid);
 
-    const next = startNode(env());
+    const next = startNodeProcess(env());
     running.push(next.child);
-    await next.listening;
+    await next.waitFor('listening');
     const line = next.lines.find((l) => String(l.msg).includes('taking over'));
     expect(line?.pid).to.equal(killed.child.pid);
     expect(readLock(join(dir, LOCK_FILE))?.pid).to.equal(next.child.pid);

@@ -2,74 +2,11 @@
  * The node as a process (docs/CONTRACTS.md, "Processes and readiness"): exactly one `listening`
  * line with the real port, graceful SIGTERM, exit code 2 and a clear message for a wrong secret.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import { CLUSTER_TOKEN, removeDir, tempDir } from './helpers.ts';
 import { OPERATOR_SET, TEST_CLUSTER_ID } from '../helpers/operators.ts';
-
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-
-interface Run {
-  child: ChildProcess;
-  lines: Record<string, unknown>[];
-  exit: Promise<number | null>;
-  /** Resolves with the first line whose msg is `msg`. */
-  waitFor(msg: string): Promise<Record<string, unknown>>;
-}
-
-/** Every file of a folder, by name, as a SHA-256 digest. */
-async function digests(dir: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const name of (await readdir(dir)).sort()) {
-    out[name] = createHash('sha256')
-      .update(await readFile(join(dir, name)))
-      .digest('hex');
-  }
-  return out;
-}
-
-function startProcess(env: Record<string, string>): Run {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'nodes', 'main.ts')], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const lines: Record<string, unknown>[] = [];
-  const waiters: [string, (line: Record<string, unknown>) => void][] = [];
-  let buffered = '';
-  child.stdout.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString('utf8');
-    let nl: number;
-    while ((nl = buffered.indexOf('\n')) !== -1) {
-      const line = JSON.parse(buffered.slice(0, nl)) as Record<string, unknown>;
-      buffered = buffered.slice(nl + 1);
-      lines.push(line);
-      for (const [msg, resolve] of waiters) if (line.msg === msg) resolve(line);
-    }
-  });
-  const exit = new Promise<number | null>((resolve) =>
-    child.once('exit', (code, signal) => {
-      if (signal) process.stderr.write(`node process killed by ${signal}\n`);
-      resolve(code);
-    }),
-  );
-  return {
-    child,
-    lines,
-    exit,
-    waitFor: (msg) =>
-      new Promise((resolve, reject) => {
-        const found = lines.find((l) => l.msg === msg);
-        if (found) return resolve(found);
-        waiters.push([msg, resolve]);
-        void exit.then((code) => reject(new Error(`exited with ${code} before "${msg}"`)));
-      }),
-  };
-}
+import { folderDigests, startNodeProcess } from './node-process.ts';
 
 describe('nodes/main: the share node process', function () {
   this.timeout(30_000);
@@ -95,7 +32,7 @@ describe('nodes/main: the share node process', function () {
   });
 
   it('logs one `listening` line with the real port, serves /healthz, and stops on SIGTERM', async () => {
-    const run = startProcess(env());
+    const run = startNodeProcess(env());
     const listening = await run.waitFor('listening');
     const port = listening.port as number;
     expect(port).to.be.a('number').greaterThan(0);
@@ -108,23 +45,23 @@ describe('nodes/main: the share node process', function () {
   });
 
   it('a wrong secret exits with code 2 and says why, without touching the database', async () => {
-    const before = await digests(dir);
+    const before = folderDigests(dir);
     expect(Object.keys(before)).to.include.members(['node.db', 'audit.jsonl', 'audit.head']);
-    const run = startProcess({ ...env(), KMAAS_NODE_SECRET: randomBytes(32).toString('hex') });
+    const run = startNodeProcess({ ...env(), KMAAS_NODE_SECRET: randomBytes(32).toString('hex') });
     expect(await run.exit).to.equal(2);
     const fatal = run.lines.find((l) => l.code === 'ERR_WRONG_NODE_SECRET');
     expect(fatal?.msg).to.contain('different KMAAS_NODE_SECRET');
     expect(run.lines.some((l) => l.msg === 'listening')).to.equal(false);
-    expect(await digests(dir), 'every file byte-identical, none added').to.deep.equal(before);
+    expect(folderDigests(dir), 'every file byte-identical, none added').to.deep.equal(before);
     // The right secret still starts it.
-    const ok = startProcess(env());
+    const ok = startNodeProcess(env());
     await ok.waitFor('listening');
     ok.child.kill('SIGINT');
     expect(await ok.exit).to.equal(0);
   });
 
   it('a bad setting exits with code 1 and names it', async () => {
-    const run = startProcess({ ...env(), KMAAS_NODE_ID: '0' });
+    const run = startNodeProcess({ ...env(), KMAAS_NODE_ID: '0' });
     expect(await run.exit).to.equal(1);
     const fatal = run.lines.find((l) => l.code === 'ERR_CONFIG');
     expect(fatal?.msg).to.contain('KMAAS_NODE_ID');
