@@ -56,7 +56,12 @@ import { z } from 'zod';
 import { decodeElement, fromB64 } from '../shared/encoding.ts';
 import { ERROR_CODES, KmaasError, toKmaasError, type ErrorCode } from '../shared/errors.ts';
 import type { ParsedKeyPackage } from '../shared/key-package.ts';
-import { evaluateReply, parseMessage, type EvaluateResponse } from '../shared/messages.ts';
+import {
+  evaluateBody,
+  evaluateReply,
+  parseMessage,
+  type EvaluateResponse,
+} from '../shared/messages.ts';
 import { checkBatchSize } from '../shared/suite.ts';
 import type { EvaluationAuth } from '../shared/evaluation-auth.ts';
 import type { VerifiedToken } from '../shared/access-token.ts';
@@ -146,7 +151,7 @@ const evaluateBodyShape = z
     blinded: z.array(z.string().max(1024)),
     // The epoch of the client's key package: a hint, outside the DPoP binding, that this
     // replica's cached package may be older (see KeyCache.getAtLeast). Ignoring it is safe.
-    epoch: z.number().int().min(1).max(0xffffffff).optional(),
+    epoch: evaluateBody.shape.epoch,
   })
   .strict();
 
