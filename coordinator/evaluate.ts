@@ -54,6 +54,7 @@
 import { performance } from 'node:perf_hooks';
 import { z } from 'zod';
 import { decodeElement, fromB64 } from '../shared/encoding.ts';
+import { dpopToken } from '../shared/dpop-proof.ts';
 import { ERROR_CODES, KmaasError, toKmaasError, type ErrorCode } from '../shared/errors.ts';
 import type { ParsedKeyPackage } from '../shared/key-package.ts';
 import {
@@ -195,15 +196,6 @@ function decodeBlinded(encoded: string[]): Blinded {
     return raw;
   });
   return { encoded, bytes };
-}
-
-// The scheme name is case-insensitive (RFC 7235 section 2.1); RFC 9449 section 7.1.
-const DPOP_SCHEME = /^DPoP +([\x21-\x7e]{1,8192}) *$/i;
-
-/** The access token of an `Authorization: DPoP <token>` header, or undefined. */
-export function dpopToken(authorization: string | undefined): string | undefined {
-  const m = authorization === undefined ? null : DPOP_SCHEME.exec(authorization);
-  return m ? m[1] : undefined;
 }
 
 /**

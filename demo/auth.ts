@@ -9,7 +9,7 @@
 import type { Request } from 'express';
 import { AccessTokenVerifier, type OidcSettings } from '../shared/access-token.ts';
 import { TENANT_PATTERN } from '../shared/document.ts';
-import { DpopVerifier } from '../shared/dpop-proof.ts';
+import { dpopToken, DpopVerifier } from '../shared/dpop-proof.ts';
 import { KmaasError } from '../shared/errors.ts';
 import { JtiCache } from '../shared/jti-cache.ts';
 
@@ -19,8 +19,6 @@ export interface Caller {
   subject: string;
   tenant: string;
 }
-
-const DPOP_SCHEME = /^DPoP +([\x21-\x7e]{1,8192}) *$/i;
 
 export class RequestAuth {
   readonly tokens: AccessTokenVerifier;
@@ -44,15 +42,13 @@ export class RequestAuth {
 
   /** The token first (ERR_TOKEN_*), then the proof (ERR_DPOP_*). */
   async check(req: Request): Promise<Caller> {
-    const authorization = req.get('authorization');
-    const m = authorization === undefined ? null : DPOP_SCHEME.exec(authorization);
-    if (!m) {
+    const token = dpopToken(req.get('authorization'));
+    if (token === undefined) {
       throw new KmaasError(
         'ERR_TOKEN_MISSING',
         'access token: expected Authorization: DPoP <access token>',
       );
     }
-    const token = m[1]!;
     const verified = await this.tokens.verifyAnyTenant(token);
     // The tenant goes into the database and into file listings: the nodes' own pattern.
     if (!TENANT_PATTERN.test(verified.tenant)) {

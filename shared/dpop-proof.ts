@@ -34,6 +34,15 @@ import type { JtiCache } from './jti-cache.ts';
 
 /** RFC 9449 section 4.2: jti has enough entropy; 16 characters is 96 bits of base64url. */
 export const MIN_JTI_LENGTH = 16;
+
+// The scheme name is case-insensitive (RFC 7235 section 2.1); RFC 9449 section 7.1.
+const DPOP_SCHEME = /^DPoP +([\x21-\x7e]{1,8192}) *$/i;
+
+/** The access token of an `Authorization: DPoP <token>` header, or undefined. */
+export function dpopToken(authorization: string | undefined): string | undefined {
+  const m = authorization === undefined ? null : DPOP_SCHEME.exec(authorization);
+  return m ? m[1] : undefined;
+}
 const MAX_JTI_LENGTH = 256;
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
