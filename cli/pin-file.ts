@@ -44,6 +44,18 @@ export class FilePinStore implements PinStore {
     return op;
   }
 
+  /** Every pin of the file, as MemoryPinStore takes them. */
+  async all(): Promise<{ tenant: string; version: number; groupKey: string }[]> {
+    const { pins } = await this.read();
+    return Object.entries(pins).flatMap(([tenant, versions]) =>
+      Object.entries(versions).map(([version, groupKey]) => ({
+        tenant,
+        version: Number(version),
+        groupKey,
+      })),
+    );
+  }
+
   private async read(): Promise<PinFile> {
     let text: string;
     try {

@@ -20,7 +20,6 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +27,7 @@ import { pipeline } from 'node:stream/promises';
 import { randomUUID } from 'node:crypto';
 import pino, { type DestinationStream, type Logger } from 'pino';
 import { z } from 'zod';
+import { FilePinStore } from '../cli/pin-file.ts';
 import { ALLOWED_ALGORITHMS, type OidcSettings } from '../shared/access-token.ts';
 import { KmaasError, toKmaasError } from '../shared/errors.ts';
 import { RequestAuth, type Caller } from './auth.ts';
@@ -439,29 +439,7 @@ function asArchiveError(err: unknown): KmaasError {
   return toKmaasError(err);
 }
 
-/** The pins of a pins file as the CLI writes it ({ pins: { tenant: { version: key } } }). */
-export async function pinsFromFile(path: string): Promise<Pin[]> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch {
-    return [];
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    return [];
-  }
-  const parsed = z
-    .object({ pins: z.record(z.string(), z.record(z.string(), z.string())) })
-    .safeParse(json);
-  if (!parsed.success) return [];
-  return Object.entries(parsed.data.pins).flatMap(([tenant, versions]) =>
-    Object.entries(versions).map(([version, groupKey]) => ({
-      tenant,
-      version: Number(version),
-      groupKey,
-    })),
-  );
+/** The pins of a pins file as the CLI writes it; none when it is missing or does not parse. */
+export function pinsFromFile(path: string): Promise<Pin[]> {
+  return new FilePinStore(path).all().catch(() => []);
 }
