@@ -31,6 +31,7 @@ import { addCommitteeCommands, readStatusView } from './committee.ts';
 import { addJobCommand } from './job.ts';
 import { addProposalCommands, createTenantWithDevKeys, proposeWithDevKeys } from './proposal.ts';
 import { addRewrapCommand } from './rewrap.ts';
+import { checkRetire } from './retire-guard.ts';
 import { keyEpochs, statusLines, type TenantStatus } from './status.ts';
 import { signIn } from './sign-in.ts';
 
@@ -399,14 +400,23 @@ export function buildProgram(io: Io, current: { session?: Session } = {}): Comma
     )
     .requiredOption('--key-version <v>', 'the key version to retire', positiveInt('key version'))
     .option(
+      '--last',
+      "retire even the tenant's last live version (every document of the tenant is lost for good)",
+    )
+    .option(
       '--operator-key <file>',
       'an operator key file to sign with (repeatable; default: the keys the cluster file names)',
       (file: string, files: string[] = []) => [...files, file],
     )
     .action(
-      async (name: string, opts: { keyVersion: number; operatorKey?: string[] }, cmd: Command) => {
+      async (
+        name: string,
+        opts: { keyVersion: number; last?: boolean; operatorKey?: string[] },
+        cmd: Command,
+      ) => {
         const s = await session(cmd);
         s.requireAdminToken('retire a tenant key');
+        checkRetire(await s.client.tenant(name), opts.keyVersion, opts.last === true);
         const keys = opts.operatorKey ?? s.config.operatorKeys;
         await proposeWithDevKeys(
           s,

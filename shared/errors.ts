@@ -250,6 +250,10 @@ export const ERROR_CODES = {
     status: 410,
     doc: 'That key version was retired by an operator proposal: it no longer serves, and the nodes erased their shares.',
   },
+  ERR_LAST_KEY_VERSION: {
+    status: 409,
+    doc: "A retire of a tenant's last live key version without `--last`: it would make every document of the tenant unreadable for good.",
+  },
   ERR_RESHARE_DEALER: {
     status: 422,
     doc: 'A resharing dealer sent a dealing that fails its checks (signature, old key package, constant term, or a piece inconsistent with its Feldman commitments); `details.culprits` names the dealers.',

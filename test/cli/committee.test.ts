@@ -612,6 +612,36 @@ describe('cli: kmaas committee and status against the fake coordinator', functio
     expect(fake.proposals[1]).to.include({ operation: 'key.retire', tenant: 'delta', version: 1 });
   });
 
+  it('tenant retire refuses an unknown or retired version, and the last live one without --last', async () => {
+    fake.epoch = { epoch: 2, threshold: 3, committee: keysOf([1, 2, 3, 4, 5]) };
+    fake.addKey('eps', 1, 3);
+    fake.addKey('eps', 2, 3);
+    const refusal = async (args: string[], expected: RegExp) => {
+      const r = await kmaas('tenant', 'retire', 'eps', ...args);
+      expect(r.code, args.join(' ')).to.equal(1);
+      expect(r.stderr.trimEnd().split('\n').at(-1), args.join(' ')).to.match(expected);
+    };
+    await refusal(
+      ['--key-version', '99'],
+      /^error ERR_UNKNOWN_KEY_VERSION: tenant eps has no key version 99 \(its versions: 1, 2\)/,
+    );
+    expect(fake.proposals).to.have.length(0);
+
+    const first = await kmaas('tenant', 'retire', 'eps', '--key-version', '1');
+    expect(first.code, first.stderr).to.equal(0);
+    expect(fake.proposals).to.have.length(1);
+    await refusal(['--key-version', '1'], /^error ERR_KEY_RETIRED: .*already retired/);
+    await refusal(
+      ['--key-version', '2'],
+      /^error ERR_LAST_KEY_VERSION: version 2 is tenant eps's last live key version: .*--last/,
+    );
+    expect(fake.proposals).to.have.length(1);
+
+    const last = await kmaas('tenant', 'retire', 'eps', '--key-version', '2', '--last');
+    expect(last.code, last.stderr).to.equal(0);
+    expect(fake.proposals[1]).to.include({ operation: 'key.retire', tenant: 'eps', version: 2 });
+  });
+
   it('status prints the epoch, each node as member or spare, and key epochs', async () => {
     fake.epoch = { epoch: 2, threshold: 3, committee: keysOf([1, 2, 3, 4, 5]) };
     fake.down.add(4);

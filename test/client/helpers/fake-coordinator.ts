@@ -265,6 +265,7 @@ export class FakeCoordinator {
       }
       const body = asKeyProposal(proposal);
       if (body.operation === 'key.retire') {
+        this.retired.add(`${body.tenant}/${body.version}`);
         return this.send(res, {
           proposal: proposalId(body),
           operation: body.operation,
@@ -340,6 +341,7 @@ export class FakeCoordinator {
           version: k.version,
           threshold: k.threshold,
           groupKey: k.keyPackage.groupKey,
+          ...(this.retired.has(`${tenant}/${k.version}`) ? { retired: true } : {}),
         }));
       if (versions.length === 0) throw new KmaasError('ERR_UNKNOWN_TENANT', 'no such tenant');
       return this.send(res, { tenant, versions });
