@@ -95,11 +95,12 @@ interface Locals {
 }
 
 /**
- * Characters a file name may not hold: bidirectional controls (U+200E/F, U+202A-202E,
- * U+2066-2069), which can make "invoice_fdp.exe" read as "invoice_exe.pdf", and zero-width ones
- * (U+200B-200D, U+FEFF), which make two names that look the same differ.
+ * Characters a file name may not hold: Unicode's invisible format characters (category Cf).
+ * Among them are the bidirectional controls (U+061C, U+200E/F, U+202A-202E, U+2066-2069), which
+ * can make "invoice_fdp.exe" read as "invoice_exe.pdf", and the zero-width ones (U+200B-200D,
+ * U+2060, U+FEFF), which make two names that look the same differ. Every tenant sees the list.
  */
-const INVISIBLE = /[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/u;
+const INVISIBLE = /\p{Cf}/u;
 
 const uploadQuery = z.object({
   name: z
@@ -109,7 +110,7 @@ const uploadQuery = z.object({
     .refine((s) => ![...s].some((c) => c < ' ' || c === '\x7f'), 'no control characters')
     .refine(
       (s) => !INVISIBLE.test(s),
-      'no bidirectional controls or zero-width characters (U+200B-200F, U+202A-202E, U+2066-2069, U+FEFF)',
+      'no invisible format characters (Unicode category Cf: bidirectional controls such as U+202E, zero-width ones such as U+200B)',
     )
     .refine((s) => s.trim() !== '', 'a name, not only spaces'),
   type: z
