@@ -152,8 +152,11 @@ export class CeremonyRunner {
         }
         return;
       }
-      record.problems.push(outcome.problem);
-      if (outcome.problem.startsWith('deadline')) return;
+      if (outcome.problem.startsWith('deadline')) {
+        record.problems.push(outcome.problem);
+        return;
+      }
+      record.problems.push(`${outcome.problem}, proposed again`);
       await sleep(2000);
     }
     if (record.outcome === 'unfinished' && record.submissions >= MAX_SUBMISSIONS)

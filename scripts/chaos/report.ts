@@ -315,7 +315,11 @@ export function summaryLines(r: ChaosReport): string[] {
     `failed while >= t healthy: ${r.whileHealthy.failed} of ${r.whileHealthy.requests} (${pct(r.whileHealthy.share)})`,
     `most nodes faulty at once ${r.invariant.maxFaultyAtOnce} (n - t = ${r.invariant.budget}; ${r.invariant.secondsAtBudget} s at n - t; ${r.invariant.postponed} postponed, ${r.invariant.skipped} skipped)`,
     `ceremonies completed ${r.ceremoniesCompleted} of ${r.ceremonies.length}: ${r.ceremonies
-      .map((c) => `${c.kind} ${c.outcome}${c.seconds === null ? '' : ` ${c.seconds} s`}`)
+      .map(
+        (c) =>
+          `${c.kind} ${c.outcome}${c.seconds === null ? '' : ` ${c.seconds} s`}` +
+          (c.submissions > 1 ? ` (${c.submissions} submissions)` : ''),
+      )
       .join(', ')}`,
   ];
   for (const [cause, n] of Object.entries(r.failuresByCause))

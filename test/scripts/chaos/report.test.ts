@@ -6,7 +6,7 @@
  */
 import { expect } from 'chai';
 import { renderHtml } from '../../../scripts/chaos/plot.ts';
-import { buildReport } from '../../../scripts/chaos/report.ts';
+import { buildReport, summaryLines } from '../../../scripts/chaos/report.ts';
 import { Timeline, type RequestRecord } from '../../../scripts/chaos/timeline.ts';
 
 const request = (at: number, end: number, extra: Partial<RequestRecord> = {}): RequestRecord => ({
@@ -63,6 +63,52 @@ describe('chaos report', () => {
     clients: 1,
     settings: {},
     endMs: 10_000,
+  });
+
+  it('says how many submissions a ceremony took when its first job was lost', () => {
+    const lost = new Timeline({ committee: [1, 2, 3, 4, 5], threshold: 3 });
+    lost.ceremonies.push(
+      {
+        kind: 'refresh',
+        plannedAt: 1000,
+        at: 1000,
+        doneAt: 4500,
+        endedAt: 4500,
+        outcome: 'completed',
+        submissions: 2,
+        jobIds: ['a', 'b'],
+        problems: ['job lost (ERR_UNKNOWN_JOB), proposed again'],
+      },
+      {
+        kind: 'add-node',
+        plannedAt: 5000,
+        at: 5000,
+        doneAt: 6000,
+        endedAt: 6000,
+        outcome: 'completed',
+        submissions: 1,
+        jobIds: ['c'],
+        problems: [],
+      },
+    );
+    const r = buildReport(lost, {
+      seed: 's',
+      minutes: 1,
+      command: 'npm run chaos -- --minutes 1 --seed s',
+      startedAt: '2026-12-04T00:00:00.000Z',
+      n: 5,
+      t: 3,
+      spare: 6,
+      byzantine: 2,
+      coordinators: 2,
+      clients: 1,
+      settings: {},
+      endMs: 10_000,
+    });
+    const line = summaryLines(r).find((l) => l.startsWith('ceremonies completed'));
+    expect(line).to.equal(
+      'ceremonies completed 2 of 2: refresh completed 3.5 s (2 submissions), add-node completed 1 s',
+    );
   });
 
   it('counts wrong keys, failures by code and cause, and those made while t nodes were healthy', () => {
