@@ -43,6 +43,7 @@ import { followJob } from './job.ts';
 import {
   clusterIdOf,
   currentEpoch,
+  checkMembersIntact,
   keyCommittee,
   parseStatusView,
   type StatusView,
@@ -248,6 +249,7 @@ export async function createProposal(
   if (o.operation === 'committee.refresh') return refreshDraft(view, o, now);
   const tenant = o.tenant!;
   const { committee, threshold: epochThreshold, epoch } = keyCommittee(view, o.firstCommittee);
+  if (o.operation !== 'key.retire') checkMembersIntact(view, committee);
   let version = o.version;
   if (version === undefined) {
     if (o.operation === 'tenant.create') version = 1;

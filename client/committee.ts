@@ -109,6 +109,30 @@ export function currentEpoch(view: StatusView): EpochView {
 }
 
 /**
+ * A new key is made by every member of the committee; a member that reports other identity keys
+ * than the committee records has lost its data (it made new ones) and every node would refuse
+ * the proposal (ERR_PROPOSAL_MISMATCH). Said here first, with the way out.
+ */
+export function checkMembersIntact(view: StatusView, committee: readonly CommitteeMember[]): void {
+  const changed = committee
+    .filter((m) => {
+      const now = view.nodes.find((n) => n.id === m.node)?.identity;
+      return now != null && (now.signing !== m.signing || now.encryption !== m.encryption);
+    })
+    .map((m) => m.node);
+  if (changed.length === 0) return;
+  const nodes = changed.join(', ');
+  throw new KmaasError(
+    'ERR_PROPOSAL_MISMATCH',
+    `${changed.length > 1 ? 'nodes' : 'node'} ${nodes} of the committee ${changed.length > 1 ? 'report' : 'reports'} other identity keys than the committee records: ` +
+      `${changed.length > 1 ? 'they lost their' : 'it lost its'} data, and a new key needs every member; ` +
+      changed.map((n) => `kmaas committee repair ${n}`).join(', then ') +
+      ' first',
+    { nodes: changed },
+  );
+}
+
+/**
  * The committee and threshold a key generation (tenant.create, key.rotate) must use: the current
  * epoch's when there is one (the nodes refuse any other), else the first committee of the cluster
  * file (spare nodes are in none), else every node the coordinator knows.

@@ -612,6 +612,25 @@ describe('cli: kmaas committee and status against the fake coordinator', functio
     expect(fake.proposals[1]).to.include({ operation: 'key.retire', tenant: 'delta', version: 1 });
   });
 
+  it('tenant create and rotate name a member that lost its data and the repair, signing nothing', async () => {
+    const committee = keysOf([1, 2, 3, 4, 5]);
+    // Node 3 records other keys in the epoch than it reports now: it lost its data.
+    committee[2] = { ...strangerIdentity(3), node: 3 };
+    fake.epoch = { epoch: 2, threshold: 3, committee };
+    fake.addKey('zeta', 1, 3);
+    for (const args of [
+      ['tenant', 'create', 'eta'],
+      ['tenant', 'rotate', 'zeta'],
+    ]) {
+      const r = await kmaas(...args);
+      expect(r.code, args.join(' ')).to.equal(1);
+      expect(r.stderr.trimEnd().split('\n').at(-1), args.join(' ')).to.equal(
+        'error ERR_PROPOSAL_MISMATCH: node 3 of the committee reports other identity keys than the committee records: it lost its data, and a new key needs every member; kmaas committee repair 3 first',
+      );
+    }
+    expect(fake.proposals).to.have.length(0);
+  });
+
   it('tenant retire refuses an unknown or retired version, and the last live one without --last', async () => {
     fake.epoch = { epoch: 2, threshold: 3, committee: keysOf([1, 2, 3, 4, 5]) };
     fake.addKey('eps', 1, 3);
