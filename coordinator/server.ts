@@ -11,6 +11,7 @@
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { answerParseErrors } from '../shared/http-parse-errors.ts';
 import type { AddressInfo } from 'node:net';
 import { Redis, type RedisOptions } from 'ioredis';
 import { Admission, RefusalLog } from './admission.ts';
@@ -249,6 +250,7 @@ export async function startCoordinator(
       },
     });
     const server = createServer(app);
+    answerParseErrors(server);
     server.keepAliveTimeout = 5000;
     server.headersTimeout = 10_000;
     server.requestTimeout = 30_000;

@@ -21,6 +21,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { answerParseErrors } from '../shared/http-parse-errors.ts';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { pipeline } from 'node:stream/promises';
@@ -154,6 +155,7 @@ export async function startArchive(opts: ArchiveOptions): Promise<ArchiveHandle>
     server.on('request', app);
   } else {
     server = createServer(app);
+    answerParseErrors(server);
     server.listen(opts.port ?? 0, host);
     try {
       await once(server, 'listening');

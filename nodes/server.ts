@@ -24,6 +24,7 @@ import { ERROR_CODES, toKmaasError, type ErrorCode } from '../shared/errors.ts';
 import { PROTOCOL_VERSION } from '../shared/messages.ts';
 import type { Rng } from '../shared/shamir.ts';
 import { bearerToken, tokenMatches } from '../shared/bearer.ts';
+import { answerParseErrors } from '../shared/http-parse-errors.ts';
 import { EvaluationAuth } from '../shared/evaluation-auth.ts';
 import { AuditLog } from './audit-log.ts';
 import { auditRequest } from './audit-request.ts';
@@ -229,6 +230,7 @@ export async function startNode(
       sendJson(res, 404, errorBody('ERR_NOT_FOUND', `no route ${req.method} ${pathOf(req)}`));
     }
   });
+  answerParseErrors(http);
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD });
   const alive = new WeakSet<WebSocket>();
 

@@ -34,6 +34,14 @@ export const ERROR_CODES = {
   },
   ERR_EMPTY_BATCH: { status: 400, doc: 'A batch of blinded elements is empty.' },
   ERR_BATCH_TOO_LARGE: { status: 413, doc: 'A batch holds more blinded elements than allowed.' },
+  ERR_MALFORMED_REQUEST: {
+    status: 400,
+    doc: 'The bytes received are not a well-formed HTTP/1.1 request; the connection is closed.',
+  },
+  ERR_HEADERS_TOO_LARGE: {
+    status: 431,
+    doc: "The request line and headers exceed the HTTP server's size limit (16 KiB by default); the connection is closed.",
+  },
   ERR_BODY_TOO_LARGE: { status: 413, doc: 'The request body exceeds the size limit.' },
   ERR_BAD_THRESHOLD: {
     status: 400,

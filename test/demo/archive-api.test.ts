@@ -344,6 +344,13 @@ describe('archive API (demo/server.ts)', function () {
       body: env,
     });
     expect(badType.json().error?.details).to.deep.equal({ field: 'type' });
+    // A name too long for the request line itself is refused by the HTTP parser, still coded.
+    const huge = await call('POST', `/api/documents?name=${'a'.repeat(100_000)}`, {
+      user: alice,
+      body: env,
+    });
+    expect(huge.status).to.equal(431);
+    expect(huge.json().error?.code).to.equal('ERR_HEADERS_TOO_LARGE');
   });
 
   it('refuses file names with bidi controls, zero-width characters, or nothing but spaces', async () => {
