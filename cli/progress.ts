@@ -79,7 +79,11 @@ export function progressLine(job: Job): string | undefined {
   const counted = done !== undefined && total !== undefined;
   const round = phase === undefined ? null : ROUND.exec(phase);
   if (round) {
-    return `DKG round ${round[1]}/3` + (counted ? `: ${done} of ${total} nodes` : '');
+    // A poll often lands just as a round starts; "0 of 5" read as stuck, so it says what waits.
+    if (!counted) return `DKG round ${round[1]}/3`;
+    return done === 0
+      ? `DKG round ${round[1]}/3: waiting for ${total} nodes`
+      : `DKG round ${round[1]}/3: ${done} of ${total} nodes`;
   }
   if (phase === 'store') return 'storing the key package';
   return 'key generation running' + (counted ? ` (step ${done} of ${total})` : '');

@@ -54,7 +54,7 @@ describe('cli/atomic and cli/progress', () => {
         'queued: waiting for the coordinator to start the key generation',
       );
       expect(progressLine(job('active', { phase: 'round1', done: 0, total: 5 }))).to.equal(
-        'DKG round 1/3: 0 of 5 nodes',
+        'DKG round 1/3: waiting for 5 nodes',
       );
       expect(progressLine(job('active', { phase: 'round3', done: 5, total: 5 }))).to.equal(
         'DKG round 3/3: 5 of 5 nodes',

@@ -263,7 +263,7 @@ describe('cli: kmaas as a child process against a fake coordinator', function ()
     expect(rest).to.deep.equal([
       'job 1: tenant.create of beta version 1',
       'queued: waiting for the coordinator to start the key generation',
-      'DKG round 1/3: 0 of 5 nodes',
+      'DKG round 1/3: waiting for 5 nodes',
       'DKG round 2/3: 3 of 5 nodes',
       'DKG round 3/3: 5 of 5 nodes',
       'storing the key package',
