@@ -50,7 +50,7 @@ describe('chaos report', () => {
     request(7000, 7100, { ok: false, wrong: 1, cause: 'WRONG_KEY' }),
     request(8000, 8400, { ...tooFew, retried: true }),
   );
-  const report = buildReport(tl, {
+  const meta = {
     seed: 's',
     minutes: 1,
     command: 'npm run chaos -- --minutes 1 --seed s',
@@ -63,7 +63,8 @@ describe('chaos report', () => {
     clients: 1,
     settings: {},
     endMs: 10_000,
-  });
+  };
+  const report = buildReport(tl, meta);
 
   it('says how many submissions a ceremony took when its first job was lost', () => {
     const lost = new Timeline({ committee: [1, 2, 3, 4, 5], threshold: 3 });
@@ -91,20 +92,7 @@ describe('chaos report', () => {
         problems: [],
       },
     );
-    const r = buildReport(lost, {
-      seed: 's',
-      minutes: 1,
-      command: 'npm run chaos -- --minutes 1 --seed s',
-      startedAt: '2026-12-04T00:00:00.000Z',
-      n: 5,
-      t: 3,
-      spare: 6,
-      byzantine: 2,
-      coordinators: 2,
-      clients: 1,
-      settings: {},
-      endMs: 10_000,
-    });
+    const r = buildReport(lost, meta);
     const line = summaryLines(r).find((l) => l.startsWith('ceremonies completed'));
     expect(line).to.equal(
       'ceremonies completed 2 of 2: refresh completed 3.5 s (2 submissions), add-node completed 1 s',
