@@ -11,7 +11,6 @@
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { answerParseErrors } from '../shared/http-parse-errors.ts';
 import type { AddressInfo } from 'node:net';
 import { Redis, type RedisOptions } from 'ioredis';
 import { Admission, RefusalLog } from './admission.ts';
@@ -37,6 +36,7 @@ import { CatchUpSweep } from './reshare-catchup.ts';
 import { redisKeys } from './redis-keys.ts';
 import { Registry } from './registry.ts';
 import { VerifyPool } from './verify-pool.ts';
+import { answerParseErrors } from '../shared/http-parse-errors.ts';
 
 export interface CoordinatorHandle {
   /** The port the HTTP server listens on (the real one when 0 was asked for). */

@@ -21,7 +21,6 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { answerParseErrors } from '../shared/http-parse-errors.ts';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { pipeline } from 'node:stream/promises';
@@ -34,6 +33,7 @@ import { KmaasError, toKmaasError } from '../shared/errors.ts';
 import { RequestAuth, type Caller } from './auth.ts';
 import { ArchiveStore } from './store.ts';
 import { receiveEnvelope } from './upload.ts';
+import { answerParseErrors } from '../shared/http-parse-errors.ts';
 
 /** The page's documents may be up to 100 MiB each (the issue's figure). */
 export const DEFAULT_MAX_DOCUMENT_BYTES = 100 * 1024 * 1024;
